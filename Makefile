@@ -1,0 +1,38 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The venv never sees system site-packages: a dependency missing from pyproject.toml fails here.
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+.PHONY: install install-dev run test lint typecheck pytest fake-upstream clean
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+
+install-dev: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+
+run: install
+	@echo "llm-stream-proxy on http://127.0.0.1:$${PROXY_PORT:-8000} (built-in fake upstream unless PROXY_UPSTREAM_URL is set)"
+	@echo "try:  curl -N http://127.0.0.1:$${PROXY_PORT:-8000}/v1/stream -H 'Content-Type: application/json' -d '{\"prompt\": \"Hello\"}'"
+	$(BIN)/python -m proxy serve
+
+test: install-dev lint typecheck pytest
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy proxy/
+
+pytest:
+	$(BIN)/pytest -q
+
+fake-upstream: install
+	$(BIN)/python -m proxy fake-upstream
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,68 @@
+"""Command line: `python -m proxy serve | fake-upstream`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+
+import uvicorn
+
+from proxy.settings import ConfigError, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m proxy", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the proxy")
+    serve.add_argument("--host", help="listen address (overrides PROXY_HOST)")
+    serve.add_argument("--port", type=int, help="listen port (overrides PROXY_PORT)")
+
+    fake = commands.add_parser("fake-upstream", help="run the fake upstream alone")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=9000)
+    fake.add_argument("--tokens", type=int, default=12, help="tokens per reply")
+    fake.add_argument("--token-delay", type=float, default=0.02, help="seconds per token")
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args.host, args.port)
+    return _fake_upstream(args.host, args.port, args.tokens, args.token_delay)
+
+
+def _serve(host: str | None, port: int | None) -> int:
+    from proxy.app import create_app
+    from proxy.logs import configure_logging
+
+    try:
+        settings = load_settings(host=host, port=port)
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"llm-stream-proxy: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        log_level=settings.log_level,
+    )
+    return 0
+
+
+def _fake_upstream(host: str, port: int, tokens: int, token_delay: float) -> int:
+    from proxy.fake_upstream import serve_fake_upstream
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_fake_upstream(host, port, tokens=tokens, token_delay=token_delay))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

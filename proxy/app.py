@@ -1,0 +1,125 @@
+"""The application factory: settings in, a ready FastAPI app out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from proxy.api import request_id as assign_request_id
+from proxy.api import router
+from proxy.dialects import Dialect, get_dialect
+from proxy.errors import ClientDisconnected, ProxyError, RequestError, error_response
+from proxy.fake_upstream import FakeUpstream
+from proxy.relay import Relay, StreamRecord, Upstream
+from proxy.settings import ConfigError, ModelSpec, Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    specs = settings.models()
+    dialects = {spec.name: _dialect(spec) for spec in specs}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            fake_url = ""
+            if any(not spec.urls for spec in specs):
+                fake = FakeUpstream()
+                await fake.start()
+                stack.push_async_callback(fake.aclose)
+                fake_url = fake.url
+                logging.getLogger("proxy").warning(
+                    "no upstream configured (PROXY_UPSTREAM_URL): serving the built-in fake "
+                    "upstream at %s",
+                    fake_url,
+                )
+            app.state.upstreams = {
+                spec.name: Upstream(spec, dialects[spec.name], spec.urls or (fake_url,))
+                for spec in specs
+            }
+            client = await stack.enter_async_context(upstream_client(settings))
+            app.state.relay = Relay(client, settings)
+            yield
+
+    app = FastAPI(
+        title="llm-stream-proxy",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.settings = settings
+    app.include_router(router)
+    app.add_exception_handler(ProxyError, _proxy_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    return app
+
+
+def upstream_client(settings: Settings) -> httpx.AsyncClient:
+    """One client per process, sized for thousands of long streams.
+
+    httpx's defaults (100 connections, 5 s pool wait, per-read timeouts) are wrong here: the
+    relay bounds connects, first tokens and idle gaps itself, and the proxy's own concurrency
+    cap bounds connections.
+    """
+    connections = settings.max_concurrent_streams + 16
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=settings.connect_timeout,
+            read=None,
+            write=settings.connect_timeout,
+            pool=settings.connect_timeout,
+        ),
+        limits=httpx.Limits(
+            max_connections=connections,
+            max_keepalive_connections=connections,
+            keepalive_expiry=30,
+        ),
+        # Compressed streams would have to be inflated before parsing; plain is what LLM
+        # servers send anyway.
+        headers={"Accept-Encoding": "identity"},
+        # Upstreams are configured explicitly; ambient HTTP(S)_PROXY must not reroute them.
+        trust_env=False,
+    )
+
+
+def _dialect(spec: ModelSpec) -> Dialect:
+    try:
+        return get_dialect(spec.dialect)
+    except ValueError:
+        raise ConfigError(
+            f"PROXY_UPSTREAM_DIALECT: the {spec.dialect!r} dialect is not available"
+        ) from None
+
+
+def _request_id(request: Request) -> str:
+    existing: str | None = getattr(request.state, "request_id", None)
+    return existing or assign_request_id(request)
+
+
+async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
+    request_id = _request_id(request)
+    if isinstance(exc, RequestError):
+        # Upstream failures were logged by the relay; refusals are logged here.
+        StreamRecord(
+            request_id=request_id,
+            model=getattr(request.state, "model", None) or "-",
+            status=exc.status_code,
+            outcome="rejected",
+            error=exc.message,
+        ).emit()
+    if isinstance(exc, ClientDisconnected):
+        return JSONResponse({}, status_code=exc.status_code)
+    return error_response(exc, request_id)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    error = RequestError(str(exc.detail))
+    error.status_code = exc.status_code
+    error.error_type = "not_found" if exc.status_code == 404 else "http_error"
+    return error_response(error, _request_id(request))

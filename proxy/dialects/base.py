@@ -1,0 +1,53 @@
+"""The shape every upstream API adapter has.
+
+An adapter maps a Conversation to the upstream's request, and the upstream's byte stream to
+text. It knows nothing of timeouts, retries, the commit point or our own HTTP statuses:
+those live once, in the relay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from proxy.conversation import Conversation
+from proxy.settings import ModelSpec
+
+
+@dataclass(slots=True, frozen=True)
+class UpstreamRequest:
+    path: str
+    headers: dict[str, str]
+    json: dict[str, Any]
+
+
+class StreamParser(Protocol):
+    """Turns one upstream response body into text, one TCP read at a time."""
+
+    @property
+    def complete(self) -> bool:
+        """The dialect's end marker has arrived: the text is whole."""
+        ...
+
+    def feed(self, chunk: bytes) -> str:
+        """The text of every event completed by this chunk ("" if none).
+
+        Raises UpstreamProtocolError for an in-band error or an unreadable event.
+        """
+        ...
+
+    def close(self) -> str:
+        """The body ended: the text of a last unterminated event, if the format allows one."""
+        ...
+
+
+class Dialect(Protocol):
+    name: str
+
+    def build_request(self, model: ModelSpec, conversation: Conversation) -> UpstreamRequest: ...
+
+    def parser(self) -> StreamParser: ...
+
+    def error_message(self, body: bytes) -> str:
+        """The human-readable message inside an upstream error body."""
+        ...

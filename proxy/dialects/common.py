@@ -1,0 +1,66 @@
+"""Small pieces several adapters share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from proxy.conversation import Conversation
+from proxy.errors import UpstreamProtocolError
+from proxy.settings import ModelSpec
+
+_MAX_MESSAGE_CHARS = 300
+
+
+def loads_event(data: bytes) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamProtocolError("upstream sent an unreadable event") from None
+    if not isinstance(payload, dict):
+        raise UpstreamProtocolError("upstream sent an event that is not a JSON object")
+    return payload
+
+
+def chat_messages(conversation: Conversation) -> list[dict[str, str]]:
+    """Role/content messages with the system prompt first, as chat APIs take them."""
+    messages = [{"role": "system", "content": conversation.system}] if conversation.system else []
+    messages.extend({"role": m.role, "content": m.content} for m in conversation.messages)
+    return messages
+
+
+def error_message_of_body(body: bytes) -> str:
+    """The message inside an upstream error response body, or "" if there is none."""
+    try:
+        return json_error_message(orjson.loads(body)) if body else ""
+    except orjson.JSONDecodeError:
+        return body[:_MAX_MESSAGE_CHARS].decode("utf-8", "replace").strip()
+
+
+def json_error_message(payload: Any) -> str:
+    """The message of the common error shapes: {"error": {"message"}}, {"error": "..."}."""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        error = error.get("message")
+    if not isinstance(error, str):
+        return "upstream reported an error"
+    return error[:_MAX_MESSAGE_CHARS]
+
+
+def bearer_headers(model: ModelSpec) -> dict[str, str]:
+    if model.api_key is None:
+        return {}
+    return {"Authorization": f"Bearer {model.api_key.get_secret_value()}"}
+
+
+def sampling_fields(conversation: Conversation) -> dict[str, Any]:
+    """temperature, top_p and stop, only when the client gave them."""
+    fields: dict[str, Any] = {}
+    if conversation.temperature is not None:
+        fields["temperature"] = conversation.temperature
+    if conversation.top_p is not None:
+        fields["top_p"] = conversation.top_p
+    if conversation.stop:
+        fields["stop"] = list(conversation.stop)
+    return fields

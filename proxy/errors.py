@@ -1,0 +1,155 @@
+"""Every failure the proxy reports, and its one mapping to HTTP.
+
+    ProxyError
+    ├── RequestError                 the client's request is refused (logged as "rejected")
+    │   ├── InvalidJSON              400
+    │   ├── Unauthorized             401  WWW-Authenticate: Bearer
+    │   ├── UnknownModel             404
+    │   ├── BodyTooLarge             413
+    │   ├── UnsupportedMediaType     415
+    │   ├── InvalidRequest           422
+    │   ├── RateLimited              429  Retry-After
+    │   └── Overloaded               503  Retry-After
+    └── UpstreamError                the upstream failed us
+        ├── UpstreamStatusError      502, or 429 + Retry-After when the upstream said 429
+        ├── UpstreamUnavailable      502 (connection refused, reset) or 503 (no upstream to try)
+        ├── UpstreamProtocolError    502 (unreadable stream, in-band error, no end marker)
+        └── UpstreamTimeout          504 (connect, first token); idle, total after the commit
+
+Exceptions are raised where the failure happens and turned into a response only by
+`error_response`, so the JSON shape and the status table of SPEC §2 live here alone.
+Messages must never contain secrets: they are sent to clients and logged.
+"""
+
+from __future__ import annotations
+
+import math
+
+from starlette.responses import JSONResponse
+
+
+class ProxyError(Exception):
+    status_code: int = 500
+    error_type: str = "internal_error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+
+
+class RequestError(ProxyError):
+    status_code = 400
+    error_type = "invalid_request"
+
+
+class InvalidJSON(RequestError):
+    status_code = 400
+    error_type = "invalid_json"
+
+
+class Unauthorized(RequestError):
+    status_code = 401
+    error_type = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class UnknownModel(RequestError):
+    status_code = 404
+    error_type = "model_not_found"
+
+
+class BodyTooLarge(RequestError):
+    status_code = 413
+    error_type = "body_too_large"
+
+
+class UnsupportedMediaType(RequestError):
+    status_code = 415
+    error_type = "unsupported_media_type"
+
+
+class InvalidRequest(RequestError):
+    status_code = 422
+    error_type = "validation_error"
+
+
+class RateLimited(RequestError):
+    status_code = 429
+    error_type = "rate_limited"
+
+
+class Overloaded(RequestError):
+    status_code = 503
+    error_type = "overloaded"
+
+
+class UpstreamError(ProxyError):
+    status_code = 502
+    error_type = "upstream_error"
+    # Worth another attempt before the commit point (SPEC §1): the next try may succeed.
+    retryable: bool = False
+
+
+class UpstreamStatusError(UpstreamError):
+    def __init__(
+        self, message: str, *, upstream_status: int, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.upstream_status = upstream_status
+        self.retryable = upstream_status == 429 or upstream_status >= 500
+        if upstream_status == 429:
+            self.status_code = 429
+            self.error_type = "upstream_rate_limited"
+
+    def headers(self) -> dict[str, str]:
+        return super().headers() if self.status_code == 429 else {}
+
+
+class UpstreamUnavailable(UpstreamError):
+    error_type = "upstream_unavailable"
+    retryable = True
+
+
+class NoUpstreamAvailable(UpstreamError):
+    status_code = 503
+    error_type = "no_upstream_available"
+
+
+class UpstreamProtocolError(UpstreamError):
+    error_type = "upstream_protocol_error"
+
+
+class UpstreamClosedEarly(UpstreamProtocolError):
+    """The upstream closed before a first delta: nothing was committed, so try again."""
+
+    retryable = True
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = 504
+    error_type = "upstream_timeout"
+
+
+class UpstreamConnectTimeout(UpstreamTimeout):
+    retryable = True
+
+
+def error_response(exc: ProxyError, request_id: str) -> JSONResponse:
+    body = {"error": {"type": exc.error_type, "message": exc.message, "request_id": request_id}}
+    headers = {"X-Request-ID": request_id, **exc.headers()}
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+
+class ClientDisconnected(ProxyError):
+    """The client left before the commit point; nobody reads the answer (nginx's 499)."""
+
+    status_code = 499
+    error_type = "client_closed_request"

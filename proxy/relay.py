@@ -1,0 +1,417 @@
+"""The core: one client stream relayed from one upstream response.
+
+Before the commit point (the first text delta) every failure is an ordinary HTTP error and
+may be retried; after it nothing is retried and a failure aborts the response. Timeouts,
+retries, the commit point and cleanup live here once, for every dialect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Literal
+
+import anyio
+import httpx
+import orjson
+
+from proxy.conversation import Conversation
+from proxy.dialects import Dialect, StreamParser, UpstreamRequest
+from proxy.errors import (
+    ClientDisconnected,
+    ProxyError,
+    UpstreamClosedEarly,
+    UpstreamConnectTimeout,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from proxy.settings import ModelSpec, Settings
+
+logger = logging.getLogger("proxy.stream")
+
+Outcome = Literal["completed", "client_disconnected", "upstream_error", "timeout", "rejected"]
+
+_MAX_ERROR_BODY = 16_384
+
+
+@dataclass(slots=True, frozen=True)
+class Upstream:
+    """A model ready to serve: its spec, its adapter and the base URLs to reach it."""
+
+    spec: ModelSpec
+    dialect: Dialect
+    urls: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class StreamRecord:
+    """What the one log line of a stream says."""
+
+    request_id: str
+    model: str
+    started: float = field(default_factory=time.monotonic)
+    upstream: str | None = None
+    attempts: int = 0
+    status: int = 200
+    outcome: Outcome | None = None
+    error: str | None = None
+    first_delta_at: float | None = None
+    deltas: int = 0
+    bytes: int = 0
+
+    def emit(self) -> None:
+        now = time.monotonic()
+        fields = {
+            "request_id": self.request_id,
+            "model": self.model,
+            "upstream": self.upstream,
+            "status": self.status,
+            "outcome": self.outcome or "client_disconnected",
+            "attempts": self.attempts,
+            "ttfb_ms": _ms(self.first_delta_at - self.started) if self.first_delta_at else None,
+            "duration_ms": _ms(now - self.started),
+            "deltas": self.deltas,
+            "bytes": self.bytes,
+        }
+        if self.error:
+            fields["error"] = self.error
+        level = (
+            logging.INFO
+            if fields["outcome"] in ("completed", "client_disconnected")
+            else (logging.WARNING)
+        )
+        logger.log(level, "stream", extra={"fields": fields})
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def outcome_of(exc: ProxyError) -> Outcome:
+    if isinstance(exc, ClientDisconnected):
+        return "client_disconnected"
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout"
+    if isinstance(exc, UpstreamError):
+        return "upstream_error"
+    return "rejected"
+
+
+class TextStream:
+    """The upstream's text from the commit point on, as UTF-8 chunks.
+
+    A class rather than an async generator: when a client leaves, nothing here is left
+    suspended for the garbage collector to finalise; the relay closes the response.
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_deadline",
+        "_ended",
+        "_first",
+        "_idle_timeout",
+        "_last_delta",
+        "_parser",
+        "_record",
+    )
+
+    def __init__(
+        self,
+        first: str,
+        chunks: AsyncIterator[bytes] | None,
+        parser: StreamParser,
+        record: StreamRecord,
+        *,
+        idle_timeout: float,
+        deadline: float,
+    ) -> None:
+        self._first = first.encode() if first else None
+        self._chunks = chunks
+        self._parser = parser
+        self._record = record
+        self._idle_timeout = idle_timeout
+        self._deadline = deadline
+        self._last_delta = asyncio.get_running_loop().time()
+        self._ended = chunks is None
+
+    def __aiter__(self) -> TextStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        while not self._ended:
+            try:
+                text = await self._next_text()
+            except ProxyError as exc:
+                if self._parser.complete:  # the text was whole; a dirty close costs nothing
+                    break
+                self._record.outcome = outcome_of(exc)
+                self._record.error = exc.message
+                self._ended = True
+                raise
+            if text:
+                data = text.encode()
+                self._record.deltas += 1
+                self._record.bytes += len(data)
+                return data
+        self._ended = True
+        self._record.outcome = "completed"
+        raise StopAsyncIteration
+
+    async def _next_text(self) -> str | None:
+        """The text of the next read that has any; None at a clean end of the stream."""
+        assert self._chunks is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            idle_deadline = self._last_delta + self._idle_timeout
+            try:
+                async with asyncio.timeout_at(min(idle_deadline, self._deadline)):
+                    chunk = await anext(self._chunks)
+            except StopAsyncIteration:
+                text = self._parser.close()
+                if not self._parser.complete:
+                    raise UpstreamProtocolError(
+                        "upstream ended the stream without its end marker"
+                    ) from None
+                self._ended = True
+                return text
+            except TimeoutError:
+                if loop.time() >= self._deadline - 0.001:
+                    raise UpstreamTimeout("stream exceeded the total timeout") from None
+                raise UpstreamTimeout(
+                    f"no text from upstream for {self._idle_timeout:g} s"
+                ) from None
+            except httpx.HTTPError:
+                raise UpstreamProtocolError("upstream connection dropped mid-stream") from None
+            text = self._parser.feed(chunk)
+            if text:
+                self._last_delta = loop.time()
+                return text
+
+
+WaitForDisconnect = Callable[[], Awaitable[None]]
+
+
+class Relay:
+    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
+        self._client = client
+        self._settings = settings
+
+    async def reachable(self, upstream: Upstream) -> bool:
+        """Whether any of the upstream's URLs answers HTTP at all (any status will do)."""
+        for url in upstream.urls:
+            try:
+                await self._client.get(url + "/", timeout=min(self._settings.connect_timeout, 2))
+            except httpx.HTTPError:
+                continue
+            return True
+        return False
+
+    @asynccontextmanager
+    async def open(
+        self,
+        upstream: Upstream,
+        conversation: Conversation,
+        request_id: str,
+        wait_for_disconnect: WaitForDisconnect,
+    ) -> AsyncIterator[TextStream]:
+        """Reach the commit point, then yield the stream; close the upstream on every exit."""
+        record = StreamRecord(request_id=request_id, model=upstream.spec.name)
+        response: httpx.Response | None = None
+        try:
+            response, stream = await self._until_first_delta(
+                upstream, conversation, record, wait_for_disconnect
+            )
+            yield stream
+        except ProxyError as exc:
+            if record.outcome is None:
+                record.outcome = outcome_of(exc)
+                record.status = exc.status_code
+                record.error = exc.message
+            raise
+        finally:
+            if response is not None:
+                await close_response(response)
+            record.emit()
+
+    async def _until_first_delta(
+        self,
+        upstream: Upstream,
+        conversation: Conversation,
+        record: StreamRecord,
+        wait_for_disconnect: WaitForDisconnect,
+    ) -> tuple[httpx.Response, TextStream]:
+        disconnected = False
+        result: tuple[httpx.Response, TextStream] | None = None
+        failure: ProxyError | None = None
+        async with anyio.create_task_group() as task_group:
+
+            async def watch() -> None:
+                nonlocal disconnected
+                await wait_for_disconnect()
+                disconnected = True
+                task_group.cancel_scope.cancel()
+
+            task_group.start_soon(watch)
+            try:
+                result = await self._attempts(upstream, conversation, record)
+            except ProxyError as exc:
+                # Raised outside the group, or anyio would wrap it in an ExceptionGroup.
+                failure = exc
+            task_group.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        if disconnected or result is None:
+            if result is not None:
+                await close_response(result[0])
+            raise ClientDisconnected("client disconnected before the first token")
+        return result
+
+    async def _attempts(
+        self, upstream: Upstream, conversation: Conversation, record: StreamRecord
+    ) -> tuple[httpx.Response, TextStream]:
+        settings = self._settings
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first_token_deadline = started + settings.first_token_timeout
+        request = upstream.dialect.build_request(upstream.spec, conversation)
+        content = orjson.dumps(request.json)
+        try:
+            async with asyncio.timeout_at(first_token_deadline):
+                while True:
+                    url = upstream.urls[record.attempts % len(upstream.urls)]
+                    record.attempts += 1
+                    record.upstream = url
+                    try:
+                        response, first, chunks, parser = await self._attempt(
+                            upstream, url, request, content
+                        )
+                        break
+                    except UpstreamError as exc:
+                        delay = self._retry_delay(exc, record.attempts)
+                        if delay is None or loop.time() + delay >= first_token_deadline:
+                            raise
+                        record.error = exc.message
+                        await asyncio.sleep(delay)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"no first token from upstream within {settings.first_token_timeout:g} s"
+            ) from None
+        record.first_delta_at = time.monotonic()
+        record.error = None
+        if first:
+            record.deltas = 1
+            record.bytes = len(first.encode())
+        stream = TextStream(
+            first,
+            chunks,
+            parser,
+            record,
+            idle_timeout=settings.idle_timeout,
+            deadline=started + settings.total_timeout,
+        )
+        return response, stream
+
+    def _retry_delay(self, exc: UpstreamError, attempts: int) -> float | None:
+        if not exc.retryable or attempts > self._settings.retries:
+            return None
+        backoff = self._settings.retry_backoff * 2.0 ** (attempts - 1) * random.uniform(0.5, 1.5)
+        if exc.retry_after is not None:
+            return max(backoff, min(exc.retry_after, self._settings.max_retry_after))
+        return backoff
+
+    async def _attempt(
+        self, upstream: Upstream, url: str, request: UpstreamRequest, content: bytes
+    ) -> tuple[httpx.Response, str, AsyncIterator[bytes] | None, StreamParser]:
+        headers = {"Content-Type": "application/json", **request.headers}
+        try:
+            response = await self._client.send(
+                self._client.build_request(
+                    "POST", url + request.path, content=content, headers=headers
+                ),
+                stream=True,
+            )
+        except httpx.TimeoutException:
+            raise UpstreamConnectTimeout("timed out connecting to upstream") from None
+        except httpx.HTTPError:
+            raise UpstreamUnavailable("could not connect to upstream") from None
+        try:
+            if response.status_code != 200:
+                raise await self._status_error(upstream, response)
+            parser = upstream.dialect.parser()
+            chunks = response.aiter_raw()
+            while True:
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    text = parser.close()
+                    if text or parser.complete:
+                        return response, text, None, parser
+                    raise UpstreamClosedEarly("upstream ended the stream before any text") from None
+                except httpx.HTTPError:
+                    raise UpstreamClosedEarly(
+                        "upstream connection dropped before any text"
+                    ) from None
+                text = parser.feed(chunk)
+                if text:
+                    return response, text, chunks, parser
+        except BaseException:
+            await close_response(response)
+            raise
+
+    async def _status_error(
+        self, upstream: Upstream, response: httpx.Response
+    ) -> UpstreamStatusError:
+        body = b""
+        try:
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if len(body) >= _MAX_ERROR_BODY:
+                    break
+        except httpx.HTTPError:
+            pass
+        message = _redact(upstream.dialect.error_message(body), upstream.spec)
+        detail = f"upstream answered {response.status_code}"
+        return UpstreamStatusError(
+            f"{detail}: {message}" if message else detail,
+            upstream_status=response.status_code,
+            retry_after=_retry_after(response.headers.get("retry-after")),
+        )
+
+
+async def close_response(response: httpx.Response) -> None:
+    """Release the upstream connection, even from inside a cancelled scope."""
+    with anyio.CancelScope(shield=True):
+        await response.aclose()
+
+
+def _redact(message: str, spec: ModelSpec) -> str:
+    if spec.api_key is not None:
+        secret = spec.api_key.get_secret_value()
+        if secret:
+            message = message.replace(secret, "**********")
+    return message
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.servers import FakeUpstreamServer, ProxyServer, proxy_settings
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeUpstreamServer]:
+    server = FakeUpstreamServer(tokens=12)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def proxy(upstream: FakeUpstreamServer) -> Iterator[ProxyServer]:
+    """One proxy for the tests that can share its settings."""
+    server = ProxyServer(proxy_settings(upstream.url, upstream_api_key="sk-upstream-SECRET-1"))
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def start_proxy(upstream: FakeUpstreamServer) -> Iterator[Callable[..., ProxyServer]]:
+    """A proxy with its own settings, stopped after the test."""
+    started: list[ProxyServer] = []
+
+    def start(**overrides: Any) -> ProxyServer:
+        overrides.setdefault("upstream_url", upstream.url)
+        server = ProxyServer(proxy_settings(**overrides))
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+@pytest.fixture
+def marker() -> str:
+    """A word unique to this test, so the fake's records can be told apart."""
+    return f"m{uuid.uuid4().hex[:12]}"

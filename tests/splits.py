@@ -1,0 +1,23 @@
+"""Hypothesis helpers: cut a byte stream into arbitrary TCP reads."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+
+def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({cut % (len(data) + 1) for cut in cuts})
+    pieces, start = [], 0
+    for point in points:
+        pieces.append(data[start:point])
+        start = point
+    pieces.append(data[start:])
+    return pieces
+
+
+cuts = st.lists(st.integers(min_value=0, max_value=10_000), max_size=40)
+
+# Text as upstreams send it, with the characters that break naive line splitting and
+# multi-byte UTF-8 of every length.
+TRICKY = ["é", "ß", "世界", "€", "🙂", "𝄞", "\u2028", "\u0085", "\x0c", "\t", '"', "\\", ":"]
+token_text = st.one_of(st.text(max_size=12), st.sampled_from(TRICKY))

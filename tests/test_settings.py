@@ -1,0 +1,69 @@
+"""SPEC §4: configuration is read once, validated at start-up, and keeps secrets secret."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from proxy.settings import ConfigError, load_settings
+
+
+def serve_with(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", "serve"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PROXY_IDLE_TIMEOUT", "soon"),
+        ("PROXY_UPSTREAM_DIALECT", "smoke-signals"),
+        ("PROXY_UPSTREAM_URL", "ftp://example"),
+        ("PROXY_PORT", "99999"),
+        ("PROXY_RETRIES", "-1"),
+    ],
+)
+def test_bad_variable_fails_start_up_with_one_line_naming_it(variable: str, value: str) -> None:
+    result = serve_with({variable: value})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_load_settings_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXY_FIRST_TOKEN_TIMEOUT", "0")
+    with pytest.raises(ConfigError, match="PROXY_FIRST_TOKEN_TIMEOUT"):
+        load_settings()
+
+
+def test_upstream_key_is_hidden_from_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXY_UPSTREAM_API_KEY", "sk-very-secret")
+    settings = load_settings()
+    assert "sk-very-secret" not in repr(settings)
+    assert "sk-very-secret" not in str(settings)
+    assert "sk-very-secret" not in repr(settings.models())
+
+
+def test_single_model_is_named_after_the_upstream_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXY_UPSTREAM_MODEL", "llama3")
+    assert [model.name for model in load_settings().models()] == ["llama3"]
+    monkeypatch.delenv("PROXY_UPSTREAM_MODEL")
+    assert [model.name for model in load_settings().models()] == ["default"]
+
+
+def test_command_line_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXY_PORT", "9000")
+    assert load_settings(port=9100).port == 9100
+    assert load_settings(port=None).port == 9000
