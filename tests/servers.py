@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import uvicorn
+import uvloop
 
 from proxy.app import create_app
 from proxy.fake_upstream import FakeRequest, FakeUpstream
@@ -26,7 +27,7 @@ class LoopThread:
     """An event loop running forever in a daemon thread."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()  # as in production
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
 

@@ -9,6 +9,7 @@ import httpx
 import orjson
 import pytest
 
+from proxy.fake_upstream import reply_text
 from proxy.logs import JSONFormatter
 from tests.servers import FakeUpstreamServer, ProxyServer
 
@@ -115,3 +116,13 @@ async def test_one_log_line_per_stream(
     assert rejected["outcome"] == "rejected"
     assert rejected["status"] == 422
     assert not [line for line in log_lines if "private words" in line]
+
+
+async def test_without_upstream_url_the_built_in_fake_serves(
+    start_proxy: Callable[..., ProxyServer],
+) -> None:
+    proxy = start_proxy(upstream_url=None)
+    async with httpx.AsyncClient(base_url=proxy.url) as client:
+        response = await client.post("/v1/stream", json={"prompt": "Hello"})
+    assert response.status_code == 200
+    assert response.text == reply_text("Hello", 12)
