@@ -13,16 +13,16 @@ from starlette.exceptions import HTTPException
 
 from proxy.api import request_id as assign_request_id
 from proxy.api import router
-from proxy.dialects import Dialect, get_dialect
+from proxy.dialects import get_dialect
 from proxy.errors import ClientDisconnected, ProxyError, RequestError, error_response
 from proxy.fake_upstream import FakeUpstream
 from proxy.relay import Relay, StreamRecord, Upstream
-from proxy.settings import ConfigError, ModelSpec, Settings
+from proxy.settings import Settings
 
 
 def create_app(settings: Settings) -> FastAPI:
     specs = settings.models()
-    dialects = {spec.name: _dialect(spec) for spec in specs}
+    dialects = {spec.name: get_dialect(spec.dialect) for spec in specs}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,15 +86,6 @@ def upstream_client(settings: Settings) -> httpx.AsyncClient:
         # Upstreams are configured explicitly; ambient HTTP(S)_PROXY must not reroute them.
         trust_env=False,
     )
-
-
-def _dialect(spec: ModelSpec) -> Dialect:
-    try:
-        return get_dialect(spec.dialect)
-    except ValueError:
-        raise ConfigError(
-            f"PROXY_UPSTREAM_DIALECT: the {spec.dialect!r} dialect is not available"
-        ) from None
 
 
 def _request_id(request: Request) -> str:

@@ -5,8 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 DialectName = Literal["openai", "openai-completions", "ollama", "tgi", "anthropic"]
 LogFormat = Literal["json", "text"]
@@ -42,6 +50,52 @@ class ModelSpec:
         )
 
 
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/")
+
+
+class ModelEntry(BaseModel):
+    """One item of PROXY_MODELS."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    dialect: DialectName = "openai"
+    url: str | None = None
+    urls: tuple[str, ...] = ()
+    api_key: SecretStr | None = None
+    upstream_model: str | None = None
+    max_tokens: int = Field(default=4096, ge=1)
+
+    @model_validator(mode="after")
+    def _has_urls(self) -> ModelEntry:
+        if not self.url and not self.urls:
+            raise ValueError("needs `url` or `urls`")
+        return self
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_http_url(value) for value in values)
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(
+            name=self.name,
+            dialect=self.dialect,
+            urls=((self.url,) if self.url else ()) + self.urls,
+            api_key=self.api_key,
+            upstream_model=self.upstream_model,
+            max_tokens=self.max_tokens,
+        )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROXY_",
@@ -49,6 +103,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        populate_by_name=True,
     )
 
     upstream_url: str | None = None
@@ -56,6 +111,8 @@ class Settings(BaseSettings):
     upstream_api_key: SecretStr | None = None
     upstream_model: str | None = None
     upstream_max_tokens: int = Field(default=4096, ge=1)
+    # Several models at once (JSON list of ModelEntry); replaces the PROXY_UPSTREAM_* model.
+    model_list: tuple[ModelEntry, ...] | None = Field(default=None, validation_alias="PROXY_MODELS")
 
     connect_timeout: float = Field(default=5.0, gt=0)
     first_token_timeout: float = Field(default=60.0, gt=0)
@@ -79,9 +136,19 @@ class Settings(BaseSettings):
     def _url_is_http(cls, value: str | None) -> str | None:
         if value is None or value.strip() == "":
             return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return _http_url(value)
+
+    @field_validator("model_list")
+    @classmethod
+    def _unique_names(cls, entries: tuple[ModelEntry, ...] | None) -> tuple[ModelEntry, ...] | None:
+        if entries is not None:
+            if not entries:
+                raise ValueError("must list at least one model")
+            names = [entry.name for entry in entries]
+            duplicates = sorted({name for name in names if names.count(name) > 1})
+            if duplicates:
+                raise ValueError(f"model names must be unique: {', '.join(duplicates)}")
+        return entries
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -90,6 +157,8 @@ class Settings(BaseSettings):
 
     def models(self) -> tuple[ModelSpec, ...]:
         """The configured models; the first one is the default."""
+        if self.model_list is not None:
+            return tuple(entry.spec() for entry in self.model_list)
         return (
             ModelSpec(
                 name=self.upstream_model or DEFAULT_MODEL_NAME,
@@ -106,7 +175,15 @@ def load_settings(**overrides: Any) -> Settings:
     """Read the environment and `.env`; raise ConfigError naming the first bad variable."""
     try:
         return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    except SettingsError as exc:
+        # pydantic-settings could not even decode a value: PROXY_MODELS is the JSON one.
+        raise ConfigError(f"PROXY_MODELS: not valid JSON ({exc.__cause__ or exc})") from None
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else "configuration"
-        raise ConfigError(f"PROXY_{field.upper()}: {error['msg']}") from None
+        field, *where = [str(part) for part in error["loc"]] or ["configuration"]
+        variable = field.upper() if field.startswith("PROXY_") else f"PROXY_{field.upper()}"
+        location = f" [{'.'.join(where)}]" if where else ""
+        message = error["msg"].removeprefix("Value error, ")
+        if variable == "PROXY_MODELS" and not where and isinstance(error.get("input"), str):
+            message = "must be a JSON list of models"
+        raise ConfigError(f"{variable}{location}: {message}") from None

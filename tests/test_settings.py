@@ -31,6 +31,10 @@ def serve_with(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("PROXY_UPSTREAM_URL", "ftp://example"),
         ("PROXY_PORT", "99999"),
         ("PROXY_RETRIES", "-1"),
+        ("PROXY_MODELS", "not json"),
+        ("PROXY_MODELS", '[{"name": "a", "dialect": "smoke", "url": "http://x"}]'),
+        ("PROXY_MODELS", '[{"name": "a"}]'),
+        ("PROXY_MODELS", '[{"name": "a", "url": "http://x"}, {"name": "a", "url": "http://y"}]'),
     ],
 )
 def test_bad_variable_fails_start_up_with_one_line_naming_it(variable: str, value: str) -> None:
@@ -67,3 +71,22 @@ def test_command_line_flags_override_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("PROXY_PORT", "9000")
     assert load_settings(port=9100).port == 9100
     assert load_settings(port=None).port == 9000
+
+
+def test_models_list_replaces_the_single_upstream(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXY_UPSTREAM_URL", "http://ignored")
+    monkeypatch.setenv(
+        "PROXY_MODELS",
+        '[{"name": "fast", "dialect": "ollama", "url": "http://a/", "max_tokens": 100},'
+        ' {"name": "smart", "urls": ["http://b", "http://c"], "api_key": "sk-x"}]',
+    )
+    fast, smart = load_settings().models()
+    assert (fast.name, fast.dialect, fast.urls, fast.max_tokens) == (
+        "fast",
+        "ollama",
+        ("http://a",),
+        100,
+    )
+    assert (smart.dialect, smart.urls) == ("openai", ("http://b", "http://c"))
+    assert smart.api_key is not None
+    assert smart.api_key.get_secret_value() == "sk-x"

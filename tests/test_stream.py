@@ -114,12 +114,14 @@ async def test_nothing_is_retried_after_the_commit_point(
     assert len(upstream.find(marker)) == 1
 
 
-async def read_until_aborted(proxy: ProxyServer, prompt: str) -> tuple[int, bytes]:
+async def read_until_aborted(
+    proxy: ProxyServer, prompt: str, **fields: object
+) -> tuple[int, bytes]:
     """Streams the response; returns the status and the text received before the abort."""
     received = bytearray()
     async with (
         httpx.AsyncClient(base_url=proxy.url, timeout=10) as client,
-        client.stream("POST", "/v1/stream", json={"prompt": prompt}) as response,
+        client.stream("POST", "/v1/stream", json={"prompt": prompt, **fields}) as response,
     ):
         with pytest.raises(httpx.RemoteProtocolError):  # incomplete chunked read
             await read_into(response, received)

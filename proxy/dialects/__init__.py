@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from proxy.dialects.anthropic import Anthropic
 from proxy.dialects.base import Dialect, StreamParser, UpstreamRequest
+from proxy.dialects.ollama import Ollama
 from proxy.dialects.openai import OpenAIChat
+from proxy.dialects.openai_completions import OpenAICompletions
+from proxy.dialects.tgi import TGI
 
 DIALECTS: dict[str, Dialect] = {
-    OpenAIChat.name: OpenAIChat(),
+    dialect.name: dialect
+    for dialect in (OpenAIChat(), OpenAICompletions(), Ollama(), TGI(), Anthropic())
 }
 
 

@@ -9,6 +9,7 @@ import orjson
 from proxy.conversation import Conversation
 from proxy.errors import UpstreamProtocolError
 from proxy.settings import ModelSpec
+from proxy.wire import ServerSentEvent, SSEDecoder
 
 _MAX_MESSAGE_CHARS = 300
 
@@ -64,3 +65,28 @@ def sampling_fields(conversation: Conversation) -> dict[str, Any]:
     if conversation.stop:
         fields["stop"] = list(conversation.stop)
     return fields
+
+
+class SSETextParser:
+    """A StreamParser for SSE dialects: subclasses say what one event means."""
+
+    __slots__ = ("_sse", "complete")
+
+    def __init__(self) -> None:
+        self._sse = SSEDecoder()
+        self.complete = False
+
+    def feed(self, chunk: bytes) -> str:
+        text = ""
+        for event in self._sse.feed(chunk):
+            piece = self.event_text(event)
+            if piece:
+                text += piece
+        return text
+
+    def close(self) -> str:
+        return ""
+
+    def event_text(self, event: ServerSentEvent) -> str | None:
+        """The text one event carries; sets `complete` at the end marker; raises on errors."""
+        raise NotImplementedError

@@ -7,6 +7,7 @@ from typing import Any
 from proxy.conversation import Conversation
 from proxy.dialects.base import UpstreamRequest
 from proxy.dialects.common import (
+    SSETextParser,
     bearer_headers,
     chat_messages,
     error_message_of_body,
@@ -16,38 +17,33 @@ from proxy.dialects.common import (
 )
 from proxy.errors import UpstreamProtocolError
 from proxy.settings import ModelSpec
-from proxy.wire import SSEDecoder
+from proxy.wire import ServerSentEvent
 
 
-class OpenAIChatParser:
-    __slots__ = ("_sse", "complete")
+def openai_choice(parser: SSETextParser, event: ServerSentEvent) -> dict[str, Any] | None:
+    """`choices[0]` of an OpenAI-style event; marks the end (`[DONE]`, a finish_reason)."""
+    if event.data == b"[DONE]":
+        parser.complete = True
+        return None
+    payload = loads_event(event.data)
+    if "error" in payload:
+        raise UpstreamProtocolError(json_error_message(payload))
+    choices = payload.get("choices")
+    if not choices:  # usage-only chunks carry no choices
+        return None
+    choice: dict[str, Any] = choices[0]
+    if choice.get("finish_reason"):
+        parser.complete = True
+    return choice
 
-    def __init__(self) -> None:
-        self._sse = SSEDecoder()
-        self.complete = False
 
-    def feed(self, chunk: bytes) -> str:
-        text = ""
-        for event in self._sse.feed(chunk):
-            if event.data == b"[DONE]":
-                self.complete = True
-                continue
-            payload = loads_event(event.data)
-            if "error" in payload:
-                raise UpstreamProtocolError(json_error_message(payload))
-            choices = payload.get("choices")
-            if not choices:  # usage-only chunks carry no choices
-                continue
-            choice = choices[0]
-            content = (choice.get("delta") or {}).get("content")
-            if content:
-                text += content
-            if choice.get("finish_reason"):
-                self.complete = True
-        return text
+class OpenAIChatParser(SSETextParser):
+    __slots__ = ()
 
-    def close(self) -> str:
-        return ""
+    def event_text(self, event: ServerSentEvent) -> str | None:
+        choice = openai_choice(self, event)
+        content: str | None = (choice.get("delta") or {}).get("content") if choice else None
+        return content
 
 
 class OpenAIChat:

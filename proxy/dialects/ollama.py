@@ -1,0 +1,75 @@
+"""Ollama `/api/chat`: NDJSON lines with `message.content`, ended by `"done": true`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxy.conversation import Conversation
+from proxy.dialects.base import UpstreamRequest
+from proxy.dialects.common import (
+    bearer_headers,
+    chat_messages,
+    error_message_of_body,
+    json_error_message,
+    loads_event,
+)
+from proxy.errors import UpstreamProtocolError
+from proxy.settings import ModelSpec
+from proxy.wire import NDJSONDecoder
+
+
+class OllamaParser:
+    __slots__ = ("_lines", "complete")
+
+    def __init__(self) -> None:
+        self._lines = NDJSONDecoder()
+        self.complete = False
+
+    def feed(self, chunk: bytes) -> str:
+        return self._text(self._lines.feed(chunk))
+
+    def close(self) -> str:
+        return self._text(self._lines.flush())
+
+    def _text(self, lines: list[bytes]) -> str:
+        text = ""
+        for line in lines:
+            payload = loads_event(line)
+            if "error" in payload:
+                raise UpstreamProtocolError(json_error_message(payload))
+            content = (payload.get("message") or {}).get("content")
+            if content:
+                text += content
+            if payload.get("done") is True:
+                self.complete = True
+        return text
+
+
+class Ollama:
+    name = "ollama"
+
+    def build_request(self, model: ModelSpec, conversation: Conversation) -> UpstreamRequest:
+        options: dict[str, Any] = {}
+        if conversation.max_tokens is not None:
+            options["num_predict"] = conversation.max_tokens
+        if conversation.temperature is not None:
+            options["temperature"] = conversation.temperature
+        if conversation.top_p is not None:
+            options["top_p"] = conversation.top_p
+        if conversation.stop:
+            options["stop"] = list(conversation.stop)
+        body: dict[str, Any] = {
+            # Ollama has no default model: the request must name one.
+            "model": model.upstream_model or model.name,
+            "messages": chat_messages(conversation),
+            "stream": True,
+        }
+        if options:
+            body["options"] = options
+        return UpstreamRequest("/api/chat", bearer_headers(model), body)
+
+    def parser(self) -> OllamaParser:
+        return OllamaParser()
+
+    def error_message(self, body: bytes) -> str:
+        return error_message_of_body(body)

@@ -1,0 +1,45 @@
+"""OpenAI legacy completions (`/v1/completions`): one prompt string in, `choices[0].text` out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxy.conversation import Conversation
+from proxy.dialects.base import UpstreamRequest
+from proxy.dialects.common import (
+    SSETextParser,
+    bearer_headers,
+    error_message_of_body,
+    sampling_fields,
+)
+from proxy.dialects.openai import openai_choice
+from proxy.settings import ModelSpec
+from proxy.wire import ServerSentEvent
+
+
+class CompletionsParser(SSETextParser):
+    __slots__ = ()
+
+    def event_text(self, event: ServerSentEvent) -> str | None:
+        choice = openai_choice(self, event)
+        text: str | None = choice.get("text") if choice else None
+        return text
+
+
+class OpenAICompletions:
+    name = "openai-completions"
+
+    def build_request(self, model: ModelSpec, conversation: Conversation) -> UpstreamRequest:
+        body: dict[str, Any] = {"prompt": conversation.as_prompt(), "stream": True}
+        if model.upstream_model:
+            body["model"] = model.upstream_model
+        if conversation.max_tokens is not None:
+            body["max_tokens"] = conversation.max_tokens
+        body.update(sampling_fields(conversation))
+        return UpstreamRequest("/v1/completions", bearer_headers(model), body)
+
+    def parser(self) -> CompletionsParser:
+        return CompletionsParser()
+
+    def error_message(self, body: bytes) -> str:
+        return error_message_of_body(body)

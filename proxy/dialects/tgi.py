@@ -1,0 +1,60 @@
+"""Hugging Face TGI `/generate_stream`: SSE with `token.text`; the last event has
+`generated_text`. Special tokens (end-of-sequence and the like) are not text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxy.conversation import Conversation
+from proxy.dialects.base import UpstreamRequest
+from proxy.dialects.common import (
+    SSETextParser,
+    bearer_headers,
+    error_message_of_body,
+    json_error_message,
+    loads_event,
+)
+from proxy.errors import UpstreamProtocolError
+from proxy.settings import ModelSpec
+from proxy.wire import ServerSentEvent
+
+
+class TGIParser(SSETextParser):
+    __slots__ = ()
+
+    def event_text(self, event: ServerSentEvent) -> str | None:
+        payload = loads_event(event.data)
+        if "error" in payload:
+            raise UpstreamProtocolError(json_error_message(payload))
+        if payload.get("generated_text") is not None:
+            self.complete = True
+        token = payload.get("token") or {}
+        text: str | None = None if token.get("special") else token.get("text")
+        return text
+
+
+class TGI:
+    name = "tgi"
+
+    def build_request(self, model: ModelSpec, conversation: Conversation) -> UpstreamRequest:
+        parameters: dict[str, Any] = {}
+        if conversation.max_tokens is not None:
+            parameters["max_new_tokens"] = conversation.max_tokens
+        # TGI rejects temperature 0 and top_p 1 (both must be strictly inside their range);
+        # those values mean "greedy" and "no nucleus cut", which are its defaults anyway.
+        if conversation.temperature:
+            parameters["temperature"] = conversation.temperature
+        if conversation.top_p is not None and 0 < conversation.top_p < 1:
+            parameters["top_p"] = conversation.top_p
+        if conversation.stop:
+            parameters["stop"] = list(conversation.stop)
+        body: dict[str, Any] = {"inputs": conversation.as_prompt(), "stream": True}
+        if parameters:
+            body["parameters"] = parameters
+        return UpstreamRequest("/generate_stream", bearer_headers(model), body)
+
+    def parser(self) -> TGIParser:
+        return TGIParser()
+
+    def error_message(self, body: bytes) -> str:
+        return error_message_of_body(body)
