@@ -17,6 +17,7 @@ from proxy.dialects import get_dialect
 from proxy.errors import ClientDisconnected, ProxyError, RequestError, error_response
 from proxy.fake_upstream import FakeUpstream
 from proxy.relay import Relay, StreamRecord, Upstream
+from proxy.responses import drop_incomplete_response_log
 from proxy.settings import Settings
 
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     app.state.settings = settings
+    drop_incomplete_response_log()
     app.include_router(router)
     app.add_exception_handler(ProxyError, _proxy_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]

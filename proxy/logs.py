@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 
-from proxy.responses import DropIncompleteResponseLog
 from proxy.settings import Settings
 
 
@@ -48,7 +47,6 @@ def configure_logging(settings: Settings) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    logging.getLogger("uvicorn.error").addFilter(DropIncompleteResponseLog())
     # Each stream has its own line from the relay; an access line as well would double it.
     logging.getLogger("uvicorn.access").disabled = True
     # httpx logs every request URL at info; upstream URLs are configuration, not news.

@@ -81,3 +81,10 @@ class DropIncompleteResponseLog(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.getMessage() != "ASGI callable returned without completing response."
+
+
+def drop_incomplete_response_log() -> None:
+    """Install DropIncompleteResponseLog on uvicorn's error logger, once."""
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, DropIncompleteResponseLog) for f in uvicorn_error.filters):
+        uvicorn_error.addFilter(DropIncompleteResponseLog())

@@ -126,3 +126,21 @@ async def test_without_upstream_url_the_built_in_fake_serves(
         response = await client.post("/v1/stream", json={"prompt": "Hello"})
     assert response.status_code == 200
     assert response.text == reply_text("Hello", 12)
+
+
+async def test_aborted_stream_logs_one_line_and_no_traceback(
+    proxy: ProxyServer, marker: str, log_lines: list[str]
+) -> None:
+    async with (
+        httpx.AsyncClient(base_url=proxy.url) as client,
+        client.stream(
+            "POST", "/v1/stream", json={"prompt": f"{marker} @fault=drop-mid @after=2"}
+        ) as response,
+    ):
+        with pytest.raises(httpx.RemoteProtocolError):
+            await response.aread()
+    records = [orjson.loads(line) for line in log_lines]
+    streams = [r for r in records if r["logger"] == "proxy.stream"]
+    assert [(r["status"], r["outcome"]) for r in streams] == [(200, "upstream_error")]
+    assert streams[0]["error"] == "upstream connection dropped mid-stream"
+    assert not [r for r in records if r["level"] == "error" or "exception" in r]
