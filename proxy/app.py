@@ -16,8 +16,8 @@ from proxy.api import router
 from proxy.dialects import get_dialect
 from proxy.errors import ClientDisconnected, ProxyError, RequestError, error_response
 from proxy.fake_upstream import FakeUpstream
+from proxy.logs import protect_logs
 from proxy.relay import Relay, StreamRecord, Upstream
-from proxy.responses import drop_incomplete_response_log
 from proxy.settings import Settings
 
 
@@ -55,7 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     app.state.settings = settings
-    drop_incomplete_response_log()
+    protect_logs()
     app.include_router(router)
     app.add_exception_handler(ProxyError, _proxy_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from proxy.responses import drop_incomplete_response_log
 from proxy.settings import Settings
 
 
@@ -49,5 +50,13 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(name).propagate = True
     # Each stream has its own line from the relay; an access line as well would double it.
     logging.getLogger("uvicorn.access").disabled = True
-    # httpx logs every request URL at info; upstream URLs are configuration, not news.
+
+
+def protect_logs() -> None:
+    """Log settings the app needs however logging is configured.
+
+    httpx logs every request URL at info, and upstream URLs may carry credentials. uvicorn
+    reports our deliberate aborts as an error; the relay has already logged them.
+    """
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    drop_incomplete_response_log()

@@ -8,6 +8,7 @@ retries, the commit point and cleanup live here once, for every dialect.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -292,7 +293,7 @@ class Relay:
                 while True:
                     url = upstream.urls[record.attempts % len(upstream.urls)]
                     record.attempts += 1
-                    record.upstream = url
+                    record.upstream = loggable_url(url)
                     try:
                         response, first, chunks, parser = await self._attempt(
                             upstream, url, request, content
@@ -388,6 +389,14 @@ class Relay:
             upstream_status=response.status_code,
             retry_after=_retry_after(response.headers.get("retry-after")),
         )
+
+
+@functools.lru_cache(maxsize=256)
+def loggable_url(url: str) -> str:
+    """The URL without user info or query, where credentials hide."""
+    parsed = httpx.URL(url)
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path.rstrip('/')}"
 
 
 async def close_response(response: httpx.Response) -> None:

@@ -144,3 +144,16 @@ async def test_aborted_stream_logs_one_line_and_no_traceback(
     assert [(r["status"], r["outcome"]) for r in streams] == [(200, "upstream_error")]
     assert streams[0]["error"] == "upstream connection dropped mid-stream"
     assert not [r for r in records if r["level"] == "error" or "exception" in r]
+
+
+async def test_credentials_in_the_upstream_url_are_not_logged(
+    start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, log_lines: list[str]
+) -> None:
+    with_credentials = upstream.url.replace("http://", "http://user:pw-SECRET@")
+    proxy = start_proxy(upstream_url=with_credentials)
+    async with httpx.AsyncClient(base_url=proxy.url) as client:
+        response = await client.post("/v1/stream", json={"prompt": "hi"})
+    assert response.status_code == 200
+    streams = [orjson.loads(line) for line in log_lines if '"proxy.stream"' in line]
+    assert streams[-1]["upstream"] == upstream.url
+    assert not [line for line in log_lines if "pw-SECRET" in line]
