@@ -21,6 +21,7 @@ from proxy.errors import (
     UnknownModel,
     UnsupportedMediaType,
 )
+from proxy.guards import Guards
 from proxy.relay import Relay, TextStream, Upstream
 from proxy.responses import TextStreamingResponse, wait_for_disconnect
 from proxy.settings import Settings
@@ -97,6 +98,38 @@ def request_id(request: Request) -> str:
     return value
 
 
+def authenticate(request: Request, _: Annotated[str, Depends(request_id)]) -> str | None:
+    """The client's short id when keys are configured (401 without a valid one)."""
+    guards: Guards = request.app.state.guards
+    client = guards.keys.identify(
+        request.headers.get("authorization"), request.headers.get("x-api-key")
+    )
+    request.state.client = client
+    return client
+
+
+async def admit_stream(
+    request: Request, client: Annotated[str | None, Depends(authenticate)]
+) -> AsyncIterator[None]:
+    """A slot under the proxy's and the client's limits, held until the response ends.
+
+    A dependency with `yield`: FastAPI releases it after the response on every path
+    (completion, abort, disconnect, any error before the commit point).
+    """
+    guards: Guards = request.app.state.guards
+    guards.slots.acquire()
+    try:
+        identity = client or f"ip:{request.client.host if request.client else '-'}"
+        holds_slot = await guards.client_limits.admit(identity) if guards.limited else False
+        try:
+            yield
+        finally:
+            if holds_slot:
+                await guards.client_limits.release(identity)
+    finally:
+        guards.slots.release()
+
+
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
@@ -161,6 +194,8 @@ async def open_text_stream(
     request: Request,
     response: Response,
     request_id: Annotated[str, Depends(request_id)],
+    client: Annotated[str | None, Depends(authenticate)],
+    _: Annotated[None, Depends(admit_stream)],
     body: Annotated[StreamRequest, Depends(read_stream_request)],
     upstream: Annotated[Upstream, Depends(choose_upstream)],
 ) -> AsyncIterator[TextStream]:
@@ -168,7 +203,8 @@ async def open_text_stream(
     relay: Relay = request.app.state.relay
     response.headers["X-Request-ID"] = request_id
     disconnected = partial(wait_for_disconnect, request.receive)
-    async with relay.open(upstream, body.conversation(), request_id, disconnected) as stream:
+    conversation = body.conversation()
+    async with relay.open(upstream, conversation, request_id, disconnected, client) as stream:
         yield stream
 
 
@@ -195,7 +231,7 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "unavailable", "model": default.spec.name}, status_code=503)
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", dependencies=[Depends(authenticate)])
 async def list_models(request: Request) -> dict[str, object]:
     upstreams: dict[str, Upstream] = request.app.state.upstreams
     return {

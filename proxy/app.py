@@ -10,12 +10,15 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from proxy.api import request_id as assign_request_id
 from proxy.api import router
+from proxy.balancer import Balancer
 from proxy.dialects import get_dialect
 from proxy.errors import ClientDisconnected, ProxyError, RequestError, error_response
 from proxy.fake_upstream import FakeUpstream
+from proxy.guards import Guards
 from proxy.logs import protect_logs
 from proxy.relay import Relay, StreamRecord, Upstream
 from proxy.settings import Settings
@@ -40,11 +43,22 @@ def create_app(settings: Settings) -> FastAPI:
                     fake_url,
                 )
             app.state.upstreams = {
-                spec.name: Upstream(spec, dialects[spec.name], spec.urls or (fake_url,))
+                spec.name: Upstream(
+                    spec,
+                    dialects[spec.name],
+                    Balancer(spec.urls or (fake_url,), settings.replica_cooldown),
+                )
                 for spec in specs
             }
             client = await stack.enter_async_context(upstream_client(settings))
             app.state.relay = Relay(client, settings)
+            guards = Guards(settings)
+            stack.push_async_callback(guards.aclose)
+            app.state.guards = guards
+            if guards.keys.open:
+                logging.getLogger("proxy").warning(
+                    "PROXY_API_KEYS is not set: the proxy is open to every client"
+                )
             yield
 
     app = FastAPI(
@@ -57,6 +71,16 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     protect_logs()
     app.include_router(router)
+    if settings.cors_origin_list:
+        # Pure ASGI: it adds headers to the response start and never touches the body.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origin_list),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+            expose_headers=["X-Request-ID"],
+            max_age=600,
+        )
     app.add_exception_handler(ProxyError, _proxy_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     return app
@@ -102,6 +126,7 @@ async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
         StreamRecord(
             request_id=request_id,
             model=getattr(request.state, "model", None) or "-",
+            client=getattr(request.state, "client", None),
             status=exc.status_code,
             outcome="rejected",
             error=exc.message,

@@ -22,6 +22,7 @@ import anyio
 import httpx
 import orjson
 
+from proxy.balancer import Balancer, Replica
 from proxy.conversation import Conversation
 from proxy.dialects import Dialect, StreamParser, UpstreamRequest
 from proxy.errors import (
@@ -50,7 +51,16 @@ class Upstream:
 
     spec: ModelSpec
     dialect: Dialect
-    urls: tuple[str, ...]
+    balancer: Balancer
+
+
+@dataclass(slots=True, frozen=True)
+class OpenedStream:
+    """An upstream response past the commit point, and the replica serving it."""
+
+    response: httpx.Response
+    stream: TextStream
+    replica: Replica
 
 
 @dataclass(slots=True)
@@ -59,6 +69,7 @@ class StreamRecord:
 
     request_id: str
     model: str
+    client: str | None = None
     started: float = field(default_factory=time.monotonic)
     upstream: str | None = None
     attempts: int = 0
@@ -74,6 +85,7 @@ class StreamRecord:
         fields = {
             "request_id": self.request_id,
             "model": self.model,
+            "client": self.client,
             "upstream": self.upstream,
             "status": self.status,
             "outcome": self.outcome or "client_disconnected",
@@ -210,8 +222,8 @@ class Relay:
         self._settings = settings
 
     async def reachable(self, upstream: Upstream) -> bool:
-        """Whether any of the upstream's URLs answers HTTP at all (any status will do)."""
-        for url in upstream.urls:
+        """Whether a healthy replica answers HTTP at all (any status will do)."""
+        for url in upstream.balancer.healthy_urls():
             try:
                 await self._client.get(url + "/", timeout=min(self._settings.connect_timeout, 2))
             except httpx.HTTPError:
@@ -226,15 +238,16 @@ class Relay:
         conversation: Conversation,
         request_id: str,
         wait_for_disconnect: WaitForDisconnect,
+        client: str | None = None,
     ) -> AsyncIterator[TextStream]:
         """Reach the commit point, then yield the stream; close the upstream on every exit."""
-        record = StreamRecord(request_id=request_id, model=upstream.spec.name)
-        response: httpx.Response | None = None
+        record = StreamRecord(request_id=request_id, model=upstream.spec.name, client=client)
+        opened: OpenedStream | None = None
         try:
-            response, stream = await self._until_first_delta(
+            opened = await self._until_first_delta(
                 upstream, conversation, record, wait_for_disconnect
             )
-            yield stream
+            yield opened.stream
         except ProxyError as exc:
             if record.outcome is None:
                 record.outcome = outcome_of(exc)
@@ -242,8 +255,9 @@ class Relay:
                 record.error = exc.message
             raise
         finally:
-            if response is not None:
-                await close_response(response)
+            if opened is not None:
+                await close_response(opened.response)
+                upstream.balancer.release(opened.replica)
             record.emit()
 
     async def _until_first_delta(
@@ -252,9 +266,9 @@ class Relay:
         conversation: Conversation,
         record: StreamRecord,
         wait_for_disconnect: WaitForDisconnect,
-    ) -> tuple[httpx.Response, TextStream]:
+    ) -> OpenedStream:
         disconnected = False
-        result: tuple[httpx.Response, TextStream] | None = None
+        result: OpenedStream | None = None
         failure: ProxyError | None = None
         async with anyio.create_task_group() as task_group:
 
@@ -275,36 +289,47 @@ class Relay:
             raise failure
         if disconnected or result is None:
             if result is not None:
-                await close_response(result[0])
+                await close_response(result.response)
+                upstream.balancer.release(result.replica)
             raise ClientDisconnected("client disconnected before the first token")
         return result
 
     async def _attempts(
         self, upstream: Upstream, conversation: Conversation, record: StreamRecord
-    ) -> tuple[httpx.Response, TextStream]:
+    ) -> OpenedStream:
         settings = self._settings
         loop = asyncio.get_running_loop()
         started = loop.time()
         first_token_deadline = started + settings.first_token_timeout
         request = upstream.dialect.build_request(upstream.spec, conversation)
         content = orjson.dumps(request.json)
+        balancer = upstream.balancer
+        tried: set[str] = set()
         try:
             async with asyncio.timeout_at(first_token_deadline):
                 while True:
-                    url = upstream.urls[record.attempts % len(upstream.urls)]
+                    replica = balancer.acquire(tried)
                     record.attempts += 1
-                    record.upstream = loggable_url(url)
+                    record.upstream = loggable_url(replica.url)
                     try:
                         response, first, chunks, parser = await self._attempt(
-                            upstream, url, request, content
+                            upstream, replica.url, request, content
                         )
                         break
                     except UpstreamError as exc:
+                        balancer.release(replica)
+                        if replica_at_fault(exc):
+                            balancer.failed(replica)
+                        tried.add(replica.url)
                         delay = self._retry_delay(exc, record.attempts)
                         if delay is None or loop.time() + delay >= first_token_deadline:
                             raise
                         record.error = exc.message
-                        await asyncio.sleep(delay)
+                        if not balancer.has_untried(tried):  # same replica again: back off
+                            await asyncio.sleep(delay)
+                    except BaseException:
+                        balancer.release(replica)
+                        raise
         except TimeoutError:
             raise UpstreamTimeout(
                 f"no first token from upstream within {settings.first_token_timeout:g} s"
@@ -322,7 +347,7 @@ class Relay:
             idle_timeout=settings.idle_timeout,
             deadline=started + settings.total_timeout,
         )
-        return response, stream
+        return OpenedStream(response, stream, replica)
 
     def _retry_delay(self, exc: UpstreamError, attempts: int) -> float | None:
         if not exc.retryable or attempts > self._settings.retries:
@@ -389,6 +414,13 @@ class Relay:
             upstream_status=response.status_code,
             retry_after=_retry_after(response.headers.get("retry-after")),
         )
+
+
+def replica_at_fault(exc: UpstreamError) -> bool:
+    """Whether a failure says the replica is unwell (rest it) rather than the request."""
+    if isinstance(exc, UpstreamStatusError):
+        return exc.upstream_status >= 500
+    return isinstance(exc, UpstreamUnavailable | UpstreamConnectTimeout | UpstreamClosedEarly)
 
 
 @functools.lru_cache(maxsize=256)

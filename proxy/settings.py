@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import limits
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -48,6 +49,10 @@ class ModelSpec:
             f"api_key={'**********' if self.api_key else None}, "
             f"upstream_model={self.upstream_model!r}, max_tokens={self.max_tokens})"
         )
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (value or "").split(",") if item.strip())
 
 
 def _http_url(value: str) -> str:
@@ -126,6 +131,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_prompt_chars: int = Field(default=200_000, ge=1)
 
+    # Public deployment (README "Public deployment").
+    api_keys: SecretStr | None = None
+    cors_origins: str | None = None
+    rate_limit: str | None = None
+    max_streams_per_key: int | None = Field(default=None, ge=1)
+    redis_url: str | None = None
+    rate_limit_fail_closed: bool = False
+    upstream_urls: str | None = None
+    replica_cooldown: float = Field(default=10.0, ge=0)
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: LogLevel = "info"
@@ -137,6 +152,39 @@ class Settings(BaseSettings):
         if value is None or value.strip() == "":
             return None
         return _http_url(value)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            limits.parse(value)
+        except ValueError:
+            raise ValueError("must look like 60/minute or 10/second") from None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value or None
+
+    @field_validator("upstream_urls")
+    @classmethod
+    def _upstream_urls(cls, value: str | None) -> str | None:
+        urls = _split(value)
+        return ",".join(_http_url(url) for url in urls) or None
+
+    @property
+    def client_keys(self) -> tuple[str, ...]:
+        """PROXY_API_KEYS as a tuple; empty means the proxy is open."""
+        return _split(self.api_keys.get_secret_value() if self.api_keys else None)
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        return _split(self.cors_origins)
 
     @field_validator("model_list")
     @classmethod
@@ -163,7 +211,8 @@ class Settings(BaseSettings):
             ModelSpec(
                 name=self.upstream_model or DEFAULT_MODEL_NAME,
                 dialect=self.upstream_dialect,
-                urls=(self.upstream_url,) if self.upstream_url else (),
+                urls=_split(self.upstream_urls)
+                or ((self.upstream_url,) if self.upstream_url else ()),
                 api_key=self.upstream_api_key,
                 upstream_model=self.upstream_model,
                 max_tokens=self.upstream_max_tokens,

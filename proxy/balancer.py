@@ -1,0 +1,63 @@
+"""Spreading a model's streams over its replicas, and resting the ones that fail."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+@dataclass(slots=True, eq=False)
+class Replica:
+    url: str
+    in_flight: int = 0
+    cooling_until: float = 0.0
+
+    def healthy(self, now: float) -> bool:
+        return self.cooling_until <= now
+
+
+class Balancer:
+    """Least in-flight streams first (ties in turn); a failed replica cools down.
+
+    A replica that fails to connect, answers 5xx or drops before any text is skipped for
+    `cooldown` seconds and then tried again (a circuit breaker, half-open after the cool-down).
+    When every replica is cooling down, the one whose cool-down ends first is tried anyway:
+    refusing outright would turn one upstream hiccup into seconds of errors. A lone replica
+    never cools down: there is nothing to fail over to, and /readyz should not flap.
+    """
+
+    def __init__(self, urls: tuple[str, ...], cooldown: float) -> None:
+        self.replicas = [Replica(url) for url in urls]
+        self._cooldown = cooldown
+        self._turn = 0
+
+    def acquire(self, tried: set[str]) -> Replica:
+        """A replica for the next attempt, counted in flight until `release`."""
+        now = time.monotonic()
+        count = len(self.replicas)
+        start, self._turn = self._turn, (self._turn + 1) % count
+        order = [self.replicas[(start + i) % count] for i in range(count)]
+        candidates = [r for r in order if r.healthy(now) and r.url not in tried] or [
+            r for r in order if r.healthy(now)
+        ]
+        if candidates:
+            replica = min(candidates, key=lambda r: r.in_flight)
+        else:
+            replica = min(order, key=lambda r: r.cooling_until)
+        replica.in_flight += 1
+        return replica
+
+    def has_untried(self, tried: set[str]) -> bool:
+        now = time.monotonic()
+        return any(r.healthy(now) and r.url not in tried for r in self.replicas)
+
+    def release(self, replica: Replica) -> None:
+        replica.in_flight -= 1
+
+    def failed(self, replica: Replica) -> None:
+        if len(self.replicas) > 1:
+            replica.cooling_until = time.monotonic() + self._cooldown
+
+    def healthy_urls(self) -> list[str]:
+        now = time.monotonic()
+        return [r.url for r in self.replicas if r.healthy(now)]

@@ -1,0 +1,240 @@
+"""Who may stream and how much: client keys, the stream cap, per-client limits."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+from typing import Protocol
+
+import limits
+import redis.asyncio as redis
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from proxy.errors import Overloaded, RateLimited, Unauthorized
+from proxy.settings import Settings
+
+logger = logging.getLogger("proxy.guards")
+
+# A rate-limit backend that answers slower than this is treated as down: a limit check must
+# never hold a stream back noticeably.
+BACKEND_TIMEOUT = 0.25
+
+
+def client_id(key: str) -> str:
+    """A short, non-reversible name for a client key, fit for logs."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+class ClientKeys:
+    """PROXY_API_KEYS: compares every configured key in constant time."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self._keys = [key.encode() for key in keys]
+
+    @property
+    def open(self) -> bool:
+        return not self._keys
+
+    def identify(self, authorization: str | None, x_api_key: str | None) -> str | None:
+        """The client id of a valid key, None when the proxy is open; else Unauthorized."""
+        if self.open:
+            return None
+        scheme, _, token = (authorization or "").partition(" ")
+        given = token.strip() if scheme.lower() == "bearer" else (x_api_key or "")
+        matched = False
+        for key in self._keys:  # no early exit: timing says nothing about which key
+            matched |= hmac.compare_digest(key, given.encode())
+        if not given or not matched:
+            raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
+        return client_id(given)
+
+
+class StreamSlots:
+    """PROXY_MAX_CONCURRENT_STREAMS: refuse at once rather than queue."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def acquire(self) -> None:
+        if self.open >= self.limit:
+            raise Overloaded("the proxy is at its stream limit; retry shortly", retry_after=1)
+        self.open += 1
+
+    def release(self) -> None:
+        self.open -= 1
+
+
+class StreamCounter(Protocol):
+    async def acquire(self, client: str, limit: int) -> bool: ...
+
+    async def release(self, client: str) -> None: ...
+
+
+class MemoryStreamCounter:
+    def __init__(self) -> None:
+        self._open: dict[str, int] = {}
+
+    async def acquire(self, client: str, limit: int) -> bool:
+        count = self._open.get(client, 0)
+        if count >= limit:
+            return False
+        self._open[client] = count + 1
+        return True
+
+    async def release(self, client: str) -> None:
+        count = self._open.get(client, 0) - 1
+        if count > 0:
+            self._open[client] = count
+        else:
+            self._open.pop(client, None)
+
+
+class RedisStreamCounter:
+    """Open streams per client, shared by every proxy replica using the same Redis."""
+
+    def __init__(self, client: redis.Redis, expiry: int) -> None:
+        self._redis = client
+        # A proxy that dies holding slots must not block a client for ever.
+        self._expiry = expiry
+
+    def _key(self, client: str) -> str:
+        return f"llm-stream-proxy:streams:{client}"
+
+    async def acquire(self, client: str, limit: int) -> bool:
+        key = self._key(client)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, self._expiry)
+            count, _ = await pipe.execute()
+        if count > limit:
+            await self._redis.decr(key)
+            return False
+        return True
+
+    async def release(self, client: str) -> None:
+        await self._redis.decr(self._key(client))
+
+
+class ClientLimits:
+    """PROXY_RATE_LIMIT and PROXY_MAX_STREAMS_PER_KEY, in memory or in Redis.
+
+    When the backend fails the proxy keeps serving (fail-open, with a warning at most every
+    ten seconds) unless PROXY_RATE_LIMIT_FAIL_CLOSED, which answers 503 instead.
+    """
+
+    def __init__(
+        self,
+        rate: limits.RateLimitItem | None,
+        max_streams: int | None,
+        storage: Storage,
+        counter: StreamCounter,
+        *,
+        fail_closed: bool,
+    ) -> None:
+        self._rate = rate
+        self._max_streams = max_streams
+        self._limiter = MovingWindowRateLimiter(storage)
+        self._counter = counter
+        self._fail_closed = fail_closed
+        self._last_warning = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self._rate is not None or self._max_streams is not None
+
+    async def admit(self, client: str) -> bool:
+        """Counts one request; True when it holds a stream slot that `release` must free."""
+        try:
+            async with asyncio.timeout(BACKEND_TIMEOUT):
+                if self._rate is not None and not await self._limiter.hit(self._rate, client):
+                    stats = await self._limiter.get_window_stats(self._rate, client)
+                    raise RateLimited(
+                        f"rate limit of {self._rate} exceeded for this client",
+                        retry_after=max(1.0, stats.reset_time - time.time()),
+                    )
+                if self._max_streams is None:
+                    return False
+                if not await self._counter.acquire(client, self._max_streams):
+                    raise RateLimited(
+                        f"at most {self._max_streams} concurrent streams per client",
+                        retry_after=1,
+                    )
+                return True
+        except RateLimited:
+            raise
+        except (TimeoutError, OSError, redis.RedisError) as exc:
+            return self._backend_failed(exc)
+
+    async def release(self, client: str) -> None:
+        try:
+            async with asyncio.timeout(BACKEND_TIMEOUT):
+                await self._counter.release(client)
+        except (TimeoutError, OSError, redis.RedisError) as exc:
+            self._warn(exc)
+
+    def _backend_failed(self, exc: BaseException) -> bool:
+        self._warn(exc)
+        if self._fail_closed:
+            raise Overloaded("rate limiting is unavailable; retry shortly", retry_after=1)
+        return False
+
+    def _warn(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= 10:
+            self._last_warning = now
+            logger.warning(
+                "rate-limit backend unavailable, %s",
+                "refusing requests" if self._fail_closed else "serving without limits",
+                extra={"fields": {"error": type(exc).__name__}},
+            )
+
+
+class Guards:
+    """Everything that decides whether a stream may start, built once per app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.keys = ClientKeys(settings.client_keys)
+        self.slots = StreamSlots(settings.max_concurrent_streams)
+        self.client_limits, self.redis = client_limits(settings)
+        self.limited = self.client_limits.active
+
+    async def aclose(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def client_limits(settings: Settings) -> tuple[ClientLimits, redis.Redis | None]:
+    """The limits of the settings, and the Redis client to close at shutdown (if any)."""
+    rate = limits.parse(settings.rate_limit) if settings.rate_limit else None
+    if settings.redis_url is None:
+        memory = ClientLimits(
+            rate,
+            settings.max_streams_per_key,
+            MemoryStorage(),
+            MemoryStreamCounter(),
+            fail_closed=settings.rate_limit_fail_closed,
+        )
+        return memory, None
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=BACKEND_TIMEOUT, socket_connect_timeout=BACKEND_TIMEOUT
+    )
+    storage = RedisStorage(
+        "async+" + settings.redis_url,
+        implementation="redispy",
+        socket_timeout=BACKEND_TIMEOUT,
+        socket_connect_timeout=BACKEND_TIMEOUT,
+    )
+    counter = RedisStreamCounter(client, expiry=int(settings.total_timeout) + 60)
+    shared = ClientLimits(
+        rate,
+        settings.max_streams_per_key,
+        storage,
+        counter,
+        fail_closed=settings.rate_limit_fail_closed,
+    )
+    return shared, client
