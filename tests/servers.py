@@ -7,7 +7,10 @@ received. Nothing here goes through httpx.ASGITransport, which buffers whole bod
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
@@ -19,6 +22,7 @@ import uvloop
 from proxy.app import create_app
 from proxy.fake_upstream import FakeRequest, FakeUpstream
 from proxy.settings import Settings
+from tests.redis_server import free_port
 
 T = TypeVar("T")
 
@@ -123,3 +127,30 @@ def proxy_settings(upstream_url: str | None, **overrides: Any) -> Settings:
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+class ProxyProcess:
+    """`python -m proxy serve` in its own process, configured only by its environment."""
+
+    def __init__(self, **environment: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
+        env = {**clean, **environment, "PROXY_PORT": str(self.port), "PROXY_LOG_FORMAT": "text"}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "serve"],
+            env=env,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self._process.stderr is not None
+        for line in self._process.stderr:  # uvicorn's own word that it is serving
+            if "Application startup complete" in line:
+                break
+        else:
+            raise RuntimeError("the proxy process exited before it was ready")
+
+    def close(self) -> None:
+        self._process.terminate()
+        self._process.wait(10)

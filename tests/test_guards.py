@@ -13,13 +13,15 @@ import pytest
 from proxy.fake_upstream import reply_text
 from proxy.guards import client_id
 from tests.redis_server import RedisServer
-from tests.servers import FakeUpstreamServer, ProxyServer
+from tests.servers import FakeUpstreamServer, ProxyProcess, ProxyServer
 from tests.test_operations import log_lines  # noqa: F401  (fixture)
 
 KEYS = "key-alpha-SECRET,key-beta-SECRET"
 
 
-async def stream_status(proxy: ProxyServer, prompt: str, **headers: str) -> httpx.Response:
+async def stream_status(
+    proxy: ProxyServer | ProxyProcess, prompt: str, **headers: str
+) -> httpx.Response:
     async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as client:
         return await client.post("/v1/stream", json={"prompt": prompt}, headers=headers)
 
@@ -217,18 +219,27 @@ async def test_concurrent_streams_per_key(
     assert await admitted_again(proxy, marker, **a)
 
 
-async def test_redis_limits_are_shared_by_two_proxies(
-    start_proxy: Callable[..., ProxyServer], redis_server: RedisServer, marker: str
+async def test_redis_limits_are_shared_by_two_proxy_processes(
+    upstream: FakeUpstreamServer, redis_server: RedisServer, marker: str
 ) -> None:
-    settings = {"api_keys": marker, "rate_limit": "3/minute", "redis_url": redis_server.url}
-    first, second = start_proxy(**settings), start_proxy(**settings)
-    key = {"Authorization": f"Bearer {marker}"}
-    statuses = [
-        (await stream_status(first, marker, **key)).status_code,
-        (await stream_status(second, marker, **key)).status_code,
-        (await stream_status(first, marker, **key)).status_code,
-        (await stream_status(second, marker, **key)).status_code,
-    ]
+    environment = {
+        "PROXY_UPSTREAM_URL": upstream.url,
+        "PROXY_API_KEYS": marker,
+        "PROXY_RATE_LIMIT": "3/minute",
+        "PROXY_REDIS_URL": redis_server.url,
+    }
+    first, second = ProxyProcess(**environment), ProxyProcess(**environment)
+    try:
+        key = {"Authorization": f"Bearer {marker}"}
+        statuses = [
+            (await stream_status(first, marker, **key)).status_code,
+            (await stream_status(second, marker, **key)).status_code,
+            (await stream_status(first, marker, **key)).status_code,
+            (await stream_status(second, marker, **key)).status_code,
+        ]
+    finally:
+        first.close()
+        second.close()
     assert statuses == [200, 200, 200, 429]
 
 
