@@ -6,7 +6,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-.PHONY: install install-dev run test lint typecheck pytest fake-upstream clean
+.PHONY: install install-dev run test lint typecheck pytest fake-upstream bench clean
 
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
@@ -30,6 +30,10 @@ typecheck:
 
 pytest:
 	$(BIN)/pytest -q
+
+bench: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m proxy bench $(BENCH_ARGS)
 
 fake-upstream: install
 	$(BIN)/python -m proxy fake-upstream

@@ -26,9 +26,18 @@ def main(argv: list[str] | None = None) -> int:
     fake.add_argument("--tokens", type=int, default=12, help="tokens per reply")
     fake.add_argument("--token-delay", type=float, default=0.02, help="seconds per token")
 
+    bench = commands.add_parser("bench", help="measure the proxy against the upstream directly")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    bench.add_argument("--workers", type=int, default=1, help="proxy worker processes")
+    bench.add_argument("--output", default="bench-results", help="folder for JSON and plot")
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args.host, args.port)
+    if args.command == "bench":
+        from proxy.bench import main as bench_main
+
+        return bench_main(args.quick, args.workers, args.output)
     return _fake_upstream(args.host, args.port, args.tokens, args.token_delay)
 
 
@@ -43,8 +52,12 @@ def _serve(host: str | None, port: int | None) -> int:
         print(f"llm-stream-proxy: invalid configuration: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
+    # Several workers re-create the app in each process, from the environment.
+    target = "proxy.app:app_from_environment" if settings.workers > 1 else app
     uvicorn.run(
-        app,
+        target,
+        factory=settings.workers > 1,
+        workers=settings.workers,
         host=settings.host,
         port=settings.port,
         loop="uvloop",

@@ -90,7 +90,15 @@ class StreamRequest(BaseModel):
         )
 
 
-def request_id(request: Request) -> str:
+# Every dependency is `async def`: FastAPI runs plain `def` ones in a thread pool, a thread
+# hop per call that queues behind 40 worker threads under load.
+
+
+async def request_id(request: Request) -> str:
+    return new_request_id(request)
+
+
+def new_request_id(request: Request) -> str:
     """The client's X-Request-ID when it is sane, else a fresh one."""
     given = request.headers.get("x-request-id", "")
     value = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
@@ -98,7 +106,7 @@ def request_id(request: Request) -> str:
     return value
 
 
-def authenticate(request: Request, _: Annotated[str, Depends(request_id)]) -> str | None:
+async def authenticate(request: Request, _: Annotated[str, Depends(request_id)]) -> str | None:
     """The client's short id when keys are configured (401 without a valid one)."""
     guards: Guards = request.app.state.guards
     client = guards.keys.identify(
@@ -175,7 +183,7 @@ def _describe(errors: list[ErrorDetails]) -> str:
     return f"{location}: {message}{more}"
 
 
-def choose_upstream(
+async def choose_upstream(
     request: Request, body: Annotated[StreamRequest, Depends(read_stream_request)]
 ) -> Upstream:
     upstreams: dict[str, Upstream] = request.app.state.upstreams

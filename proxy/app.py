@@ -6,14 +6,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from proxy.api import request_id as assign_request_id
-from proxy.api import router
+from proxy.api import new_request_id, router
 from proxy.balancer import Balancer
 from proxy.dialects import get_dialect
 from proxy.errors import ClientDisconnected, ProxyError, RequestError, error_response
@@ -22,6 +20,7 @@ from proxy.guards import Guards
 from proxy.logs import protect_logs
 from proxy.relay import Relay, StreamRecord, Upstream
 from proxy.settings import Settings
+from proxy.upstream_clients import UpstreamClients
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -50,8 +49,9 @@ def create_app(settings: Settings) -> FastAPI:
                 )
                 for spec in specs
             }
-            client = await stack.enter_async_context(upstream_client(settings))
-            app.state.relay = Relay(client, settings)
+            clients = UpstreamClients(settings)
+            stack.push_async_callback(clients.aclose)
+            app.state.relay = Relay(clients, settings)
             guards = Guards(settings)
             stack.push_async_callback(guards.aclose)
             app.state.guards = guards
@@ -86,37 +86,9 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def upstream_client(settings: Settings) -> httpx.AsyncClient:
-    """One client per process, sized for thousands of long streams.
-
-    httpx's defaults (100 connections, 5 s pool wait, per-read timeouts) are wrong here: the
-    relay bounds connects, first tokens and idle gaps itself, and the proxy's own concurrency
-    cap bounds connections.
-    """
-    connections = settings.max_concurrent_streams + 16
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(
-            connect=settings.connect_timeout,
-            read=None,
-            write=settings.connect_timeout,
-            pool=settings.connect_timeout,
-        ),
-        limits=httpx.Limits(
-            max_connections=connections,
-            max_keepalive_connections=connections,
-            keepalive_expiry=30,
-        ),
-        # Compressed streams would have to be inflated before parsing; plain is what LLM
-        # servers send anyway.
-        headers={"Accept-Encoding": "identity"},
-        # Upstreams are configured explicitly; ambient HTTP(S)_PROXY must not reroute them.
-        trust_env=False,
-    )
-
-
 def _request_id(request: Request) -> str:
     existing: str | None = getattr(request.state, "request_id", None)
-    return existing or assign_request_id(request)
+    return existing or new_request_id(request)
 
 
 async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
@@ -141,3 +113,13 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     error.status_code = exc.status_code
     error.error_type = "not_found" if exc.status_code == 404 else "http_error"
     return error_response(error, _request_id(request))
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one uvicorn worker process (PROXY_WORKERS > 1): settings read afresh."""
+    from proxy.logs import configure_logging
+    from proxy.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings)
+    return create_app(settings)

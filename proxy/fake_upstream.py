@@ -383,7 +383,8 @@ class FakeUpstream:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
-        self._server = await loop.create_server(lambda: _Connection(self), host, port)
+        # Benchmarks open thousands of connections at once.
+        self._server = await loop.create_server(lambda: _Connection(self), host, port, backlog=4096)
 
     @property
     def port(self) -> int:

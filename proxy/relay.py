@@ -37,6 +37,7 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 from proxy.settings import ModelSpec, Settings
+from proxy.upstream_clients import UpstreamClients
 
 logger = logging.getLogger("proxy.stream")
 
@@ -217,15 +218,16 @@ WaitForDisconnect = Callable[[], Awaitable[None]]
 
 
 class Relay:
-    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
-        self._client = client
+    def __init__(self, clients: UpstreamClients, settings: Settings) -> None:
+        self._clients = clients
         self._settings = settings
 
     async def reachable(self, upstream: Upstream) -> bool:
         """Whether a healthy replica answers HTTP at all (any status will do)."""
         for url in upstream.balancer.healthy_urls():
             try:
-                await self._client.get(url + "/", timeout=min(self._settings.connect_timeout, 2))
+                client = self._clients.next()
+                await client.get(url + "/", timeout=min(self._settings.connect_timeout, 2))
             except httpx.HTTPError:
                 continue
             return True
@@ -362,10 +364,9 @@ class Relay:
     ) -> tuple[httpx.Response, str, AsyncIterator[bytes] | None, StreamParser]:
         headers = {"Content-Type": "application/json", **request.headers}
         try:
-            response = await self._client.send(
-                self._client.build_request(
-                    "POST", url + request.path, content=content, headers=headers
-                ),
+            client = self._clients.next()
+            response = await client.send(
+                client.build_request("POST", url + request.path, content=content, headers=headers),
                 stream=True,
             )
         except httpx.TimeoutException:

@@ -220,7 +220,8 @@ async def test_200_concurrent_streams_are_all_exact(proxy: ProxyServer, marker: 
 async def test_early_disconnects_leak_no_upstream_connections(
     start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, marker: str
 ) -> None:
-    # A pool of 16 + 16 connections: 150 leaked ones would starve the next request.
+    # Every one of the 150 upstream connections must be seen closed by the upstream itself,
+    # and a stream cap of 16 would refuse new streams if any slot had leaked.
     proxy = start_proxy(max_concurrent_streams=16, connect_timeout=1.0)
     async with httpx.AsyncClient(base_url=proxy.url) as client:
         for i in range(150):

@@ -1,0 +1,55 @@
+"""The upstream HTTP clients: many small httpx pools rather than one big one.
+
+httpcore's pool walks every connection it holds, and polls each idle socket, whenever a
+request starts or ends: fine at a hundred connections, quadratic misery at thousands of long
+streams. Spreading streams over pools of about POOL_SIZE keeps each walk short.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import httpx
+
+from proxy.settings import Settings
+
+POOL_SIZE = 128
+
+
+class UpstreamClients:
+    def __init__(self, settings: Settings) -> None:
+        pools = max(1, math.ceil(settings.max_concurrent_streams / POOL_SIZE))
+        self._clients = [_client(settings) for _ in range(pools)]
+        self._turn = itertools.cycle(self._clients)
+
+    def next(self) -> httpx.AsyncClient:
+        return next(self._turn)
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            await client.aclose()
+
+
+def _client(settings: Settings) -> httpx.AsyncClient:
+    """Sized for long streams: httpx's defaults (100 connections, a 5 s pool wait, per-read
+    timeouts) are wrong here. The relay bounds connects, first tokens and idle gaps itself,
+    and the proxy's stream cap bounds connections, so a pool never makes a stream wait."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=settings.connect_timeout,
+            read=None,
+            write=settings.connect_timeout,
+            pool=settings.connect_timeout,
+        ),
+        limits=httpx.Limits(
+            max_connections=None,
+            max_keepalive_connections=POOL_SIZE // 4,
+            keepalive_expiry=30,
+        ),
+        # Compressed streams would have to be inflated before parsing; plain is what LLM
+        # servers send anyway.
+        headers={"Accept-Encoding": "identity"},
+        # Upstreams are configured explicitly; ambient HTTP(S)_PROXY must not reroute them.
+        trust_env=False,
+    )
