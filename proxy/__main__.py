@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     bench.add_argument("--workers", type=int, default=1, help="proxy worker processes")
     bench.add_argument("--output", default="bench-results", help="folder for JSON and plot")
+    bench.add_argument("--only", nargs="*", default=(), help="scenarios whose name contains any")
 
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from proxy.bench import main as bench_main
 
-        return bench_main(args.quick, args.workers, args.output)
+        return bench_main(args.quick, args.workers, args.output, tuple(args.only))
     return _fake_upstream(args.host, args.port, args.tokens, args.token_delay)
 
 
@@ -65,6 +66,8 @@ def _serve(host: str | None, port: int | None) -> int:
         log_config=None,
         access_log=False,
         log_level=settings.log_level,
+        # Thousands of clients may connect at once (uvicorn's default queue is 2048).
+        backlog=4096,
     )
     return 0
 

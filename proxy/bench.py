@@ -245,11 +245,16 @@ def _plot(rows: list[Row], path: Path) -> bool:
     return True
 
 
-async def run_bench(quick: bool, workers: int, output: Path) -> dict[str, Any]:
+async def run_bench(
+    quick: bool, workers: int, output: Path, only: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    scenarios = [
+        s for s in (QUICK if quick else FULL) if not only or any(part in s.name for part in only)
+    ]
     bench = Bench(workers)
     try:
         rows = []
-        for scenario in QUICK if quick else FULL:
+        for scenario in scenarios:
             row = await bench.scenario(scenario)
             print(f"  done: {scenario.name}", flush=True)
             rows.append(row)
@@ -273,8 +278,8 @@ async def run_bench(quick: bool, workers: int, output: Path) -> dict[str, Any]:
     return report
 
 
-def main(quick: bool, workers: int, output: str) -> int:
-    report = asyncio.run(run_bench(quick, workers, Path(output)))
+def main(quick: bool, workers: int, output: str, only: tuple[str, ...] = ()) -> int:
+    report = asyncio.run(run_bench(quick, workers, Path(output), only))
     errors = sum(row["errors"] for row in report["scenarios"])
     summary = statistics.fmean(row["throughput_ratio"] for row in report["scenarios"])
     print(f"errors: {errors}; mean throughput ratio {summary:.2f}")

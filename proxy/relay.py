@@ -226,8 +226,9 @@ class Relay:
         """Whether a healthy replica answers HTTP at all (any status will do)."""
         for url in upstream.balancer.healthy_urls():
             try:
-                client = self._clients.next()
-                await client.get(url + "/", timeout=min(self._settings.connect_timeout, 2))
+                await self._clients.first.get(
+                    url + "/", timeout=min(self._settings.connect_timeout, 2)
+                )
             except httpx.HTTPError:
                 continue
             return True
@@ -259,7 +260,7 @@ class Relay:
         finally:
             if opened is not None:
                 await close_response(opened.response)
-                upstream.balancer.release(opened.replica)
+                self._release(upstream, opened.replica)
             record.emit()
 
     async def _until_first_delta(
@@ -292,7 +293,7 @@ class Relay:
         if disconnected or result is None:
             if result is not None:
                 await close_response(result.response)
-                upstream.balancer.release(result.replica)
+                self._release(upstream, result.replica)
             raise ClientDisconnected("client disconnected before the first token")
         return result
 
@@ -311,15 +312,16 @@ class Relay:
             async with asyncio.timeout_at(first_token_deadline):
                 while True:
                     replica = balancer.acquire(tried)
+                    client = self._clients.acquire()
                     record.attempts += 1
                     record.upstream = loggable_url(replica.url)
                     try:
                         response, first, chunks, parser = await self._attempt(
-                            upstream, replica.url, request, content
+                            client, upstream, replica.url, request, content
                         )
                         break
                     except UpstreamError as exc:
-                        balancer.release(replica)
+                        self._release(upstream, replica)
                         if replica_at_fault(exc):
                             balancer.failed(replica)
                         tried.add(replica.url)
@@ -330,7 +332,7 @@ class Relay:
                         if not balancer.has_untried(tried):  # same replica again: back off
                             await asyncio.sleep(delay)
                     except BaseException:
-                        balancer.release(replica)
+                        self._release(upstream, replica)
                         raise
         except TimeoutError:
             raise UpstreamTimeout(
@@ -359,12 +361,21 @@ class Relay:
             return max(backoff, min(exc.retry_after, self._settings.max_retry_after))
         return backoff
 
+    def _release(self, upstream: Upstream, replica: Replica) -> None:
+        """An attempt or a stream is over: its replica and its pool slot are free."""
+        upstream.balancer.release(replica)
+        self._clients.release()
+
     async def _attempt(
-        self, upstream: Upstream, url: str, request: UpstreamRequest, content: bytes
+        self,
+        client: httpx.AsyncClient,
+        upstream: Upstream,
+        url: str,
+        request: UpstreamRequest,
+        content: bytes,
     ) -> tuple[httpx.Response, str, AsyncIterator[bytes] | None, StreamParser]:
         headers = {"Content-Type": "application/json", **request.headers}
         try:
-            client = self._clients.next()
             response = await client.send(
                 client.build_request("POST", url + request.path, content=content, headers=headers),
                 stream=True,
