@@ -27,7 +27,7 @@ class Scenario:
     tokens: int
     token_delay: float
     # Open connections in waves of this many, so a listen backlog is not overrun.
-    ramp_batch: int = 250
+    ramp_batch: int = 100
 
 
 @dataclass(slots=True)
