@@ -6,7 +6,8 @@ what a framework would not: hang, drop a connection mid-body, end a body without
 
 Requests steer it with directives anywhere in the prompt, `@name=value`: `@tokens=N`,
 `@delay=SECONDS`, `@fault=NAME` (see `Fault`), `@after=K` (tokens before a mid-stream fault),
-`@status=NNN` and `@retry_after=S` (with `@fault=status`), `@fail_times=N` (only the first N
+`@status=NNN`, `@retry_after=S` and `@echo_auth=1` (with `@fault=status`; the last puts the
+request's credential in the error message), `@fail_times=N` (only the first N
 requests with this exact prompt get the fault), `@split=N` (write the body N bytes at a time).
 """
 
@@ -557,7 +558,11 @@ class _Connection(asyncio.Protocol):
         if fault == "status":
             headers = {"Retry-After": directives.retry_after} if directives.retry_after else {}
             status = directives.status
-            self._send_simple(status, wire.error_body(status, "fake upstream error"), headers)
+            message = "fake upstream error"
+            if directives.extra.get("echo_auth") == "1":  # as careless upstreams do
+                credential = record.headers.get("authorization") or record.headers.get("x-api-key")
+                message += f" (credential {credential})"
+            self._send_simple(status, wire.error_body(status, message), headers)
             return
         if fault == "hang-headers":
             await asyncio.Future()

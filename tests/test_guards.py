@@ -317,3 +317,28 @@ async def test_readyz_follows_replica_health(
     dead = start_proxy(upstream_urls="http://127.0.0.1:9,http://127.0.0.1:10")
     async with httpx.AsyncClient(base_url=dead.url) as client:
         assert (await client.get("/readyz")).status_code == 503
+
+
+async def test_cors_does_not_buffer_the_stream(
+    start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, marker: str
+) -> None:
+    proxy = start_proxy(cors_origins="https://chat.example")
+    prompt = f"{marker} @tokens=6 @delay=0.1"
+    chunks: list[bytes] = []
+    async with (
+        httpx.AsyncClient(base_url=proxy.url) as client,
+        client.stream(
+            "POST",
+            "/v1/stream",
+            json={"prompt": prompt},
+            headers={"Origin": "https://chat.example"},
+        ) as response,
+    ):
+        assert response.headers["access-control-allow-origin"] == "https://chat.example"
+        async for chunk in response.aiter_raw():
+            chunks.append(chunk)
+            if len(chunks) == 1:
+                (record,) = upstream.find(marker)
+                assert record.finished_at is None  # the first token is here before the last
+    assert len(chunks) >= 3
+    assert b"".join(chunks).decode() == reply_text(prompt, 6)

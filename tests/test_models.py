@@ -167,3 +167,15 @@ async def test_max_tokens_over_the_models_ceiling_is_422(models_proxy: ProxyServ
             "/v1/stream", json={"model": "claude", "prompt": "hi", "max_tokens": 501}
         )
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize("model", ["chat", "claude"])
+async def test_upstream_error_that_echoes_the_key_is_scrubbed(
+    models_proxy: ProxyServer, marker: str, model: str
+) -> None:
+    response = await post(models_proxy, model, f"{marker} @fault=status @status=401 @echo_auth=1")
+    assert response.status_code == 502
+    message = response.json()["error"]["message"]
+    assert "credential" in message
+    assert KEY not in message
+    assert "**********" in message
