@@ -32,7 +32,8 @@ def create_app(settings: Settings) -> FastAPI:
         async with AsyncExitStack() as stack:
             fake_url = ""
             if any(not spec.urls for spec in specs):
-                fake = FakeUpstream()
+                # Paced like a model, so `curl -N` against `make run` visibly streams.
+                fake = FakeUpstream(token_delay=0.02)
                 await fake.start()
                 stack.push_async_callback(fake.aclose)
                 fake_url = fake.url
