@@ -12,7 +12,7 @@
     │   └── Overloaded               503  Retry-After
     └── UpstreamError                the upstream failed us
         ├── UpstreamStatusError      502, or 429 + Retry-After when the upstream said 429
-        ├── UpstreamUnavailable      502 (connection refused, reset) or 503 (no upstream to try)
+        ├── UpstreamUnavailable      502 (connection refused or reset)
         ├── UpstreamProtocolError    502 (unreadable stream, in-band error, no end marker)
         └── UpstreamTimeout          504 (connect, first token); idle, total after the commit
 
@@ -116,11 +116,6 @@ class UpstreamStatusError(UpstreamError):
 class UpstreamUnavailable(UpstreamError):
     error_type = "upstream_unavailable"
     retryable = True
-
-
-class NoUpstreamAvailable(UpstreamError):
-    status_code = 503
-    error_type = "no_upstream_available"
 
 
 class UpstreamProtocolError(UpstreamError):
