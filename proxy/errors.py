@@ -12,7 +12,7 @@
     │   └── Overloaded               503  Retry-After
     └── UpstreamError                the upstream failed us
         ├── UpstreamStatusError      502, or 429 + Retry-After when the upstream said 429
-        ├── UpstreamUnavailable      502 (connection refused or reset)
+        ├── UpstreamUnavailable      503 (no upstream reachable: refused, reset, unresolvable)
         ├── UpstreamProtocolError    502 (unreadable stream, in-band error, no end marker)
         └── UpstreamTimeout          504 (connect, first token); idle, total after the commit
 
@@ -114,6 +114,8 @@ class UpstreamStatusError(UpstreamError):
 
 
 class UpstreamUnavailable(UpstreamError):
+    # SPEC §2: 502 is an upstream that answered badly; one that cannot be reached is 503.
+    status_code = 503
     error_type = "upstream_unavailable"
     retryable = True
 

@@ -186,10 +186,12 @@ async def test_no_first_token_in_time_is_504(
     assert record.disconnected_at is not None
 
 
-async def test_unreachable_upstream_is_502(start_proxy: Callable[..., ProxyServer]) -> None:
+async def test_unreachable_upstream_is_503_no_upstream_available(
+    start_proxy: Callable[..., ProxyServer],
+) -> None:
     proxy = start_proxy(upstream_url="http://127.0.0.1:9", retries=1)
     response = await post(proxy, json={"prompt": "hi"})
-    assert_error(response, 502, "upstream_unavailable")
+    assert_error(response, 503, "upstream_unavailable")
 
 
 async def test_unknown_path_is_a_json_404(proxy: ProxyServer) -> None:
