@@ -137,9 +137,13 @@ class Bench:
             "PROXY_WORKERS": str(workers),
         }
         self.proxy = subprocess.Popen([python, "-m", "proxy", "serve"], env=environment)
-        _wait_listening(self.upstream_port, self.upstream, "fake upstream")
-        _wait_listening(self.proxy_port, self.proxy, "proxy")
         self.generator = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            _wait_listening(self.upstream_port, self.upstream, "fake upstream")
+            _wait_listening(self.proxy_port, self.proxy, "proxy")
+        except RuntimeError:
+            self.close()  # leave no server behind
+            raise
 
     def close(self) -> None:
         self.generator.shutdown()
