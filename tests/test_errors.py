@@ -198,3 +198,12 @@ async def test_unknown_path_is_a_json_404(proxy: ProxyServer) -> None:
     async with httpx.AsyncClient(base_url=proxy.url) as client:
         response = await client.get("/nope")
     assert_error(response, 404, "not_found")
+
+
+async def test_upstream_that_never_answers_headers_is_504(
+    start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, marker: str
+) -> None:
+    proxy = start_proxy(first_token_timeout=0.3)
+    response = await post(proxy, json={"prompt": f"{marker} @fault=hang-headers"})
+    assert_error(response, 504, "upstream_timeout")
+    assert (await upstream.wait_disconnected(marker)).disconnected_at is not None
