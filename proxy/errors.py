@@ -122,6 +122,9 @@ class UpstreamUnavailable(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     error_type = "upstream_protocol_error"
+    # Text a parser decoded from the same read before the failure: the client still gets it,
+    # so what it receives does not depend on how the upstream's bytes were split.
+    text: str = ""
 
 
 class UpstreamClosedEarly(UpstreamProtocolError):

@@ -37,7 +37,6 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 from proxy.settings import ModelSpec, Settings
-from proxy.upstream_clients import UpstreamClients
 
 logger = logging.getLogger("proxy.stream")
 
@@ -131,6 +130,7 @@ class TextStream:
         "_chunks",
         "_deadline",
         "_ended",
+        "_failure",
         "_first",
         "_idle_timeout",
         "_last_delta",
@@ -147,8 +147,10 @@ class TextStream:
         *,
         idle_timeout: float,
         deadline: float,
+        failure: UpstreamProtocolError | None = None,
     ) -> None:
         self._first = first.encode() if first else None
+        self._failure = failure
         self._chunks = chunks
         self._parser = parser
         self._record = record
@@ -186,6 +188,8 @@ class TextStream:
     async def _next_text(self) -> str | None:
         """The text of the next read that has any; None at a clean end of the stream."""
         assert self._chunks is not None
+        if self._failure is not None:
+            raise self._failure
         loop = asyncio.get_running_loop()
         while True:
             idle_deadline = self._last_delta + self._idle_timeout
@@ -208,7 +212,7 @@ class TextStream:
                 ) from None
             except httpx.HTTPError:
                 raise UpstreamProtocolError("upstream connection dropped mid-stream") from None
-            text = self._parser.feed(chunk)
+            text, self._failure = feed(self._parser, chunk)
             if text:
                 self._last_delta = loop.time()
                 return text
@@ -218,17 +222,15 @@ WaitForDisconnect = Callable[[], Awaitable[None]]
 
 
 class Relay:
-    def __init__(self, clients: UpstreamClients, settings: Settings) -> None:
-        self._clients = clients
+    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
+        self._client = client
         self._settings = settings
 
     async def reachable(self, upstream: Upstream) -> bool:
         """Whether a healthy replica answers HTTP at all (any status will do)."""
         for url in upstream.balancer.healthy_urls():
             try:
-                await self._clients.first.get(
-                    url + "/", timeout=min(self._settings.connect_timeout, 2)
-                )
+                await self._client.get(url + "/", timeout=min(self._settings.connect_timeout, 2))
             except httpx.HTTPError:
                 continue
             return True
@@ -312,12 +314,11 @@ class Relay:
             async with asyncio.timeout_at(first_token_deadline):
                 while True:
                     replica = balancer.acquire(tried)
-                    client = self._clients.acquire()
                     record.attempts += 1
                     record.upstream = loggable_url(replica.url)
                     try:
-                        response, first, chunks, parser = await self._attempt(
-                            client, upstream, replica.url, request, content
+                        response, first, chunks, parser, failure = await self._attempt(
+                            upstream, replica.url, request, content
                         )
                         break
                     except UpstreamError as exc:
@@ -350,6 +351,7 @@ class Relay:
             record,
             idle_timeout=settings.idle_timeout,
             deadline=started + settings.total_timeout,
+            failure=failure,
         )
         return OpenedStream(response, stream, replica)
 
@@ -362,19 +364,24 @@ class Relay:
         return backoff
 
     def _release(self, upstream: Upstream, replica: Replica) -> None:
-        """An attempt or a stream is over: its replica and its pool slot are free."""
+        """An attempt or a stream is over: its replica is free."""
         upstream.balancer.release(replica)
-        self._clients.release()
 
     async def _attempt(
         self,
-        client: httpx.AsyncClient,
         upstream: Upstream,
         url: str,
         request: UpstreamRequest,
         content: bytes,
-    ) -> tuple[httpx.Response, str, AsyncIterator[bytes] | None, StreamParser]:
+    ) -> tuple[
+        httpx.Response,
+        str,
+        AsyncIterator[bytes] | None,
+        StreamParser,
+        UpstreamProtocolError | None,
+    ]:
         headers = {"Content-Type": "application/json", **request.headers}
+        client = self._client
         try:
             response = await client.send(
                 client.build_request("POST", url + request.path, content=content, headers=headers),
@@ -395,15 +402,15 @@ class Relay:
                 except StopAsyncIteration:
                     text = parser.close()
                     if text or parser.complete:
-                        return response, text, None, parser
+                        return response, text, None, parser, None
                     raise UpstreamClosedEarly("upstream ended the stream before any text") from None
                 except httpx.HTTPError:
                     raise UpstreamClosedEarly(
                         "upstream connection dropped before any text"
                     ) from None
-                text = parser.feed(chunk)
+                text, failure = feed(parser, chunk)
                 if text:
-                    return response, text, chunks, parser
+                    return response, text, chunks, parser, failure
         except BaseException:
             await close_response(response)
             raise
@@ -426,6 +433,16 @@ class Relay:
             upstream_status=response.status_code,
             retry_after=_retry_after(response.headers.get("retry-after")),
         )
+
+
+def feed(parser: StreamParser, chunk: bytes) -> tuple[str, UpstreamProtocolError | None]:
+    """A read's text, and the failure that cut it short when some text came before it."""
+    try:
+        return parser.feed(chunk), None
+    except UpstreamProtocolError as failure:
+        if failure.text:
+            return failure.text, failure
+        raise
 
 
 def replica_at_fault(exc: UpstreamError) -> bool:

@@ -136,6 +136,27 @@ def test_in_band_error_is_a_failure(dialect: str) -> None:
 
 
 @pytest.mark.parametrize("dialect", STREAMS)
+@given(tokens=st.lists(token_text, min_size=1, max_size=5), cut_points=cuts)
+def test_text_before_an_in_band_error_survives_any_split(
+    dialect: str, tokens: list[str], cut_points: list[int]
+) -> None:
+    """However the reads fall, the client gets the text the upstream sent before failing."""
+    stream = STREAMS[dialect](tokens, end=False) + IN_BAND_ERRORS[dialect]
+    parser = get_dialect(dialect).parser()
+    text = ""
+    failure: UpstreamProtocolError | None = None
+    for piece in split_at(stream, cut_points):
+        try:
+            text += parser.feed(piece)
+        except UpstreamProtocolError as exc:
+            failure = exc
+            break
+    assert failure is not None
+    assert "boom" in failure.message
+    assert text + failure.text == "".join(tokens)
+
+
+@pytest.mark.parametrize("dialect", STREAMS)
 def test_unreadable_event_is_a_failure(dialect: str) -> None:
     garbage = b"{nope\n" if dialect == "ollama" else b"data: {nope\n\n"
     with pytest.raises(UpstreamProtocolError):

@@ -79,7 +79,11 @@ class SSETextParser:
     def feed(self, chunk: bytes) -> str:
         text = ""
         for event in self._sse.feed(chunk):
-            piece = self.event_text(event)
+            try:
+                piece = self.event_text(event)
+            except UpstreamProtocolError as failure:
+                failure.text = text
+                raise
             if piece:
                 text += piece
         return text

@@ -34,9 +34,15 @@ class OllamaParser:
     def _text(self, lines: list[bytes]) -> str:
         text = ""
         for line in lines:
-            payload = loads_event(line)
+            try:
+                payload = loads_event(line)
+            except UpstreamProtocolError as failure:
+                failure.text = text
+                raise
             if "error" in payload:
-                raise UpstreamProtocolError(json_error_message(payload))
+                in_band = UpstreamProtocolError(json_error_message(payload))
+                in_band.text = text
+                raise in_band
             content = (payload.get("message") or {}).get("content")
             if content:
                 text += content

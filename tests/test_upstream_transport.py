@@ -1,0 +1,303 @@
+"""The upstream transport against scripted HTTP servers on loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from proxy.upstream_transport import UpstreamTransport
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+Serve = Callable[[Handler], Awaitable[str]]  # starts a ScriptedServer, gives its URL
+
+OK_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            await reader.readexactly(int(line.split(b":")[1]))
+    return head
+
+
+class ScriptedServer:
+    """Runs `handler(reader, writer, n)` for the n-th connection (from 0)."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self, tls: ssl.SSLContext | None = None) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=tls)
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        number = self.connections
+        self.connections += 1
+        try:
+            await self.handler(reader, writer, number)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client went away: what some tests want
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    servers: list[ScriptedServer] = []
+
+    async def start(handler: Handler) -> str:
+        server = ScriptedServer(handler)
+        servers.append(server)
+        return f"http://127.0.0.1:{await server.start()}"
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=UpstreamTransport(), timeout=5) as http:
+        yield http
+
+
+async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes) -> None:
+    await read_request(reader)
+    writer.write(OK_HEAD + chunk(body) + LAST_CHUNK)
+    await writer.drain()
+
+
+async def test_body_chunks_arrive_while_the_upstream_is_still_sending(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    first_seen = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(OK_HEAD + chunk(b"first"))
+        await first_seen.wait()  # the rest is only sent once the client has the first part
+        writer.write(chunk(b"second") + LAST_CHUNK)
+        await writer.drain()
+
+    url = await serve(handler)
+    async with client.stream("POST", url + "/v1/x", content=b"{}") as response:
+        chunks = response.aiter_raw()
+        assert await anext(chunks) == b"first"
+        first_seen.set()
+        assert [part async for part in chunks] == [b"second"]
+    assert response.status_code == 200
+
+
+async def test_request_line_headers_and_body_reach_the_upstream(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head)
+        seen.append(await reader.readexactly(len(b'{"a": 1}')))
+        writer.write(OK_HEAD + LAST_CHUNK)
+        await writer.drain()
+
+    url = await serve(handler)
+    response = await client.post(
+        url + "/v1/chat?x=1", content=b'{"a": 1}', headers={"Authorization": "Bearer k"}
+    )
+    assert response.status_code == 200
+    head = seen[0].decode()
+    assert head.startswith("POST /v1/chat?x=1 HTTP/1.1\r\n")
+    assert "\r\nAuthorization: Bearer k\r\n" in head
+    assert "\r\nContent-Length: 8\r\n" in head
+    assert seen[1] == b'{"a": 1}'
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello",  # the body ends with the socket
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    ],
+    ids=["content-length", "until-close", "after-100-continue"],
+)
+async def test_every_way_of_framing_a_body(
+    serve: Serve, client: httpx.AsyncClient, reply: bytes
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(reply)
+        await writer.drain()
+
+    url = await serve(handler)
+    response = await client.get(url + "/")
+    assert (response.status_code, response.content) == (200, b"hello")
+
+
+async def test_kept_alive_connection_is_reused(serve: Serve, client: httpx.AsyncClient) -> None:
+    connections: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        connections.append(n)
+        for _request in range(3):
+            await answer(reader, writer, b"ok")
+        await reader.read()
+
+    url = await serve(handler)
+    for _request in range(3):
+        assert (await client.post(url + "/", content=b"{}")).content == b"ok"
+    assert connections == [0]
+
+
+def idle_connections(client: httpx.AsyncClient) -> int:
+    """Connections the transport keeps open for reuse."""
+    transport = client._transport
+    assert isinstance(transport, UpstreamTransport)
+    return sum(len(idle) for idle in transport._idle.values())
+
+
+async def test_a_kept_alive_connection_closed_unanswered_is_replaced(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    # The upstream drops its idle connection just as the next request goes out.
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await answer(reader, writer, b"one" if n == 0 else b"two")
+        if n == 0:
+            await read_request(reader)  # ... and closes without answering
+
+    url = await serve(handler)
+    assert (await client.post(url + "/", content=b"{}")).content == b"one"
+    assert (await client.post(url + "/", content=b"{}")).content == b"two"
+
+
+async def test_closing_a_response_mid_body_closes_its_connection(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    upstream_saw_close = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(OK_HEAD + chunk(b"endless"))
+        await writer.drain()
+        assert await reader.read() == b""
+        upstream_saw_close.set()
+
+    url = await serve(handler)
+    async with client.stream("POST", url + "/", content=b"{}") as response:
+        assert await anext(response.aiter_raw()) == b"endless"
+    await asyncio.wait_for(upstream_saw_close.wait(), 5)
+    assert idle_connections(client) == 0
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (OK_HEAD + chunk(b"half"), httpx.ReadError),  # dropped mid-body
+        (b"", httpx.RemoteProtocolError),  # closed unanswered, on a fresh connection
+        (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", httpx.RemoteProtocolError),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", httpx.ReadError),
+    ],
+    ids=["dropped-mid-body", "unanswered", "not-http", "short-body"],
+)
+async def test_broken_answers_raise_httpx_errors(
+    serve: Serve,
+    client: httpx.AsyncClient,
+    reply: bytes,
+    error: type[httpx.HTTPError],
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(reply)
+        await writer.drain()
+
+    url = await serve(handler)
+    with pytest.raises(error):
+        await client.post(url + "/", content=b"{}")
+
+
+async def test_a_silent_upstream_is_a_read_timeout_when_one_is_set(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(OK_HEAD)
+        await reader.read()
+
+    url = await serve(handler)
+    with pytest.raises(httpx.ReadTimeout):
+        await client.post(url + "/", content=b"{}", timeout=httpx.Timeout(5, read=0.2))
+
+
+async def test_refused_connection_is_a_connect_error(client: httpx.AsyncClient) -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    with pytest.raises(httpx.ConnectError):
+        await client.post(f"http://127.0.0.1:{port}/", content=b"{}")
+
+
+async def test_a_header_with_a_line_break_is_never_sent(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await answer(reader, writer, b"ok")
+
+    url = await serve(handler)
+    with pytest.raises(httpx.LocalProtocolError):
+        await client.post(url + "/", content=b"{}", headers={"X-Key": "a\r\nX-Evil: 1"})
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_https_upstream(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    client_tls = ssl.create_default_context(cafile=str(cert))
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await answer(reader, writer, b"secure")
+
+    server = ScriptedServer(handler)
+    port = await server.start(server_tls)
+    transport = UpstreamTransport(ssl_context=client_tls)
+    async with httpx.AsyncClient(transport=transport, timeout=5) as client:
+        response = await client.post(f"https://localhost:{port}/", content=b"{}")
+        assert response.content == b"secure"
+        with pytest.raises(httpx.ConnectError):  # not the name the certificate is for
+            await client.post(f"https://127.0.0.1:{port}/", content=b"{}")
+    await server.close()
