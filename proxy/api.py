@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
-from functools import partial
+from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -23,8 +23,9 @@ from proxy.errors import (
 )
 from proxy.guards import Guards
 from proxy.relay import Relay, TextStream, Upstream
-from proxy.responses import TextStreamingResponse, wait_for_disconnect
+from proxy.responses import TextStreamingResponse
 from proxy.settings import Settings
+from proxy.watchdog import Watchdog
 
 router = APIRouter()
 
@@ -90,12 +91,41 @@ class StreamRequest(BaseModel):
         )
 
 
-# Every dependency is `async def`: FastAPI runs plain `def` ones in a thread pool, a thread
-# hop per call that queues behind 40 worker threads under load.
+# One dependency for the stream, calling plain functions in order: FastAPI's work per
+# dependency was a tenth of a request's CPU. Dependencies are `async def`: FastAPI runs plain
+# `def` ones in a thread pool, a thread hop per call that queues behind 40 threads under load.
 
 
-async def request_id(request: Request) -> str:
-    return new_request_id(request)
+async def open_text_stream(request: Request, response: Response) -> AsyncIterator[TextStream]:
+    """Request id, client key, a stream slot, the body, the model, then the upstream stream.
+
+    Owns the slot and the upstream response: FastAPI exits this after the response, on every
+    path (completion, abort, disconnect, any error before the commit point).
+    """
+    request_id = new_request_id(request)
+    response.headers["X-Request-ID"] = request_id
+    client = identify_client(request)
+    async with admitted(request, client):
+        body = await read_stream_request(request)
+        upstream = choose_upstream(request, body)
+        watchdog = Watchdog(request.receive)  # the body is read: receive() is its alone
+        request.state.watchdog = watchdog
+        relay: Relay = request.app.state.relay
+        try:
+            async with relay.open(
+                upstream, body.conversation(), request_id, watchdog, client
+            ) as stream:
+                yield stream
+        finally:
+            watchdog.close()
+
+
+@router.post("/v1/stream", response_class=TextStreamingResponse)
+async def stream_text(
+    text: Annotated[TextStream, Depends(open_text_stream)],
+) -> AsyncIterator[bytes]:
+    async for chunk in text:
+        yield chunk
 
 
 def new_request_id(request: Request) -> str:
@@ -106,7 +136,7 @@ def new_request_id(request: Request) -> str:
     return value
 
 
-async def authenticate(request: Request, _: Annotated[str, Depends(request_id)]) -> str | None:
+def identify_client(request: Request) -> str | None:
     """The client's short id when keys are configured (401 without a valid one)."""
     guards: Guards = request.app.state.guards
     client = guards.keys.identify(
@@ -116,14 +146,14 @@ async def authenticate(request: Request, _: Annotated[str, Depends(request_id)])
     return client
 
 
-async def admit_stream(
-    request: Request, client: Annotated[str | None, Depends(authenticate)]
-) -> AsyncIterator[None]:
-    """A slot under the proxy's and the client's limits, held until the response ends.
+async def authenticate(request: Request) -> str | None:
+    new_request_id(request)
+    return identify_client(request)
 
-    A dependency with `yield`: FastAPI releases it after the response on every path
-    (completion, abort, disconnect, any error before the commit point).
-    """
+
+@asynccontextmanager
+async def admitted(request: Request, client: str | None) -> AsyncIterator[None]:
+    """A slot under the proxy's and the client's limits, held until the block ends."""
     guards: Guards = request.app.state.guards
     guards.slots.acquire()
     try:
@@ -138,15 +168,8 @@ async def admit_stream(
         guards.slots.release()
 
 
-def _settings(request: Request) -> Settings:
+async def read_stream_request(request: Request) -> StreamRequest:
     settings: Settings = request.app.state.settings
-    return settings
-
-
-async def read_stream_request(
-    request: Request, _: Annotated[str, Depends(request_id)]
-) -> StreamRequest:
-    settings = _settings(request)
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != "application/json":
         raise UnsupportedMediaType("the request body must be application/json")
@@ -183,9 +206,7 @@ def _describe(errors: list[ErrorDetails]) -> str:
     return f"{location}: {message}{more}"
 
 
-async def choose_upstream(
-    request: Request, body: Annotated[StreamRequest, Depends(read_stream_request)]
-) -> Upstream:
+def choose_upstream(request: Request, body: StreamRequest) -> Upstream:
     upstreams: dict[str, Upstream] = request.app.state.upstreams
     if body.model is None:
         upstream = next(iter(upstreams.values()))
@@ -196,32 +217,6 @@ async def choose_upstream(
     if body.max_tokens is not None and body.max_tokens > upstream.spec.max_tokens:
         raise InvalidRequest(f"max_tokens: must be at most {upstream.spec.max_tokens}")
     return upstream
-
-
-async def open_text_stream(
-    request: Request,
-    response: Response,
-    request_id: Annotated[str, Depends(request_id)],
-    client: Annotated[str | None, Depends(authenticate)],
-    _: Annotated[None, Depends(admit_stream)],
-    body: Annotated[StreamRequest, Depends(read_stream_request)],
-    upstream: Annotated[Upstream, Depends(choose_upstream)],
-) -> AsyncIterator[TextStream]:
-    """Owns the upstream response: FastAPI exits this after the response, on every path."""
-    relay: Relay = request.app.state.relay
-    response.headers["X-Request-ID"] = request_id
-    disconnected = partial(wait_for_disconnect, request.receive)
-    conversation = body.conversation()
-    async with relay.open(upstream, conversation, request_id, disconnected, client) as stream:
-        yield stream
-
-
-@router.post("/v1/stream", response_class=TextStreamingResponse)
-async def stream_text(
-    text: Annotated[TextStream, Depends(open_text_stream)],
-) -> AsyncIterator[bytes]:
-    async for chunk in text:
-        yield chunk
 
 
 @router.get("/healthz")

@@ -20,7 +20,7 @@ from proxy.guards import Guards
 from proxy.logs import protect_logs
 from proxy.relay import Relay, StreamRecord, Upstream
 from proxy.settings import Settings
-from proxy.upstream_clients import upstream_client
+from proxy.upstream_http import UpstreamHTTP
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -50,9 +50,9 @@ def create_app(settings: Settings) -> FastAPI:
                 )
                 for spec in specs
             }
-            client = upstream_client(settings)
-            stack.push_async_callback(client.aclose)
-            app.state.relay = Relay(client, settings)
+            http = UpstreamHTTP(settings)
+            stack.push_async_callback(http.aclose)
+            app.state.relay = Relay(http, settings)
             guards = Guards(settings)
             stack.push_async_callback(guards.aclose)
             app.state.guards = guards

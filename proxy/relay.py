@@ -12,13 +12,12 @@ import functools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Literal
 
-import anyio
 import httpx
 import orjson
 
@@ -37,6 +36,8 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 from proxy.settings import ModelSpec, Settings
+from proxy.upstream_http import UpstreamHTTP
+from proxy.watchdog import Watchdog
 
 logger = logging.getLogger("proxy.stream")
 
@@ -126,17 +127,7 @@ class TextStream:
     suspended for the garbage collector to finalise; the relay closes the response.
     """
 
-    __slots__ = (
-        "_chunks",
-        "_deadline",
-        "_ended",
-        "_failure",
-        "_first",
-        "_idle_timeout",
-        "_last_delta",
-        "_parser",
-        "_record",
-    )
+    __slots__ = ("_chunks", "_ended", "_failure", "_first", "_parser", "_record", "_watchdog")
 
     def __init__(
         self,
@@ -144,9 +135,7 @@ class TextStream:
         chunks: AsyncIterator[bytes] | None,
         parser: StreamParser,
         record: StreamRecord,
-        *,
-        idle_timeout: float,
-        deadline: float,
+        watchdog: Watchdog,
         failure: UpstreamProtocolError | None = None,
     ) -> None:
         self._first = first.encode() if first else None
@@ -154,9 +143,7 @@ class TextStream:
         self._chunks = chunks
         self._parser = parser
         self._record = record
-        self._idle_timeout = idle_timeout
-        self._deadline = deadline
-        self._last_delta = asyncio.get_running_loop().time()
+        self._watchdog = watchdog
         self._ended = chunks is None
 
     def __aiter__(self) -> TextStream:
@@ -190,49 +177,49 @@ class TextStream:
         assert self._chunks is not None
         if self._failure is not None:
             raise self._failure
-        loop = asyncio.get_running_loop()
-        while True:
-            idle_deadline = self._last_delta + self._idle_timeout
-            try:
-                async with asyncio.timeout_at(min(idle_deadline, self._deadline)):
+        watchdog = self._watchdog
+        watchdog.waiting_for_upstream()
+        try:
+            while True:
+                try:
                     chunk = await anext(self._chunks)
-            except StopAsyncIteration:
-                text = self._parser.close()
-                if not self._parser.complete:
-                    raise UpstreamProtocolError(
-                        "upstream ended the stream without its end marker"
-                    ) from None
-                self._ended = True
-                return text
-            except TimeoutError:
-                if loop.time() >= self._deadline - 0.001:
-                    raise UpstreamTimeout("stream exceeded the total timeout") from None
-                raise UpstreamTimeout(
-                    f"no text from upstream for {self._idle_timeout:g} s"
-                ) from None
-            except httpx.HTTPError:
-                raise UpstreamProtocolError("upstream connection dropped mid-stream") from None
-            text, self._failure = feed(self._parser, chunk)
-            if text:
-                self._last_delta = loop.time()
-                return text
-
-
-WaitForDisconnect = Callable[[], Awaitable[None]]
+                except StopAsyncIteration:
+                    text = self._parser.close()
+                    if not self._parser.complete:
+                        raise UpstreamProtocolError(
+                            "upstream ended the stream without its end marker"
+                        ) from None
+                    self._ended = True
+                    return text
+                except httpx.HTTPError:
+                    raise UpstreamProtocolError("upstream connection dropped mid-stream") from None
+                except asyncio.CancelledError:
+                    failure = watchdog.claim()
+                    if failure is None:
+                        raise
+                    raise failure from None
+                text, self._failure = feed(self._parser, chunk)
+                if text:
+                    return text
+        finally:
+            watchdog.got_upstream()
 
 
 class Relay:
-    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
-        self._client = client
+    def __init__(self, http: UpstreamHTTP, settings: Settings) -> None:
+        self._http = http
         self._settings = settings
 
     async def reachable(self, upstream: Upstream) -> bool:
         """Whether a healthy replica answers HTTP at all (any status will do)."""
         for url in upstream.balancer.healthy_urls():
             try:
-                await self._client.get(url + "/", timeout=min(self._settings.connect_timeout, 2))
+                response = await self._http.send(
+                    "GET", url + "/", timeout=min(self._settings.connect_timeout, 2)
+                )
             except httpx.HTTPError:
                 continue
+            await response.aclose()
             return True
         return False
 
@@ -242,16 +229,15 @@ class Relay:
         upstream: Upstream,
         conversation: Conversation,
         request_id: str,
-        wait_for_disconnect: WaitForDisconnect,
+        watchdog: Watchdog,
         client: str | None = None,
     ) -> AsyncIterator[TextStream]:
         """Reach the commit point, then yield the stream; close the upstream on every exit."""
         record = StreamRecord(request_id=request_id, model=upstream.spec.name, client=client)
         opened: OpenedStream | None = None
         try:
-            opened = await self._until_first_delta(
-                upstream, conversation, record, wait_for_disconnect
-            )
+            with watchdog.guarding():
+                opened = await self._attempts(upstream, conversation, record, watchdog)
             yield opened.stream
         except ProxyError as exc:
             if record.outcome is None:
@@ -265,42 +251,12 @@ class Relay:
                 self._release(upstream, opened.replica)
             record.emit()
 
-    async def _until_first_delta(
+    async def _attempts(
         self,
         upstream: Upstream,
         conversation: Conversation,
         record: StreamRecord,
-        wait_for_disconnect: WaitForDisconnect,
-    ) -> OpenedStream:
-        disconnected = False
-        result: OpenedStream | None = None
-        failure: ProxyError | None = None
-        async with anyio.create_task_group() as task_group:
-
-            async def watch() -> None:
-                nonlocal disconnected
-                await wait_for_disconnect()
-                disconnected = True
-                task_group.cancel_scope.cancel()
-
-            task_group.start_soon(watch)
-            try:
-                result = await self._attempts(upstream, conversation, record)
-            except ProxyError as exc:
-                # Raised outside the group, or anyio would wrap it in an ExceptionGroup.
-                failure = exc
-            task_group.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
-        if disconnected or result is None:
-            if result is not None:
-                await close_response(result.response)
-                self._release(upstream, result.replica)
-            raise ClientDisconnected("client disconnected before the first token")
-        return result
-
-    async def _attempts(
-        self, upstream: Upstream, conversation: Conversation, record: StreamRecord
+        watchdog: Watchdog,
     ) -> OpenedStream:
         settings = self._settings
         loop = asyncio.get_running_loop()
@@ -344,15 +300,8 @@ class Relay:
         if first:
             record.deltas = 1
             record.bytes = len(first.encode())
-        stream = TextStream(
-            first,
-            chunks,
-            parser,
-            record,
-            idle_timeout=settings.idle_timeout,
-            deadline=started + settings.total_timeout,
-            failure=failure,
-        )
+        watchdog.limit_upstream(settings.idle_timeout, started + settings.total_timeout)
+        stream = TextStream(first, chunks, parser, record, watchdog, failure)
         return OpenedStream(response, stream, replica)
 
     def _retry_delay(self, exc: UpstreamError, attempts: int) -> float | None:
@@ -381,12 +330,8 @@ class Relay:
         UpstreamProtocolError | None,
     ]:
         headers = {"Content-Type": "application/json", **request.headers}
-        client = self._client
         try:
-            response = await client.send(
-                client.build_request("POST", url + request.path, content=content, headers=headers),
-                stream=True,
-            )
+            response = await self._http.send("POST", url + request.path, content, headers)
         except httpx.TimeoutException:
             raise UpstreamConnectTimeout("timed out connecting to upstream") from None
         except httpx.HTTPError:
@@ -461,9 +406,9 @@ def loggable_url(url: str) -> str:
 
 
 async def close_response(response: httpx.Response) -> None:
-    """Release the upstream connection, even from inside a cancelled scope."""
-    with anyio.CancelScope(shield=True):
-        await response.aclose()
+    """Release the upstream connection (UpstreamTransport's close never suspends, so no
+    cancellation can cut it short)."""
+    await response.aclose()
 
 
 def _redact(message: str, spec: ModelSpec) -> str:

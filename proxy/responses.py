@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-import anyio
 from starlette.background import BackgroundTask
 from starlette.responses import ContentStream, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from proxy.errors import ProxyError
+from proxy.watchdog import Watchdog
 
 STREAM_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
@@ -21,11 +21,6 @@ STREAM_HEADERS = {
 }
 
 
-async def wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 class TextStreamingResponse(StreamingResponse):
     """`text/plain; charset=utf-8`, each chunk sent as it comes.
 
@@ -34,7 +29,8 @@ class TextStreamingResponse(StreamingResponse):
     chunk, and the server closes the connection, so the client sees a transport error rather
     than a truncated body that looks complete (SPEC §1). The relay has logged the failure.
     It always watches for the client leaving, whatever ASGI spec version the server speaks,
-    so an abandoned stream stops reading its upstream at once.
+    so an abandoned stream stops reading its upstream at once: with the request's Watchdog
+    when the path operation made one (`request.state.watchdog`), else with its own.
     """
 
     media_type = "text/plain"
@@ -52,25 +48,26 @@ class TextStreamingResponse(StreamingResponse):
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as task_group:
+        watchdog: Watchdog | None = scope.get("state", {}).get("watchdog")
+        own = watchdog is None
+        if watchdog is None:
+            watchdog = Watchdog(receive)
+        try:
+            await self._send_body(send, watchdog)
+        finally:
+            if own:
+                watchdog.close()
 
-            async def watch() -> None:
-                await wait_for_disconnect(receive)
-                task_group.cancel_scope.cancel()
-
-            task_group.start_soon(watch)
-            await self._send_body(send)
-            task_group.cancel_scope.cancel()
-
-    async def _send_body(self, send: Send) -> None:
+    async def _send_body(self, send: Send, watchdog: Watchdog) -> None:
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
         try:
-            async for chunk in self.body_iterator:
-                if isinstance(chunk, str):
-                    chunk = chunk.encode()
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            with watchdog.guarding():
+                async for chunk in self.body_iterator:
+                    if isinstance(chunk, str):
+                        chunk = chunk.encode()
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except ProxyError:
             return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
