@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable, Iterator
 
@@ -146,14 +147,21 @@ async def test_aborted_stream_logs_one_line_and_no_traceback(
     assert not [r for r in records if r["level"] == "error" or "exception" in r]
 
 
-async def test_credentials_in_the_upstream_url_are_not_logged(
-    start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, log_lines: list[str]
+async def test_credentials_in_the_upstream_url_are_used_and_not_logged(
+    start_proxy: Callable[..., ProxyServer],
+    upstream: FakeUpstreamServer,
+    log_lines: list[str],
+    marker: str,
 ) -> None:
     with_credentials = upstream.url.replace("http://", "http://user:pw-SECRET@")
     proxy = start_proxy(upstream_url=with_credentials)
     async with httpx.AsyncClient(base_url=proxy.url) as client:
-        response = await client.post("/v1/stream", json={"prompt": "hi"})
+        response = await client.post("/v1/stream", json={"prompt": f"{marker} hi"})
     assert response.status_code == 200
+    # They are used, as HTTP Basic credentials...
+    (seen,) = upstream.find(marker)
+    assert seen.headers["authorization"] == "Basic " + base64.b64encode(b"user:pw-SECRET").decode()
+    # ... and never logged.
     streams = [orjson.loads(line) for line in log_lines if '"proxy.stream"' in line]
     assert streams[-1]["upstream"] == upstream.url
     assert not [line for line in log_lines if "pw-SECRET" in line]
