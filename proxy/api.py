@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
@@ -131,7 +131,7 @@ async def stream_text(
 def new_request_id(request: Request) -> str:
     """The client's X-Request-ID when it is sane, else a fresh one."""
     given = request.headers.get("x-request-id", "")
-    value = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    value = given if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
     request.state.request_id = value
     return value
 

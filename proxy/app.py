@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import sniffio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -29,6 +30,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # anyio (FastAPI's checkpoint after every streamed chunk) asks sniffio which library
+        # runs, and sniffio looks up the current task each time unless told: this thread's
+        # loop is asyncio's for its whole life.
+        sniffio.thread_local.name = "asyncio"
         async with AsyncExitStack() as stack:
             fake_url = ""
             if any(not spec.urls for spec in specs):

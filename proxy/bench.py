@@ -26,14 +26,14 @@ from typing import Any
 from proxy.loadgen import RunResult, Scenario, run_scenario
 
 FULL = (
-    Scenario("1 stream, LLM pace", streams=1, tokens=50, token_delay=0.02),
-    Scenario("64 concurrent, LLM pace", streams=64, tokens=50, token_delay=0.02),
-    Scenario("256 concurrent, LLM pace", streams=256, tokens=50, token_delay=0.02),
+    Scenario("1 stream, LLM pace", streams=1, tokens=50, token_delay=0.02, rounds=10),
+    Scenario("64 concurrent, LLM pace", streams=64, tokens=50, token_delay=0.02, rounds=3),
+    Scenario("256 concurrent, LLM pace", streams=256, tokens=50, token_delay=0.02, rounds=3),
     Scenario("16 concurrent, no delay", streams=16, tokens=2000, token_delay=0.0),
     Scenario("10000 slow streams", streams=10_000, tokens=10, token_delay=1.0),
 )
 QUICK = (
-    Scenario("1 stream, LLM pace", streams=1, tokens=5, token_delay=0.01),
+    Scenario("1 stream, LLM pace", streams=1, tokens=5, token_delay=0.01, rounds=2),
     Scenario("8 concurrent, LLM pace", streams=8, tokens=5, token_delay=0.01),
     Scenario("4 concurrent, no delay", streams=4, tokens=200, token_delay=0.0),
     Scenario("50 slow streams", streams=50, tokens=3, token_delay=0.2),
@@ -44,6 +44,7 @@ QUICK = (
 class Row:
     scenario: str
     streams: int
+    rounds: int
     direct_ttfb_p50_ms: float
     direct_ttfb_p99_ms: float
     proxy_ttfb_p50_ms: float
@@ -183,6 +184,7 @@ class Bench:
         return Row(
             scenario=scenario.name,
             streams=scenario.streams,
+            rounds=scenario.rounds,
             direct_ttfb_p50_ms=_percentile(direct.ttfbs, 0.5),
             direct_ttfb_p99_ms=_percentile(direct.ttfbs, 0.99),
             proxy_ttfb_p50_ms=_percentile(proxied.ttfbs, 0.5),

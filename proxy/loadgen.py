@@ -28,6 +28,8 @@ class Scenario:
     token_delay: float
     # Open connections in waves of this many, so a listen backlog is not overrun.
     ramp_batch: int = 100
+    # Runs of the scenario one after another: more samples where one run has few.
+    rounds: int = 1
 
 
 @dataclass(slots=True)
@@ -115,14 +117,17 @@ def _check(direct: bool, body: bytes, prompt: str, tokens: int) -> str | None:
 async def _run(direct: bool, host: str, port: int, scenario: Scenario) -> RunResult:
     cpu_start = time.process_time()
     start = time.perf_counter()
-    tasks: list[asyncio.Task[StreamResult]] = []
-    for index in range(scenario.streams):
-        prompt = f"bench-{scenario.name}-{index} @tokens={scenario.tokens} "
-        prompt += f"@delay={scenario.token_delay}"
-        tasks.append(asyncio.create_task(_one_stream(direct, host, port, prompt, scenario.tokens)))
-        if (index + 1) % scenario.ramp_batch == 0:
-            await asyncio.sleep(0.05)  # a wave of connects settles before the next
-    results = await asyncio.gather(*tasks)
+    results: list[StreamResult] = []
+    for round_ in range(scenario.rounds):
+        tasks: list[asyncio.Task[StreamResult]] = []
+        for index in range(scenario.streams):
+            prompt = f"bench-{scenario.name}-{round_}-{index} @tokens={scenario.tokens} "
+            prompt += f"@delay={scenario.token_delay}"
+            stream = _one_stream(direct, host, port, prompt, scenario.tokens)
+            tasks.append(asyncio.create_task(stream))
+            if (index + 1) % scenario.ramp_batch == 0:
+                await asyncio.sleep(0.05)  # a wave of connects settles before the next
+        results += await asyncio.gather(*tasks)
     wall = time.perf_counter() - start
     errors = [r.error for r in results if r.error]
     return RunResult(
@@ -132,7 +137,7 @@ async def _run(direct: bool, host: str, port: int, scenario: Scenario) -> RunRes
         wall=wall,
         ttfbs=[r.ttfb for r in results if r.ttfb is not None],
         gaps=[gap for r in results for gap in r.gaps],
-        tokens=scenario.tokens * (scenario.streams - len(errors)),
+        tokens=scenario.tokens * (len(results) - len(errors)),
         cpu=time.process_time() - cpu_start,
     )
 

@@ -82,6 +82,10 @@ class StreamRecord:
     bytes: int = 0
 
     def emit(self) -> None:
+        outcome = self.outcome or "client_disconnected"
+        level = logging.INFO if outcome in ("completed", "client_disconnected") else logging.WARNING
+        if not logger.isEnabledFor(level):
+            return
         now = time.monotonic()
         fields = {
             "request_id": self.request_id,
@@ -89,7 +93,7 @@ class StreamRecord:
             "client": self.client,
             "upstream": self.upstream,
             "status": self.status,
-            "outcome": self.outcome or "client_disconnected",
+            "outcome": outcome,
             "attempts": self.attempts,
             "ttfb_ms": _ms(self.first_delta_at - self.started) if self.first_delta_at else None,
             "duration_ms": _ms(now - self.started),
@@ -98,11 +102,6 @@ class StreamRecord:
         }
         if self.error:
             fields["error"] = self.error
-        level = (
-            logging.INFO
-            if fields["outcome"] in ("completed", "client_disconnected")
-            else (logging.WARNING)
-        )
         logger.log(level, "stream", extra={"fields": fields})
 
 
