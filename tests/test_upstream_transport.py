@@ -133,6 +133,24 @@ async def test_request_line_headers_and_body_reach_the_upstream(
     assert seen[1] == b'{"a": 1}'
 
 
+async def test_a_body_larger_than_the_socket_buffers_is_sent_whole(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    body = bytes(range(256)) * 32_768  # 8 MiB: the transport must wait for the socket to drain
+    received: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        received.append(await reader.readexactly(len(body)))
+        writer.write(OK_HEAD + LAST_CHUNK)
+        await writer.drain()
+
+    url = await serve(handler)
+    response = await client.post(url + "/", content=body)
+    assert response.status_code == 200
+    assert received == [body]
+
+
 @pytest.mark.parametrize(
     "reply",
     [
