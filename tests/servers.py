@@ -145,11 +145,15 @@ class ProxyProcess:
             text=True,
         )
         assert self._process.stderr is not None
-        for line in self._process.stderr:  # uvicorn's own word that it is serving
-            if "Application startup complete" in line:
+        for line in self._process.stderr:  # uvicorn's own word that it is listening
+            if "Uvicorn running on" in line:
                 break
         else:
             raise RuntimeError("the proxy process exited before it was ready")
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
 
     def close(self) -> None:
         self._process.terminate()

@@ -133,6 +133,37 @@ async def test_request_line_headers_and_body_reach_the_upstream(
     assert seen[1] == b'{"a": 1}'
 
 
+async def test_a_reader_that_stops_holds_the_upstream_back(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    # The upstream could send 256 MiB at once; the reader takes one chunk and stops. What is
+    # not read must stay with the upstream (TCP pushes back), not pile up in the transport.
+    sent = 0
+    finished = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        nonlocal sent
+        await read_request(reader)
+        writer.write(OK_HEAD)
+        piece = chunk(b"x" * 65_536)
+        for _piece in range(4096):
+            writer.write(piece)
+            await writer.drain()
+            sent += len(piece)
+        finished.set()
+
+    url = await serve(handler)
+    async with client.stream("POST", url + "/", content=b"{}") as response:
+        assert len(await anext(response.aiter_raw())) > 0
+        settled = -1
+        while sent != settled and not finished.is_set():  # until the upstream is blocked
+            settled = sent
+            await asyncio.sleep(0.2)
+        assert not finished.is_set()
+        # Kernel socket buffers on loopback hold a few MiB; the transport adds at most 256 KiB.
+        assert sent < 32 * 1024 * 1024
+
+
 async def test_a_body_larger_than_the_socket_buffers_is_sent_whole(
     serve: Serve, client: httpx.AsyncClient
 ) -> None:
