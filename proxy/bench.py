@@ -57,6 +57,11 @@ class Row:
     direct_tokens_per_s: float
     proxy_tokens_per_s: float
     throughput_ratio: float
+    floor_ttfb_p50_ms: float
+    floor_added_ttfb_p50_ms: float
+    floor_tokens_per_s: float
+    floor_throughput_ratio: float
+    floor_errors: int
     proxy_rss_peak_mb: float
     proxy_rss_per_stream_kb: float
     upstream_cpu_percent: float
@@ -124,6 +129,7 @@ class Bench:
     def __init__(self, workers: int) -> None:
         _raise_fd_limit()
         self.upstream_port, self.proxy_port = _free_port(), _free_port()
+        self.floor_port = _free_port()
         python = sys.executable
         self.upstream = subprocess.Popen(
             [python, "-m", "proxy", "fake-upstream", "--port", str(self.upstream_port)],
@@ -138,23 +144,31 @@ class Bench:
             "PROXY_WORKERS": str(workers),
         }
         self.proxy = subprocess.Popen([python, "-m", "proxy", "serve"], env=environment)
+        self.floor = subprocess.Popen(
+            [python, "-m", "uvicorn", "proxy.bench_floor:app", "--port", str(self.floor_port),
+             "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
+             "--log-level", "warning", "--no-access-log", "--backlog", "4096"],
+        )  # fmt: skip
         self.generator = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         try:
             _wait_listening(self.upstream_port, self.upstream, "fake upstream")
             _wait_listening(self.proxy_port, self.proxy, "proxy")
+            _wait_listening(self.floor_port, self.floor, "bench floor")
         except RuntimeError:
             self.close()  # leave no server behind
             raise
 
     def close(self) -> None:
         self.generator.shutdown()
-        for process in (self.proxy, self.upstream):
+        for process in (self.proxy, self.floor, self.upstream):
             process.terminate()
             process.wait(10)
 
-    async def _timed(self, direct: bool, scenario: Scenario) -> tuple[RunResult, int, float]:
-        """A run, the proxy's peak RSS during it (KB), and the upstream's CPU share."""
-        port = self.upstream_port if direct else self.proxy_port
+    async def _timed(self, target: str, scenario: Scenario) -> tuple[RunResult, int, float]:
+        """A run against "direct", "proxy" or "floor", the proxy's peak RSS during it (KB),
+        and the upstream's CPU share."""
+        direct = target == "direct"
+        port = {"direct": self.upstream_port, "proxy": self.proxy_port}.get(target, self.floor_port)
         upstream_cpu = _cpu_seconds(self.upstream.pid)
         loop = asyncio.get_running_loop()
         run = loop.run_in_executor(
@@ -171,16 +185,18 @@ class Bench:
     async def warm_up(self, scenario: Scenario) -> None:
         """Unmeasured streams first: a cold process or an empty pool is not the steady state."""
         warm = Scenario("warm-up", streams=min(scenario.streams, 64), tokens=2, token_delay=0.0)
-        for direct in (True, False):
-            await self._timed(direct, warm)
+        for target in ("direct", "proxy", "floor"):
+            await self._timed(target, warm)
 
     async def scenario(self, scenario: Scenario) -> Row:
         await self.warm_up(scenario)
         idle_rss = _rss_kb(self.proxy.pid)
-        direct, _, upstream_share = await self._timed(True, scenario)
-        proxied, peak, _ = await self._timed(False, scenario)
+        direct, _, upstream_share = await self._timed("direct", scenario)
+        proxied, peak, _ = await self._timed("proxy", scenario)
+        floor, _, _ = await self._timed("floor", scenario)
         direct_rate = direct.tokens / direct.wall
         proxy_rate = proxied.tokens / proxied.wall
+        floor_rate = floor.tokens / floor.wall
         return Row(
             scenario=scenario.name,
             streams=scenario.streams,
@@ -197,6 +213,11 @@ class Bench:
             direct_tokens_per_s=direct_rate,
             proxy_tokens_per_s=proxy_rate,
             throughput_ratio=proxy_rate / direct_rate if direct_rate else 0.0,
+            floor_ttfb_p50_ms=_percentile(floor.ttfbs, 0.5),
+            floor_added_ttfb_p50_ms=_percentile(floor.ttfbs, 0.5) - _percentile(direct.ttfbs, 0.5),
+            floor_tokens_per_s=floor_rate,
+            floor_throughput_ratio=floor_rate / direct_rate if direct_rate else 0.0,
+            floor_errors=floor.errors,
             proxy_rss_peak_mb=peak / 1024,
             proxy_rss_per_stream_kb=max(0, peak - idle_rss) / scenario.streams,
             upstream_cpu_percent=100 * upstream_share,
@@ -210,7 +231,7 @@ def _table(rows: list[Row]) -> str:
     header = (
         f"{'scenario':<26} {'TTFB p50 direct/proxy ms':>25} {'added':>7} {'gap p99 d/p ms':>15} "
         f"{'tok/s direct':>12} {'tok/s proxy':>12} {'ratio':>6} {'RSS MB':>7} {'KB/str':>7} "
-        f"{'up cpu':>6} {'errors':>6}"
+        f"{'up cpu':>6} {'errors':>6} {'floor added':>11} {'floor ratio':>11}"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
@@ -219,7 +240,8 @@ def _table(rows: list[Row]) -> str:
             f"{r.added_ttfb_p50_ms:>7.2f} {r.direct_gap_p99_ms:>6.1f} / {r.proxy_gap_p99_ms:>6.1f} "
             f"{r.direct_tokens_per_s:>12.0f} {r.proxy_tokens_per_s:>12.0f} "
             f"{r.throughput_ratio:>6.2f} {r.proxy_rss_peak_mb:>7.1f} "
-            f"{r.proxy_rss_per_stream_kb:>7.1f} {r.upstream_cpu_percent:>5.0f}% {r.errors:>6}"
+            f"{r.proxy_rss_per_stream_kb:>7.1f} {r.upstream_cpu_percent:>5.0f}% {r.errors:>6} "
+            f"{r.floor_added_ttfb_p50_ms:>11.2f} {r.floor_throughput_ratio:>11.2f}"
         )
     return "\n".join(lines)
 

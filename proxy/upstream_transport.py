@@ -275,6 +275,8 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         self,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        # Under the 5 s that uvicorn-based servers (vLLM among them) keep an idle
+        # connection, so we drop it before they do rather than race them to it.
         keepalive_expiry: float = 4.0,
         max_idle_per_origin: int = 512,
     ) -> None:
