@@ -280,7 +280,8 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         keepalive_expiry: float = 4.0,
         max_idle_per_origin: int = 512,
     ) -> None:
-        self._ssl_context = ssl_context
+        # Made once, at start-up: each costs about a megabyte of certificates and ~20 ms.
+        self._ssl_context = ssl_context or _default_tls()
         self._keepalive_expiry = keepalive_expiry
         self._max_idle = max_idle_per_origin
         self._idle: dict[Origin, list[_Connection]] = {}
@@ -336,7 +337,7 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
     ) -> _Connection:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
-        tls = self._tls() if scheme == "https" else None
+        tls = self._ssl_context if scheme == "https" else None
         try:
             async with asyncio.timeout(timeout):
                 _, connection = await loop.create_connection(
@@ -351,12 +352,6 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         except OSError as exc:
             raise httpx.ConnectError(f"cannot connect to {host}: {exc}", request=request) from None
         return connection
-
-    def _tls(self) -> ssl.SSLContext:
-        if self._ssl_context is None:
-            self._ssl_context = ssl.create_default_context()
-            self._ssl_context.set_alpn_protocols(["http/1.1"])
-        return self._ssl_context
 
     def _idle_connection(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
@@ -396,6 +391,12 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
             for connection in idle:
                 connection.close()
         self._idle.clear()
+
+
+def _default_tls() -> ssl.SSLContext:
+    tls = ssl.create_default_context()
+    tls.set_alpn_protocols(["http/1.1"])
+    return tls
 
 
 def _serialize(request: httpx.Request, body: bytes) -> bytes:

@@ -35,20 +35,22 @@ class OllamaParser:
         text = ""
         for line in lines:
             try:
-                payload = loads_event(line)
+                piece = self._line_text(line)
             except UpstreamProtocolError as failure:
                 failure.text = text
                 raise
-            if "error" in payload:
-                in_band = UpstreamProtocolError(json_error_message(payload))
-                in_band.text = text
-                raise in_band
-            content = (payload.get("message") or {}).get("content")
-            if content:
-                text += content
-            if payload.get("done") is True:
-                self.complete = True
+            if piece:
+                text += piece
         return text
+
+    def _line_text(self, line: bytes) -> str | None:
+        payload = loads_event(line)
+        if "error" in payload:
+            raise UpstreamProtocolError(json_error_message(payload))
+        if payload.get("done") is True:
+            self.complete = True
+        content: str | None = (payload.get("message") or {}).get("content")
+        return content
 
 
 class Ollama:
