@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from proxy.fake_upstream import reply_text
-from tests.servers import FakeUpstreamServer, ProxyServer
+from tests.servers import FakeUpstreamServer, ProxyProcess, ProxyServer
 
 
 async def post_stream(proxy: ProxyServer, prompt: str, **fields: object) -> httpx.Response:
@@ -164,10 +164,16 @@ async def test_client_disconnect_closes_upstream_within_100ms(
 
 
 async def test_client_disconnect_from_bursty_upstream_closes_it_within_100ms(
-    proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str
+    upstream: FakeUpstreamServer, marker: str
 ) -> None:
     # Thousands of events already buffered: the proxy never waits on the upstream socket.
-    await disconnect_after_first_chunk(proxy, upstream, f"{marker} @tokens=2000000 @delay=0")
+    # The proxy runs in its own process, as deployed: in this one, the fake's busy thread
+    # would hold the GIL against the proxy's and time the interpreter, not the proxy.
+    proxy = ProxyProcess(PROXY_UPSTREAM_URL=upstream.url)
+    try:
+        await disconnect_after_first_chunk(proxy, upstream, f"{marker} @tokens=2000000 @delay=0")
+    finally:
+        proxy.close()
 
 
 async def test_client_disconnect_before_first_token_closes_upstream_within_100ms(
@@ -189,7 +195,7 @@ async def test_client_disconnect_before_first_token_closes_upstream_within_100ms
 
 
 async def disconnect_after_first_chunk(
-    proxy: ProxyServer, upstream: FakeUpstreamServer, prompt: str
+    proxy: ProxyServer | ProxyProcess, upstream: FakeUpstreamServer, prompt: str
 ) -> None:
     marker = prompt.split()[0]
     async with httpx.AsyncClient(base_url=proxy.url) as client:
