@@ -5,6 +5,8 @@
     │   ├── InvalidJSON              400
     │   ├── Unauthorized             401  WWW-Authenticate: Bearer
     │   ├── UnknownModel             404
+    │   ├── NotFound                 404  (no stream to resume, or another client's)
+    │   ├── NotAcceptable            406  (no output format matches Accept)
     │   ├── BodyTooLarge             413
     │   ├── UnsupportedMediaType     415
     │   ├── InvalidRequest           422
@@ -14,7 +16,8 @@
         ├── UpstreamStatusError      502, or 429 + Retry-After when the upstream said 429
         ├── UpstreamUnavailable      503 (no upstream reachable: refused, reset, unresolvable)
         ├── UpstreamProtocolError    502 (unreadable stream, in-band error, no end marker)
-        └── UpstreamTimeout          504 (connect, first token); idle, total after the commit
+        ├── UpstreamTimeout          504 (connect, first token); idle, total after the commit
+        └── StreamLost               502 a resumed stream stopped without its end (issue 13)
 
 Exceptions are raised where the failure happens and turned into a response only by
 `error_response`, so the JSON shape and the status table of SPEC §2 live here alone.
@@ -64,6 +67,16 @@ class Unauthorized(RequestError):
 class UnknownModel(RequestError):
     status_code = 404
     error_type = "model_not_found"
+
+
+class NotFound(RequestError):
+    status_code = 404
+    error_type = "not_found"
+
+
+class NotAcceptable(RequestError):
+    status_code = 406
+    error_type = "not_acceptable"
 
 
 class BodyTooLarge(RequestError):
@@ -142,10 +155,23 @@ class UpstreamConnectTimeout(UpstreamTimeout):
     retryable = True
 
 
+class StreamLost(UpstreamError):
+    """A stream being resumed got no new text nor its end in time: its producer is gone."""
+
+    error_type = "stream_lost"
+
+
+ErrorBody = dict[str, dict[str, str]]
+
+
+def error_body(exc: ProxyError, request_id: str) -> ErrorBody:
+    """The JSON error of SPEC §2, also sent inside error events after the commit point."""
+    return {"error": {"type": exc.error_type, "message": exc.message, "request_id": request_id}}
+
+
 def error_response(exc: ProxyError, request_id: str) -> JSONResponse:
-    body = {"error": {"type": exc.error_type, "message": exc.message, "request_id": request_id}}
     headers = {"X-Request-ID": request_id, **exc.headers()}
-    return JSONResponse(body, status_code=exc.status_code, headers=headers)
+    return JSONResponse(error_body(exc, request_id), status_code=exc.status_code, headers=headers)
 
 
 class ClientDisconnected(ProxyError):
