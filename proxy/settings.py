@@ -141,6 +141,12 @@ class Settings(BaseSettings):
     upstream_urls: str | None = None
     replica_cooldown: float = Field(default=10.0, ge=0)
 
+    # Output formats and resumable streams (issue 13).
+    sse_keepalive: float = Field(default=15.0, gt=0)
+    resume: bool = False
+    resume_ttl: float = Field(default=600.0, gt=0)
+    resume_max_bytes: int = Field(default=1_048_576, ge=1024)
+
     workers: int = Field(default=1, ge=1, le=64)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
