@@ -1,0 +1,40 @@
+"""Resumable streams (issue 13): where a stream's text is kept while and after it is produced."""
+
+from proxy.resume.base import (
+    ResumeStore,
+    StoredItem,
+    StoredStream,
+    StoredText,
+    StreamWriter,
+)
+from proxy.resume.memory import MemoryResumeStore
+from proxy.resume.redis_store import RedisResumeStore
+from proxy.settings import Settings
+
+# A producer writes at least every PROXY_IDLE_TIMEOUT (or fails, which is written too); a
+# reader that hears nothing for this much longer concludes its producer died.
+FOLLOW_MARGIN = 5.0
+
+
+def open_resume_store(settings: Settings) -> ResumeStore | None:
+    """The store PROXY_RESUME asks for: Redis with PROXY_REDIS_URL, else this process's memory."""
+    if not settings.resume:
+        return None
+    follow_timeout = settings.idle_timeout + FOLLOW_MARGIN
+    if settings.redis_url:
+        return RedisResumeStore.from_url(
+            settings.redis_url, settings.resume_ttl, settings.resume_max_bytes, follow_timeout
+        )
+    return MemoryResumeStore(settings.resume_ttl, settings.resume_max_bytes, follow_timeout)
+
+
+__all__ = [
+    "MemoryResumeStore",
+    "RedisResumeStore",
+    "ResumeStore",
+    "StoredItem",
+    "StoredStream",
+    "StoredText",
+    "StreamWriter",
+    "open_resume_store",
+]

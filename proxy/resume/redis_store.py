@@ -1,0 +1,229 @@
+"""Stored streams in Redis: any proxy replica sharing the Redis can serve a resume.
+
+Keys, under `llm-stream-proxy:resume:`:
+
+    {id}               hash: owner, generation, attributes (JSON); the stream's current owner
+    {id}:{generation}  Redis Stream of the text: one entry per delta, `t` = text, with the
+                       entry ID `{end offset}-0`; the end marker is `{length}-1`, `end` = JSON
+
+Entry IDs are the character offsets, so a replay from offset N is one XRANGE from `N-1`
+(the end marker of a stream exactly N long, and every delta ending after N) and following
+live is XREAD BLOCK after the last ID seen. Every write refreshes both keys' TTL (PEXPIRE).
+A new generation per start means a chat's next turn never mixes with a previous one a
+reader may still be following.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, cast
+
+import orjson
+import redis.asyncio as redis
+
+from proxy.errors import StreamLost
+from proxy.formats import Outcome
+from proxy.resume.base import (
+    StoredItem,
+    StoredText,
+    dump_outcome,
+    load_outcome,
+    not_found,
+    past_the_end,
+    text_from,
+    too_large,
+)
+
+logger = logging.getLogger("proxy.resume")
+
+PREFIX = "llm-stream-proxy:resume:"
+# How long the end of a stream may wait for the text queued before it to reach Redis.
+END_TIMEOUT = 2.0
+
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def _entries(answer: Any) -> list[Entry]:
+    """XRANGE's entries, or XREAD's for its one key, whichever RESP version answered."""
+    if isinstance(answer, dict):  # RESP3 XREAD: {key: [entries]}
+        answer = next(iter(answer.values()), [])
+    elif answer and isinstance(answer[0][1], list):  # RESP2 XREAD: [[key, [entries]]]
+        answer = answer[0][1]
+    return cast(list[Entry], answer or [])
+
+
+def _offset(entry_id: bytes) -> int:
+    return int(entry_id.partition(b"-")[0])
+
+
+def _item(entry_id: bytes, fields: Mapping[bytes, bytes], offset: int) -> StoredItem:
+    text = fields.get(b"t")
+    if text is None:
+        return load_outcome(fields[b"end"])
+    return text_from(StoredText(text.decode(), _offset(entry_id)), offset)
+
+
+class RedisStreamWriter:
+    __slots__ = (
+        "_bytes",
+        "_end_queued",
+        "_final",
+        "_flushing",
+        "_key",
+        "_meta",
+        "_pending",
+        "_redis",
+        "_request_id",
+        "_store",
+        "length",
+    )
+
+    def __init__(self, store: RedisResumeStore, meta: str, key: str, request_id: str) -> None:
+        self._store = store
+        self._redis = store.redis
+        self._meta = meta
+        self._key = key
+        self._request_id = request_id
+        self._pending: list[tuple[int, str]] = []
+        self._final: Outcome | None = None  # once set, nothing more is stored
+        self._end_queued = False
+        self._flushing: asyncio.Task[None] | None = None
+        self._bytes = 0
+        self.length = 0
+
+    def append(self, text: str) -> None:
+        if self._final is not None:
+            return
+        self._bytes += len(text.encode())
+        if self._bytes > self._store.max_bytes:
+            self._final = too_large(self._request_id, self._store.max_bytes)
+        else:
+            self.length += len(text)
+            self._pending.append((self.length, text))
+        self._kick()
+
+    async def end(self, outcome: Outcome) -> None:
+        if self._final is None:
+            self._final = outcome
+        self._kick()
+        flushing = self._flushing
+        if flushing is not None:
+            # Not awaited directly: a cancelled caller must not cut the end marker off.
+            await asyncio.wait([flushing], timeout=END_TIMEOUT)
+
+    def _kick(self) -> None:
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        ttl = int(self._store.ttl * 1000)
+        try:
+            while self._pending or (self._final is not None and not self._end_queued):
+                batch, self._pending = self._pending, []
+                pipe = self._redis.pipeline(transaction=False)
+                for end, text in batch:
+                    pipe.xadd(self._key, {"t": text}, id=f"{end}-0")
+                if self._final is not None and not self._end_queued:
+                    self._end_queued = True
+                    end_marker = {"end": dump_outcome(self._final)}
+                    pipe.xadd(self._key, end_marker, id=f"{self.length}-1")  # type: ignore[arg-type]
+                pipe.pexpire(self._key, ttl)
+                pipe.pexpire(self._meta, ttl)
+                await pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            # The live stream goes on; only its resume is lost (a reader times out).
+            self._pending.clear()
+            self._end_queued = True
+            if self._final is None:
+                self._final = too_large(self._request_id, 0)  # a placeholder: stops appends
+            logger.warning(
+                "resume store unavailable: a stream is not stored",
+                extra={"fields": {"request_id": self._request_id, "error": type(exc).__name__}},
+            )
+
+
+class RedisStoredStream:
+    __slots__ = ("_key", "_redis", "_store", "active", "attributes")
+
+    def __init__(
+        self, store: RedisResumeStore, key: str, attributes: dict[str, str], active: bool
+    ) -> None:
+        self._store = store
+        self._redis = store.redis
+        self._key = key
+        self.attributes = attributes
+        self.active = active
+
+    async def follow(self, offset: int) -> AsyncIterator[StoredItem]:
+        last = _entries(await self._redis.xrevrange(self._key, count=1))
+        if last and b"end" in last[0][1] and _offset(last[0][0]) < offset:
+            raise past_the_end(offset, _offset(last[0][0]))
+        last_id = f"{offset}-0".encode()
+        for entry_id, fields in _entries(await self._redis.xrange(self._key, min=f"{offset}-1")):
+            last_id = entry_id
+            item = _item(entry_id, fields, offset)
+            yield item
+            if not isinstance(item, StoredText):
+                return
+        block = int(self._store.follow_timeout * 1000)
+        while True:
+            answer = _entries(await self._redis.xread({self._key: last_id}, block=block))
+            if not answer:
+                raise StreamLost("the stream being resumed stopped without its end")
+            for entry_id, fields in answer:
+                last_id = entry_id
+                item = _item(entry_id, fields, offset)
+                yield item
+                if not isinstance(item, StoredText):
+                    return
+
+
+class RedisResumeStore:
+    def __init__(
+        self, client: redis.Redis, ttl: float, max_bytes: int, follow_timeout: float
+    ) -> None:
+        self.redis = client
+        self.ttl = ttl
+        self.max_bytes = max_bytes
+        self.follow_timeout = follow_timeout
+
+    @classmethod
+    def from_url(
+        cls, url: str, ttl: float, max_bytes: int, follow_timeout: float
+    ) -> RedisResumeStore:
+        # Reads block for up to the follow timeout: the socket must wait longer than that.
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=2.0, socket_timeout=follow_timeout + 5.0
+        )
+        return cls(client, ttl, max_bytes, follow_timeout)
+
+    async def start(
+        self, stream_id: str, owner: str, attributes: Mapping[str, str]
+    ) -> RedisStreamWriter:
+        generation = os.urandom(8).hex()
+        meta = PREFIX + stream_id
+        fields: list[str | bytes] = ["owner", owner, "generation", generation]
+        fields += ["attributes", orjson.dumps(dict(attributes))]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(meta, items=fields)
+            pipe.pexpire(meta, int(self.ttl * 1000))
+            await pipe.execute()
+        request_id = attributes.get("request_id", stream_id)
+        return RedisStreamWriter(self, meta, f"{meta}:{generation}", request_id)
+
+    async def find(self, stream_id: str, owner: str) -> RedisStoredStream:
+        meta = cast(dict[bytes, bytes], await self.redis.hgetall(PREFIX + stream_id))
+        if not meta or meta.get(b"owner", b"").decode() != owner:
+            raise not_found(stream_id)
+        key = f"{PREFIX}{stream_id}:{meta[b'generation'].decode()}"
+        last = _entries(await self.redis.xrevrange(key, count=1))
+        active = not last or b"end" not in last[0][1]
+        attributes: dict[str, str] = orjson.loads(meta[b"attributes"])
+        return RedisStoredStream(self, key, attributes, active)
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
