@@ -22,6 +22,7 @@ from proxy.formats import (
     Usage,
     negotiate,
     normalize_finish_reason,
+    upstream_ending,
 )
 from proxy.formats.encoders import Encoder
 from proxy.formats.outcome import Outcome
@@ -271,3 +272,31 @@ def test_every_dialects_finish_reason_is_normalized(
 )
 def test_accept_chooses_the_format(accept: str | None, chosen: OutputFormat | None) -> None:
     assert negotiate(accept, STREAM_FORMATS) is chosen
+
+
+# --- what parsers report -----------------------------------------------------------------
+
+
+class _Counts:
+    def __init__(self, prompt: int | None, completion: int | None) -> None:
+        self.prompt = prompt
+        self.completion = completion
+
+
+class _Parser:
+    def __init__(self, reason: str | None, usage: _Counts | None) -> None:
+        self.finish_reason = reason
+        self.usage = usage
+
+
+@pytest.mark.parametrize(
+    ("parser", "done"),
+    [
+        (_Parser("end_turn", _Counts(3, 9)), Done("stop", Usage(3, 9))),
+        (_Parser(None, _Counts(None, 4)), Done(None, Usage(None, 4))),
+        (_Parser("length", _Counts(None, None)), Done("length", None)),
+        (object(), Done()),
+    ],
+)
+def test_the_end_says_what_the_parser_learned(parser: object, done: Done) -> None:
+    assert upstream_ending(parser) == done

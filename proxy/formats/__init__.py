@@ -10,7 +10,14 @@ from proxy.formats.encoders import (
     OutputFormat,
 )
 from proxy.formats.negotiation import negotiate
-from proxy.formats.outcome import Done, Failed, Outcome, Usage, normalize_finish_reason
+from proxy.formats.outcome import (
+    Done,
+    Failed,
+    Outcome,
+    Usage,
+    normalize_finish_reason,
+    upstream_ending,
+)
 
 __all__ = [
     "NDJSON",
@@ -26,4 +33,5 @@ __all__ = [
     "Usage",
     "negotiate",
     "normalize_finish_reason",
+    "upstream_ending",
 ]

@@ -60,17 +60,23 @@ def done_json(done: Done) -> dict[str, Any]:
     }
 
 
-class SSEEncoder:
-    """`event: delta` with `id:` (end offset) and `data: {"text": ...}`; `done`; `error`."""
+class _CountingEncoder:
+    """An encoder that numbers its deltas by the character offset of their end."""
 
     __slots__ = ("offset",)
-    keepalive = b": ping\n\n"
 
     def __init__(self, offset: int = 0, message_id: str = "") -> None:
         self.offset = offset
 
     def opening(self) -> bytes:
         return b""
+
+
+class SSEEncoder(_CountingEncoder):
+    """`event: delta` with `id:` (end offset) and `data: {"text": ...}`; `done`; `error`."""
+
+    __slots__ = ()
+    keepalive = b": ping\n\n"
 
     def delta(self, text: str) -> bytes:
         self.offset += len(text)
@@ -83,18 +89,12 @@ class SSEEncoder:
         return b"event: done\nid: %d\ndata: %s\n\n" % (self.offset, data)
 
 
-class NDJSONEncoder:
+class NDJSONEncoder(_CountingEncoder):
     """The SSE events as JSON lines: `{"event": "delta", "offset": N, "text": ...}`, `done`,
     `error` (with the error body's `error` object), and `{"event": "ping"}` keep-alives."""
 
-    __slots__ = ("offset",)
+    __slots__ = ()
     keepalive = b'{"event":"ping"}\n'
-
-    def __init__(self, offset: int = 0, message_id: str = "") -> None:
-        self.offset = offset
-
-    def opening(self) -> bytes:
-        return b""
 
     def delta(self, text: str) -> bytes:
         self.offset += len(text)

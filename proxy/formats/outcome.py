@@ -61,3 +61,21 @@ class Failed:
 
 
 Outcome = Done | Failed
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def upstream_ending(parser: object) -> Done:
+    """What a dialect's parser learned about the end of its text.
+
+    Parsers expose `usage` (a TokenUsage: `prompt`, `completion`) and, where the dialect
+    says, `finish_reason` (the upstream's word); anything missing is unknown (None).
+    """
+    reason = getattr(parser, "finish_reason", None)
+    reported = getattr(parser, "usage", None)
+    prompt = _count(getattr(reported, "prompt", None))
+    completion = _count(getattr(reported, "completion", None))
+    usage = None if prompt is None and completion is None else Usage(prompt, completion)
+    return Done(normalize_finish_reason(reason if isinstance(reason, str) else None), usage)

@@ -16,16 +16,22 @@ from proxy.settings import Settings
 FOLLOW_MARGIN = 5.0
 
 
-def open_resume_store(settings: Settings) -> ResumeStore | None:
+def follow_timeout(settings: Settings) -> float:
+    return settings.idle_timeout + FOLLOW_MARGIN
+
+
+def open_resume_store(settings: Settings) -> ResumeStore:
     """The store PROXY_RESUME asks for: Redis with PROXY_REDIS_URL, else this process's memory."""
-    if not settings.resume:
-        return None
-    follow_timeout = settings.idle_timeout + FOLLOW_MARGIN
     if settings.redis_url:
         return RedisResumeStore.from_url(
-            settings.redis_url, settings.resume_ttl, settings.resume_max_bytes, follow_timeout
+            settings.redis_url,
+            settings.resume_ttl,
+            settings.resume_max_bytes,
+            follow_timeout(settings),
         )
-    return MemoryResumeStore(settings.resume_ttl, settings.resume_max_bytes, follow_timeout)
+    return MemoryResumeStore(
+        settings.resume_ttl, settings.resume_max_bytes, follow_timeout(settings)
+    )
 
 
 __all__ = [
@@ -36,5 +42,6 @@ __all__ = [
     "StoredStream",
     "StoredText",
     "StreamWriter",
+    "follow_timeout",
     "open_resume_store",
 ]

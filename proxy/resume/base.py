@@ -13,7 +13,7 @@ that looks whole; the live client is not affected.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -71,7 +71,12 @@ class StoredStream(Protocol):
         """Still being produced when it was found."""
         ...
 
-    def follow(self, offset: int) -> AsyncIterator[StoredItem]:
+    @property
+    def length(self) -> int:
+        """Characters stored when it was found (all of them once it is not active)."""
+        ...
+
+    def follow(self, offset: int) -> AsyncGenerator[StoredItem, None]:
         """The text from character `offset` on, live until the end marker, which comes last.
 
         Raises StreamLost when nothing new arrives for the store's follow timeout (its producer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 
 from proxy.errors import StreamLost
 from proxy.formats import Outcome
@@ -74,10 +74,10 @@ class MemoryStream:
 
     def _wake(self) -> None:
         self.expires_at = self._store.clock() + self._store.ttl
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changed.set()  # wakes every reader waiting now; later ones wait anew
+        self._changed.clear()
 
-    async def follow(self, offset: int) -> AsyncIterator[StoredItem]:
+    async def follow(self, offset: int) -> AsyncGenerator[StoredItem, None]:
         if self.outcome is not None and offset > self.length:
             raise past_the_end(offset, self.length)
         index = bisect.bisect_right(self._ends, offset)
@@ -88,10 +88,13 @@ class MemoryStream:
             if self.outcome is not None:
                 yield self.outcome
                 return
-            changed = self._changed
+            follow_timeout = self._store.follow_timeout
+            if follow_timeout is None:  # a producer in this process always writes its end
+                await self._changed.wait()
+                continue
             try:
-                async with asyncio.timeout(self._store.follow_timeout):
-                    await changed.wait()
+                async with asyncio.timeout(follow_timeout):
+                    await self._changed.wait()
             except TimeoutError:
                 raise StreamLost("the stream being resumed stopped without its end") from None
 
@@ -101,7 +104,7 @@ class MemoryResumeStore:
         self,
         ttl: float,
         max_bytes: int,
-        follow_timeout: float,
+        follow_timeout: float | None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl = ttl

@@ -3,11 +3,12 @@
 Keys, under `llm-stream-proxy:resume:`:
 
     {id}               hash: owner, generation, attributes (JSON); the stream's current owner
-    {id}:{generation}  Redis Stream of the text: one entry per delta, `t` = text, with the
-                       entry ID `{end offset}-0`; the end marker is `{length}-1`, `end` = JSON
+    {id}:{generation}  Redis Stream of the text: one entry per batch of deltas, `t` = text,
+                       with the entry ID `{end offset}-0`; the end marker is `{length}-1`,
+                       `end` = JSON
 
 Entry IDs are the character offsets, so a replay from offset N is one XRANGE from `N-1`
-(the end marker of a stream exactly N long, and every delta ending after N) and following
+(the end marker of a stream exactly N long, and every entry ending after N) and following
 live is XREAD BLOCK after the last ID seen. Every write refreshes both keys' TTL (PEXPIRE).
 A new generation per start means a chat's next turn never mixes with a previous one a
 reader may still be following.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, cast
 
 import orjson
@@ -42,6 +43,10 @@ logger = logging.getLogger("proxy.resume")
 PREFIX = "llm-stream-proxy:resume:"
 # How long the end of a stream may wait for the text queued before it to reach Redis.
 END_TIMEOUT = 2.0
+# Deltas are gathered this long into one round trip: a pipeline per delta cost the proxy as
+# much CPU as relaying the text. Only resumers wait for it (on any replica); the client that
+# started the stream reads it in-process (proxy/resumable.py).
+BATCH_WINDOW = 0.02
 
 
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -70,6 +75,7 @@ def _item(entry_id: bytes, fields: Mapping[bytes, bytes], offset: int) -> Stored
 class RedisStreamWriter:
     __slots__ = (
         "_bytes",
+        "_due_refresh",
         "_end_queued",
         "_final",
         "_flushing",
@@ -92,6 +98,7 @@ class RedisStreamWriter:
         self._final: Outcome | None = None  # once set, nothing more is stored
         self._end_queued = False
         self._flushing: asyncio.Task[None] | None = None
+        self._due_refresh = 0.0  # when the keys' TTL is next refreshed (loop time)
         self._bytes = 0
         self.length = 0
 
@@ -120,19 +127,29 @@ class RedisStreamWriter:
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
-        ttl = int(self._store.ttl * 1000)
+        loop = asyncio.get_running_loop()
+        ttl = self._store.ttl
         try:
             while self._pending or (self._final is not None and not self._end_queued):
+                if self._final is None:
+                    await asyncio.sleep(BATCH_WINDOW)
                 batch, self._pending = self._pending, []
                 pipe = self._redis.pipeline(transaction=False)
-                for end, text in batch:
-                    pipe.xadd(self._key, {"t": text}, id=f"{end}-0")
+                if batch:  # one entry for the batch: a replay cuts entries at any offset
+                    text = "".join(text for _, text in batch)
+                    pipe.xadd(self._key, {"t": text}, id=f"{batch[-1][0]}-0")
+                refresh = loop.time() >= self._due_refresh
                 if self._final is not None and not self._end_queued:
                     self._end_queued = True
                     end_marker = {"end": dump_outcome(self._final)}
                     pipe.xadd(self._key, end_marker, id=f"{self.length}-1")  # type: ignore[arg-type]
-                pipe.pexpire(self._key, ttl)
-                pipe.pexpire(self._meta, ttl)
+                    refresh = True  # the TTL runs from the end
+                if refresh:
+                    # Every quarter of the TTL while text comes: two commands less per delta,
+                    # and the keys still outlive the last write by at least 3/4 of the TTL.
+                    self._due_refresh = loop.time() + ttl / 4
+                    pipe.pexpire(self._key, int(ttl * 1000))
+                    pipe.pexpire(self._meta, int(ttl * 1000))
                 await pipe.execute()
         except (redis.RedisError, OSError) as exc:
             # The live stream goes on; only its resume is lost (a reader times out).
@@ -147,18 +164,23 @@ class RedisStreamWriter:
 
 
 class RedisStoredStream:
-    __slots__ = ("_key", "_redis", "_store", "active", "attributes")
+    __slots__ = ("_key", "_redis", "_store", "active", "attributes", "length")
 
     def __init__(
-        self, store: RedisResumeStore, key: str, attributes: dict[str, str], active: bool
+        self,
+        store: RedisResumeStore,
+        key: str,
+        attributes: dict[str, str],
+        last: list[Entry],
     ) -> None:
         self._store = store
         self._redis = store.redis
         self._key = key
         self.attributes = attributes
-        self.active = active
+        self.active = not last or b"end" not in last[0][1]
+        self.length = _offset(last[0][0]) if last else 0
 
-    async def follow(self, offset: int) -> AsyncIterator[StoredItem]:
+    async def follow(self, offset: int) -> AsyncGenerator[StoredItem, None]:
         last = _entries(await self._redis.xrevrange(self._key, count=1))
         if last and b"end" in last[0][1] and _offset(last[0][0]) < offset:
             raise past_the_end(offset, _offset(last[0][0]))
@@ -221,9 +243,8 @@ class RedisResumeStore:
             raise not_found(stream_id)
         key = f"{PREFIX}{stream_id}:{meta[b'generation'].decode()}"
         last = _entries(await self.redis.xrevrange(key, count=1))
-        active = not last or b"end" not in last[0][1]
         attributes: dict[str, str] = orjson.loads(meta[b"attributes"])
-        return RedisStoredStream(self, key, attributes, active)
+        return RedisStoredStream(self, key, attributes, last)
 
     async def aclose(self) -> None:
         await self.redis.aclose()
