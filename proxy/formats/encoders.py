@@ -109,8 +109,8 @@ class NDJSONEncoder(_CountingEncoder):
         return orjson.dumps(line) + b"\n"
 
 
-# The AI SDK's finish reasons that both `ai` 5 and `ai` 7 accept ("unknown" is 5's alone,
-# "interrupted" 7's alone); an unknown reason is left out, which both allow.
+# The AI SDK's finish reasons that `ai` 5, 6 and 7 all accept ("unknown" is 5's alone,
+# "interrupted" 7's alone); an unknown reason is left out, which all of them allow.
 _UI_FINISH_REASONS = {
     "stop": "stop",
     "length": "length",
