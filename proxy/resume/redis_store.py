@@ -17,6 +17,7 @@ reader may still be following.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncGenerator, Mapping
@@ -43,10 +44,11 @@ logger = logging.getLogger("proxy.resume")
 PREFIX = "llm-stream-proxy:resume:"
 # How long the end of a stream may wait for the text queued before it to reach Redis.
 END_TIMEOUT = 2.0
-# Deltas are gathered this long into one round trip: a pipeline per delta cost the proxy as
-# much CPU as relaying the text. Only resumers wait for it (on any replica); the client that
-# started the stream reads it in-process (proxy/resumable.py).
-BATCH_WINDOW = 0.02
+# Deltas are gathered this long into one round trip: a pipeline per 20 ms of text still cost
+# the proxy nearly as much CPU as relaying it (README, Performance). Only resumers on other
+# replicas wait for it; the client that started the stream reads it in-process
+# (proxy/resumable.py), and the end of a stream is written at once.
+BATCH_WINDOW = 0.1
 
 
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -79,6 +81,7 @@ class RedisStreamWriter:
         "_end_queued",
         "_final",
         "_flushing",
+        "_hurry",
         "_key",
         "_meta",
         "_pending",
@@ -98,6 +101,7 @@ class RedisStreamWriter:
         self._final: Outcome | None = None  # once set, nothing more is stored
         self._end_queued = False
         self._flushing: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()  # the end has come: no more gathering
         self._due_refresh = 0.0  # when the keys' TTL is next refreshed (loop time)
         self._bytes = 0
         self.length = 0
@@ -108,6 +112,7 @@ class RedisStreamWriter:
         self._bytes += len(text.encode())
         if self._bytes > self._store.max_bytes:
             self._final = too_large(self._request_id, self._store.max_bytes)
+            self._hurry.set()
         else:
             self.length += len(text)
             self._pending.append((self.length, text))
@@ -116,6 +121,7 @@ class RedisStreamWriter:
     async def end(self, outcome: Outcome) -> None:
         if self._final is None:
             self._final = outcome
+        self._hurry.set()
         self._kick()
         flushing = self._flushing
         if flushing is not None:
@@ -132,7 +138,8 @@ class RedisStreamWriter:
         try:
             while self._pending or (self._final is not None and not self._end_queued):
                 if self._final is None:
-                    await asyncio.sleep(BATCH_WINDOW)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._hurry.wait(), BATCH_WINDOW)
                 batch, self._pending = self._pending, []
                 pipe = self._redis.pipeline(transaction=False)
                 if batch:  # one entry for the batch: a replay cuts entries at any offset
