@@ -13,20 +13,17 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from proxy.api import new_request_id, router
-from proxy.balancer import Balancer
-from proxy.dialects import get_dialect
 from proxy.errors import ClientDisconnected, ProxyError, RequestError, error_response
 from proxy.fake_upstream import FakeUpstream
 from proxy.guards import Guards
 from proxy.logs import protect_logs
-from proxy.services import Services, Upstream
+from proxy.services import Services, build_upstreams
 from proxy.settings import Settings
 from proxy.upstream_http import UpstreamHTTP
 
 
 def create_app(settings: Settings) -> FastAPI:
     specs = settings.models()
-    dialects = {spec.name: get_dialect(spec.dialect) for spec in specs}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,14 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
                     "upstream at %s",
                     fake_url,
                 )
-            upstreams = {
-                spec.name: Upstream(
-                    spec,
-                    dialects[spec.name],
-                    Balancer(spec.urls or (fake_url,), settings.replica_cooldown),
-                )
-                for spec in specs
-            }
+            upstreams = build_upstreams(settings, fake_url)
             http = UpstreamHTTP(settings)
             stack.push_async_callback(http.aclose)
             guards = Guards(settings)

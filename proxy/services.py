@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from proxy.balancer import Balancer
-from proxy.dialects import Dialect
+from proxy.dialects import Dialect, get_dialect
 from proxy.guards import Guards
 from proxy.settings import ModelSpec, Settings
 from proxy.upstream_http import UpstreamHTTP
@@ -32,3 +32,16 @@ class Services:
     @property
     def default_upstream(self) -> Upstream:
         return next(iter(self.upstreams.values()))
+
+
+def build_upstreams(settings: Settings, fallback_url: str = "") -> dict[str, Upstream]:
+    """Every configured model, ready to serve; one without URLs is served at fallback_url
+    (the built-in fake upstream)."""
+    return {
+        spec.name: Upstream(
+            spec,
+            get_dialect(spec.dialect),
+            Balancer(spec.urls or (fallback_url,), settings.replica_cooldown),
+        )
+        for spec in settings.models()
+    }

@@ -271,11 +271,8 @@ class StreamSession:
                     return text
                 except httpx.HTTPError:
                     raise UpstreamProtocolError("upstream connection dropped mid-stream") from None
-                except asyncio.CancelledError:
-                    failure = watchdog.claim()
-                    if failure is None:
-                        raise
-                    raise failure from None
+                except asyncio.CancelledError as cancelled:
+                    raise watchdog.explain(cancelled) from None
                 text, self._pending = parser.feed(chunk)
                 if text:
                     return text
