@@ -123,6 +123,7 @@ class StreamSession:
         started = asyncio.get_running_loop().time()
         with watchdog.guarding():
             await self._attempt_until_first_text(
+                upstream,
                 upstream.dialect.build_request(upstream.spec, conversation),
                 started + settings.first_token_timeout,
             )
@@ -130,27 +131,28 @@ class StreamSession:
         self.record.error = None  # an earlier attempt's failure was overcome
         watchdog.limit_upstream(settings.idle_timeout, started + settings.total_timeout)
 
-    async def _attempt_until_first_text(self, request: UpstreamRequest, deadline: float) -> None:
+    async def _attempt_until_first_text(
+        self, upstream: Upstream, request: UpstreamRequest, deadline: float
+    ) -> None:
         content = orjson.dumps(request.json)
         tried: set[str] = set()
         try:
             async with asyncio.timeout_at(deadline):
                 while True:
                     try:
-                        await self._attempt(request, content, tried)
+                        await self._attempt(upstream, request, content, tried)
                         return
                     except UpstreamError as exc:
-                        delay = await self._end_failed_attempt(exc, tried, deadline)
-                    assert self._upstream is not None
-                    if not self._upstream.balancer.has_untried(tried):  # the same one again
+                        delay = await self._end_failed_attempt(upstream, exc, tried, deadline)
+                    if not upstream.balancer.has_untried(tried):  # the same one again
                         await asyncio.sleep(delay)
         except TimeoutError:
             timeout = self._services.settings.first_token_timeout
             raise UpstreamTimeout(f"no first token from upstream within {timeout:g} s") from None
 
-    async def _attempt(self, request: UpstreamRequest, content: bytes, tried: set[str]) -> None:
-        upstream = self._upstream
-        assert upstream is not None
+    async def _attempt(
+        self, upstream: Upstream, request: UpstreamRequest, content: bytes, tried: set[str]
+    ) -> None:
         replica = self._replica = upstream.balancer.acquire(tried)
         self.record.attempts += 1
         self.record.upstream = loggable_url(replica.url)
@@ -158,15 +160,12 @@ class StreamSession:
         self._response = response
         if response.status_code != 200:
             raise await status_error(upstream, response)
-        self._parser = upstream.dialect.parser()
-        self._chunks = response.aiter_raw()
-        await self._receive_first_text()
+        parser = self._parser = upstream.dialect.parser()
+        chunks = self._chunks = response.aiter_raw()
+        await self._receive_first_text(parser, chunks)
 
-    async def _receive_first_text(self) -> None:
+    async def _receive_first_text(self, parser: StreamParser, chunks: AsyncIterator[bytes]) -> None:
         """Read until the first text, or the body's end: either is the commit point."""
-        parser, chunks = self._parser, self._chunks
-        assert parser is not None
-        assert chunks is not None
         while True:
             try:
                 chunk = await anext(chunks)
@@ -194,12 +193,11 @@ class StreamSession:
             self.record.bytes = len(self._first)
 
     async def _end_failed_attempt(
-        self, exc: UpstreamError, tried: set[str], deadline: float
+        self, upstream: Upstream, exc: UpstreamError, tried: set[str], deadline: float
     ) -> float:
         """Let go of the failed attempt; the delay before the next, or raise `exc`."""
-        replica, upstream = self._replica, self._upstream
+        replica = self._replica
         assert replica is not None
-        assert upstream is not None
         await self._release_upstream()
         if replica_at_fault(exc):
             upstream.balancer.failed(replica)
