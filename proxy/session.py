@@ -293,6 +293,8 @@ class StreamSession:
                 self._watchdog.close()
             await self._release_slots()
         finally:
+            # The one place every /v1/stream request ends, refusals included: the record is
+            # final here, so whatever else observes streams belongs next to this line.
             self.record.finish()
 
     async def _release_upstream(self) -> None:
