@@ -2,7 +2,7 @@
 
 An adapter maps a Conversation to the upstream's request, and the upstream's byte stream to
 text. It knows nothing of timeouts, retries, the commit point or our own HTTP statuses:
-those live once, in the relay.
+those live once, in the stream's session (session.py).
 """
 
 from __future__ import annotations
