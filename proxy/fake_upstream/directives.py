@@ -18,6 +18,7 @@ Unknown directives are ignored; directives stay part of the prompt (and of its r
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Final, Literal, TypeVar, cast, get_args
 
@@ -97,3 +98,19 @@ class Directives:
             split=_integer(found, "split", 0, least=1),
             model_missing=found.get("model_missing") == "1",
         )
+
+
+class FaultSchedule:
+    """Which requests get their fault: all of them, or (`@fail_times=N`) the first N with the
+    same prompt, counted per fake."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+
+    def takes_fault(self, prompt: str, directives: Directives) -> bool:
+        if directives.fault is None:
+            return False
+        if directives.fail_times is None:
+            return True
+        self._counts[prompt] += 1
+        return self._counts[prompt] <= directives.fail_times

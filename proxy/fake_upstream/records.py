@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from proxy.fake_upstream.server import FakeRequest, FakeUpstream
+from proxy.fake_upstream.request import FakeRequest
+from proxy.fake_upstream.server import FakeUpstream
 
 
 class RecordingFakeUpstream(FakeUpstream):

@@ -10,34 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, deque
-from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
-from http.client import responses as REASON_PHRASES
+from collections import deque
+from collections.abc import Coroutine
 from typing import Any, cast
 
 import httptools
 import orjson
 
-from proxy.fake_upstream.directives import MID_STREAM_FAULTS, Directives, Fault
-from proxy.fake_upstream.formats import FORMATS, OllamaFormat, WireFormat
-from proxy.fake_upstream.replies import Reply
-
-
-@dataclass(slots=True)
-class FakeRequest:
-    """One request as the fake received it, and what became of it."""
-
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-    json: Any  # the parsed body, or None
-    prompt: str
-    received_at: float  # time.monotonic() when the request was complete
-    # Taken in connection_lost itself: tests prove the proxy lets go of an upstream in 100 ms.
-    disconnected_at: float | None = None
-    finished_at: float | None = None  # when the fake itself ended (or aborted) the response
+from proxy.fake_upstream.answers import Answer, forever
+from proxy.fake_upstream.directives import FaultSchedule
+from proxy.fake_upstream.formats import FORMATS
+from proxy.fake_upstream.request import FakeRequest
 
 
 class FakeUpstream:
@@ -54,7 +37,7 @@ class FakeUpstream:
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._fault_counts: Counter[str] = Counter()
+        self.faults = FaultSchedule()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         loop = asyncio.get_running_loop()
@@ -103,15 +86,6 @@ class FakeUpstream:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-    def takes_fault(self, prompt: str, directives: Directives) -> bool:
-        """Whether this request gets its fault: `@fail_times` spares the later ones."""
-        if directives.fault is None:
-            return False
-        if directives.fail_times is None:
-            return True
-        self._fault_counts[prompt] += 1
-        return self._fault_counts[prompt] <= directives.fail_times
 
 
 class _Connection(asyncio.Protocol):
@@ -227,7 +201,15 @@ class _Connection(asyncio.Protocol):
             while self._pending and not self.closing:
                 record, keep_alive = self._pending.popleft()
                 self._current = record
-                await _Reply(self, self._fake, record, keep_alive).run()
+                fake = self._fake
+                await Answer(
+                    self,
+                    record,
+                    keep_alive,
+                    tokens=fake.tokens,
+                    token_delay=fake.token_delay,
+                    faults=fake.faults,
+                ).run()
                 self._current = None
                 if not keep_alive:
                     self.close()
@@ -256,168 +238,6 @@ class _Connection(asyncio.Protocol):
         self.close()
 
 
-async def _forever() -> None:
-    """Hangs until cancelled, which is how a client leaving ends a hanging reply."""
-    await asyncio.get_running_loop().create_future()
-
-
-class _Reply:
-    """Decides the answer to one request: a probe's, an error, or a stream."""
-
-    def __init__(
-        self, connection: _Connection, fake: FakeUpstream, record: FakeRequest, keep_alive: bool
-    ) -> None:
-        self._connection = connection
-        self._fake = fake
-        self._record = record
-        self._keep_alive = keep_alive
-
-    async def run(self) -> None:
-        record = self._record
-        wire = FORMATS.get(record.path)
-        if record.method == "GET" and record.path == "/v1/models":
-            self._send_json(200, {"object": "list", "data": [{"id": "fake"}]})
-        elif record.method == "GET" or wire is None:
-            self._send_json(404, {"error": f"no such path: {record.path}"})
-        elif record.method != "POST":
-            self._send_json(405, {"error": "use POST"}, [("Allow", "POST")])
-        elif not isinstance(record.json, dict):
-            self._send_json(400, wire.error_body(400, "the body is not a JSON object"))
-        else:
-            await self._answer(wire, record.json)
-
-    async def _answer(self, wire: WireFormat, body: dict[str, Any]) -> None:
-        fake, record = self._fake, self._record
-        directives = Directives.parse(record.prompt, tokens=fake.tokens, delay=fake.token_delay)
-        model = body.get("model")
-        model = model if isinstance(model, str) and model else "fake"
-        if directives.model_missing and isinstance(wire, OllamaFormat):
-            message = f'model "{model}" not found, try pulling it first'
-            self._send_json(404, wire.error_body(404, message))
-            return
-        fault = directives.fault if fake.takes_fault(record.prompt, directives) else None
-        if fault == "status":
-            self._send_error_status(wire, directives)
-            return
-        if fault == "hang-headers":
-            await _forever()
-        stream = _Stream(self._connection, record, wire, directives, fault, model)
-        await stream.run(self._keep_alive)
-
-    def _send_error_status(self, wire: WireFormat, directives: Directives) -> None:
-        status, message = directives.status, "fake upstream error"
-        if directives.echo_auth:
-            headers = self._record.headers
-            message += f" (credential {headers.get('authorization') or headers.get('x-api-key')})"
-        retry_after = directives.retry_after
-        headers_out = [("Retry-After", retry_after)] if retry_after is not None else []
-        self._send_json(status, wire.error_body(status, message), headers_out)
-
-    def _send_json(
-        self, status: int, payload: Any, headers: Sequence[tuple[str, str]] = ()
-    ) -> None:
-        body = orjson.dumps(payload)
-        lines = [
-            f"HTTP/1.1 {status} {REASON_PHRASES.get(status, 'Unknown')}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(body)}",
-            *(f"{name}: {value}" for name, value in headers),
-        ]
-        if not self._keep_alive:
-            lines.append("Connection: close")
-        self._connection.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        self._record.finished_at = time.monotonic()
-
-
-class _Stream:
-    """One streamed 200 reply, token by token, with the fault its prompt asked for."""
-
-    def __init__(
-        self,
-        connection: _Connection,
-        record: FakeRequest,
-        wire: WireFormat,
-        directives: Directives,
-        fault: Fault | None,
-        model: str,
-    ) -> None:
-        self._connection = connection
-        self._record = record
-        self._wire = wire
-        self._directives = directives
-        self._fault = fault
-        self._model = model
-        self._reply = Reply(record.prompt, directives.text, directives.tokens)
-
-    async def run(self, keep_alive: bool) -> None:
-        wire, directives, fault = self._wire, self._directives, self._fault
-        self._connection.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: %b\r\nCache-Control: no-cache\r\n"
-            b"Transfer-Encoding: chunked\r\n%b\r\n"
-            % (wire.content_type, b"" if keep_alive else b"Connection: close\r\n")
-        )
-        if fault == "hang-before":
-            await _forever()
-        total = self._reply.total
-        mid_stream_fault = fault if fault in MID_STREAM_FAULTS else None
-        after = min(directives.after, total) if mid_stream_fault else total
-        await self._send(wire.preamble(self._model))
-        await self._send_tokens(0, after)
-        if mid_stream_fault and not await self._act_out(mid_stream_fault):
-            return
-        await self._send_tokens(after, total)
-        await self._send(wire.epilogue())
-        if fault != "no-end":
-            text = "".join(self._reply.tokens(0, total))
-            await self._send(wire.end(self._model, text, total))
-        self._finish()
-
-    async def _send_tokens(self, start: int, stop: int) -> None:
-        tokens = self._reply.tokens(start, stop)
-        token, delay = self._wire.token, self._directives.delay
-        model, total = self._model, self._reply.total
-        for index, text in enumerate(tokens, start):
-            if delay:
-                await asyncio.sleep(delay)
-            elif index % 64 == 63:
-                # A fast reader never fills the write buffer, so without this a long reply
-                # would hold the loop, and the news of its client leaving, until it ends.
-                await asyncio.sleep(0)
-            await self._send(token(index, text, model, total))
-
-    async def _act_out(self, fault: str) -> bool:
-        """A fault after `@after` tokens; whether the reply goes on after it."""
-        if fault == "hang-mid":
-            await _forever()
-        if fault == "drop-mid":
-            self._record.finished_at = time.monotonic()
-            self._connection.abort()  # no terminating chunk: the client sees a broken body
-            return False
-        if fault == "error-event":
-            await self._send(self._wire.error_event())
-            self._finish()
-            return False
-        await self._send(self._wire.malformed())
-        return True
-
-    async def _send(self, data: bytes) -> None:
-        if not data:
-            return  # an empty chunk would end the body
-        split = self._directives.split
-        if not split:
-            self._connection.write(b"%x\r\n%b\r\n" % (len(data), data))
-        else:
-            for start in range(0, len(data), split):
-                piece = data[start : start + split]
-                self._connection.write(b"%x\r\n%b\r\n" % (len(piece), piece))
-                await asyncio.sleep(0)  # each piece reaches the reader on its own
-        await self._connection.drain()
-
-    def _finish(self) -> None:
-        self._connection.write(b"0\r\n\r\n")
-        self._record.finished_at = time.monotonic()
-
-
 async def serve_fake_upstream(
     host: str, port: int, *, tokens: int | None, token_delay: float
 ) -> None:
@@ -426,6 +246,6 @@ async def serve_fake_upstream(
     await fake.start(host, port)
     print(f"fake upstream listening on http://{host}:{fake.port}", flush=True)
     try:
-        await _forever()
+        await forever()
     finally:
         await fake.aclose()
