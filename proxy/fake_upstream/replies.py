@@ -68,7 +68,7 @@ def friendly_text(prompt: str) -> str:
     echo = " ".join(words[:_ECHO_WORDS])
     if len(words) > _ECHO_WORDS or len(echo) > _ECHO_CHARACTERS:
         echo = echo[:_ECHO_CHARACTERS] + " …"
-    heard = f"You said: “{echo}”." if echo else "Your prompt had no words."
+    heard = f"You said: “{echo}”" if echo else "Your prompt had no words."
     return (
         "Hello! This is the built-in fake upstream of llm-stream-proxy, not a model.\n"
         f"{heard}\n"

@@ -35,7 +35,7 @@ def test_tricky_text_is_the_vocabulary_and_only_by_directive() -> None:
 def test_friendly_reply_says_what_answered_echoes_the_prompt_and_how_to_reach_a_real_api() -> None:
     text = reply_text("Tell me about streams @delay=0.5")
     assert text.startswith("Hello! This is the built-in fake upstream of llm-stream-proxy")
-    assert "You said: “Tell me about streams”." in text
+    assert "\nYou said: “Tell me about streams”\n" in text
     assert "PROXY_UPSTREAM_URL" in text
     assert "@delay" not in text
 
