@@ -132,11 +132,14 @@ def proxy_settings(upstream_url: str | None, **overrides: Any) -> Settings:
 class ProxyProcess:
     """`python -m proxy serve` in its own process, configured only by its environment.
 
-    `command` replaces `python -m proxy serve` (e.g. the image's CMD run from another venv).
-    Its stderr is collected line by line in `lines`, so it never blocks on a full pipe.
+    `command` replaces `python -m proxy serve` (e.g. the image's CMD run from another venv),
+    run in `cwd` (default: this one). Its stderr is collected line by line in `lines`, so it
+    never blocks on a full pipe.
     """
 
-    def __init__(self, command: Sequence[str] | None = None, **environment: str) -> None:
+    def __init__(
+        self, command: Sequence[str] | None = None, cwd: str | None = None, **environment: str
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         clean = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
@@ -144,6 +147,7 @@ class ProxyProcess:
         self._process = subprocess.Popen(
             list(command or [sys.executable, "-m", "proxy", "serve"]),
             env=env,
+            cwd=cwd,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
