@@ -15,6 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from proxy.api import new_request_id, router
 from proxy.balancer import Balancer
 from proxy.dialects import get_dialect
+from proxy.drain import AbortOnShutdown
 from proxy.errors import ClientDisconnected, ProxyError, RequestError, error_response
 from proxy.fake_upstream import FakeUpstream
 from proxy.guards import Guards
@@ -87,6 +88,8 @@ def create_app(settings: Settings) -> FastAPI:
             expose_headers=["X-Request-ID"],
             max_age=600,
         )
+    # Outermost: a request the server cancels at the end of its shutdown grace is aborted.
+    app.add_middleware(AbortOnShutdown)
     app.add_exception_handler(ProxyError, _proxy_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     return app

@@ -27,6 +27,7 @@ from proxy.dialects import Dialect, StreamParser, UpstreamRequest
 from proxy.errors import (
     ClientDisconnected,
     ProxyError,
+    ShuttingDown,
     UpstreamClosedEarly,
     UpstreamConnectTimeout,
     UpstreamError,
@@ -41,7 +42,9 @@ from proxy.watchdog import Watchdog
 
 logger = logging.getLogger("proxy.stream")
 
-Outcome = Literal["completed", "client_disconnected", "upstream_error", "timeout", "rejected"]
+Outcome = Literal[
+    "completed", "client_disconnected", "upstream_error", "timeout", "rejected", "shutdown"
+]
 
 _MAX_ERROR_BODY = 16_384
 
@@ -114,6 +117,8 @@ def outcome_of(exc: ProxyError) -> Outcome:
         return "client_disconnected"
     if isinstance(exc, UpstreamTimeout):
         return "timeout"
+    if isinstance(exc, ShuttingDown):
+        return "shutdown"
     if isinstance(exc, UpstreamError):
         return "upstream_error"
     return "rejected"
@@ -243,6 +248,16 @@ class Relay:
                 record.outcome = outcome_of(exc)
                 record.status = exc.status_code
                 record.error = exc.message
+            raise
+        except asyncio.CancelledError:
+            # The watchdog claims its own interruptions: any other cancellation is the server
+            # ending the request because its shutdown grace ran out (proxy/drain.py).
+            if record.outcome is None:
+                shutdown = ShuttingDown("the shutdown grace ran out")
+                record.outcome = outcome_of(shutdown)
+                record.error = shutdown.message
+                if opened is None:
+                    record.status = shutdown.status_code
             raise
         finally:
             if opened is not None:
