@@ -209,6 +209,29 @@ async def test_stop_closes_the_upstream_and_marks_the_answer_stopped(
     assert chat.console_errors == []
 
 
+async def test_keyboard_alone_writes_two_lines_sends_and_stops(
+    chat: ChatPage, proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str
+) -> None:
+    await chat.open(proxy.url)
+    prompt = chat.page.get_by_label("Message")
+    await prompt.focus()
+    await chat.page.keyboard.type("first line")
+    await chat.page.keyboard.press("Shift+Enter")
+    await chat.page.keyboard.type(f"{marker} @tokens=2000 @delay=0.05")
+    await chat.page.keyboard.press("Enter")
+    answer = chat.answer
+    await expect(answer.article).to_have_attribute("data-state", "streaming", timeout=WAIT_MS)
+
+    await chat.page.keyboard.press("Escape")
+
+    await upstream.wait_disconnected(marker, timeout=10)
+    await expect(answer.article).to_have_attribute("data-state", "stopped", timeout=WAIT_MS)
+    user_text = chat.page.locator("article.user .text").last
+    sent = f"first line\n{marker} @tokens=2000 @delay=0.05"
+    assert await user_text.evaluate("node => node.textContent") == sent
+    assert upstream.find(marker)[0].prompt == sent
+
+
 async def test_stream_dropped_mid_answer_is_marked_interrupted_with_its_partial_text(
     chat: ChatPage, proxy: ProxyServer, marker: str
 ) -> None:

@@ -212,13 +212,16 @@ view.composer.addEventListener("submit", (event) => {
   send();
 });
 view.prompt.addEventListener("keydown", (event) => {
-  // isComposing: Enter also confirms an input method's candidate (Chinese, Japanese, ...).
-  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+  // Enter also confirms an input method's candidate (Chinese, Japanese, ...): that must not
+  // send. Some browsers report it only as keyCode 229.
+  const composing = event.isComposing || event.keyCode === 229;
+  if (event.key === "Enter" && !event.shiftKey && !composing) {
     event.preventDefault();
     send();
-  } else if (event.key === "Escape") {
-    stop();
   }
+});
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") stop();
 });
 view.stop.addEventListener("click", stop);
 view.apiKey.value = sessionStorage.getItem(KEY_STORAGE) || "";
