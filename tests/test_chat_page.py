@@ -26,7 +26,7 @@ from tests.frontends import (
     proxy_error_message,
     require_chromium,
 )
-from tests.servers import FakeUpstreamServer, ProxyServer, proxy_settings
+from tests.servers import FakeUpstreamServer, ProxyProcess, ProxyServer, proxy_settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -249,6 +249,17 @@ async def test_stream_dropped_mid_answer_is_marked_interrupted_with_its_partial_
     assert "Interrupted" in await answer.meta()
 
 
+async def test_answer_without_text_says_so(chat: ChatPage, proxy: ProxyServer, marker: str) -> None:
+    await chat.open(proxy.url)
+
+    await chat.send(f"{marker} @tokens=0")
+    answer = await chat.answer_ended()
+
+    assert await answer.state() == "done"
+    assert await answer.text() == ""
+    assert await answer.meta() == "The model answered with no text"
+
+
 async def test_wrong_key_shows_the_401_message(
     chat: ChatPage, start_proxy: Callable[..., ProxyServer], marker: str
 ) -> None:
@@ -410,12 +421,17 @@ async def fonts_used(page: Page, selector: str) -> set[str]:
     return fonts
 
 
-async def test_chat_page_off_gives_404(start_proxy: Callable[..., ProxyServer]) -> None:
-    proxy = start_proxy(chat_page=False)
-    async with httpx.AsyncClient(base_url=proxy.url) as client:
-        page = await client.get("/")
-        script = await client.get("/static/app.js")
+async def test_proxy_chat_page_false_turns_the_page_off() -> None:
+    proxy = ProxyProcess(PROXY_CHAT_PAGE="false")
+    try:
+        async with httpx.AsyncClient(base_url=proxy.url) as client:
+            page = await client.get("/")
+            script = await client.get("/static/app.js")
+            health = await client.get("/healthz")
+    finally:
+        proxy.close()
 
     assert page.status_code == 404
     assert page.json()["error"]["type"] == "not_found"
     assert script.status_code == 404
+    assert health.status_code == 200

@@ -177,7 +177,7 @@ async function send() {
   try {
     const result = await stream(messages, answer, running.signal);
     if (result.ok) {
-      answer.setState("done", "");
+      answer.setState("done", answer.text ? "" : "The model answered with no text");
     } else {
       answer.setState("error", `Error ${result.status}: ${result.message}`);
     }
