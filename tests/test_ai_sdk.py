@@ -103,7 +103,9 @@ async def test_ai_sdk_sees_a_stream_dropped_mid_answer_as_an_error_not_a_finishe
     assert seen["status"] == "error"
     assert seen["error"]
     assert seen["finished"] is False
-    assert seen["updates"][-1] == partial.text  # what had arrived stays visible
+    # What had arrived stays visible (bytes that came with the broken connection may not).
+    assert seen["updates"]
+    assert partial.text.startswith(seen["updates"][-1])
 
 
 @pytest.mark.parametrize("client", CLIENTS)
