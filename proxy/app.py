@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from proxy.api import new_request_id, router
 from proxy.balancer import Balancer
+from proxy.chat_page import add_chat_page
 from proxy.dialects import get_dialect
 from proxy.drain import AbortOnShutdown
 from proxy.errors import ClientDisconnected, ProxyError, RequestError, error_response
@@ -78,6 +79,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     protect_logs()
     app.include_router(router)
+    if settings.chat_page:
+        add_chat_page(app)
     if settings.cors_origin_list:
         # Pure ASGI: it adds headers to the response start and never touches the body.
         app.add_middleware(

@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     upstream_urls: str | None = None
     replica_cooldown: float = Field(default=10.0, ge=0)
 
+    # The chat page at GET / (README "Chat page"); off for API-only deployments.
+    chat_page: bool = True
+
     workers: int = Field(default=1, ge=1, le=64)
     # On SIGTERM, open streams get this long to finish before they are aborted (SPEC §5b).
     shutdown_grace: int = Field(default=30, ge=0)
