@@ -11,6 +11,7 @@ the difference (README, Performance); tests/test_upstream_transport.py pins the 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections.abc import AsyncIterator
 from typing import cast
@@ -26,6 +27,19 @@ _READ_HIGH_WATER = 256 * 1024
 _MAX_READ = 64 * 1024
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+# RFC 9110 §5.1, §5.5: a field name is a token; a field value is visible characters and
+# obs-text, with single spaces or tabs only between them. Stricter than h11, which lets
+# control characters other than NUL through for the sake of old servers.
+_is_token = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+").fullmatch
+_is_field_value = re.compile(
+    rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?"
+).fullmatch
+# Requests whose answer or body this transport cannot frame: a HEAD answer carries a length
+# but no body (httptools cannot be told so), CONNECT turns the socket into a tunnel, and
+# `Expect` waits for an interim answer before the body; streamed bodies are refused by type.
+_REFUSED_METHODS = frozenset({"HEAD", "CONNECT"})
+_REFUSED_HEADERS = frozenset({b"expect", b"transfer-encoding", b"upgrade"})
 
 Origin = tuple[str, str, int]
 
@@ -293,6 +307,15 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}", request=request)
         origin = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
         timeouts = request.extensions.get("timeout", {})
+        if request.method in _REFUSED_METHODS:
+            raise httpx.UnsupportedProtocol(
+                f"the upstream transport does not send {request.method} requests", request=request
+            )
+        if not isinstance(request.stream, httpx.ByteStream):
+            raise httpx.UnsupportedProtocol(
+                "the upstream transport sends bytes bodies only, not streamed ones",
+                request=request,
+            )
         message = _serialize(request, await request.aread())
         connection = self._idle_connection(origin)
         if connection is not None:
@@ -404,8 +427,14 @@ def _serialize(request: httpx.Request, body: bytes) -> bytes:
     target = request.url.raw_path
     lines = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
     for name, value in request.headers.raw:
-        if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name:
-            raise httpx.LocalProtocolError("header with a line break", request=request)
+        if not _is_token(name) or not _is_field_value(value):
+            raise httpx.LocalProtocolError(
+                f"header {name!r} is outside the HTTP field grammar", request=request
+            )
+        if name.lower() in _REFUSED_HEADERS:
+            raise httpx.UnsupportedProtocol(
+                f"the upstream transport does not send {name.decode()} requests", request=request
+            )
         lines += (name, b": ", value, b"\r\n")
     lines.append(b"\r\n")
     lines.append(body)
