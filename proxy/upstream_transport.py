@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import select
 import ssl
 from collections.abc import AsyncIterator
 from typing import cast
@@ -44,10 +45,6 @@ _REFUSED_HEADERS = frozenset({b"expect", b"transfer-encoding", b"upgrade"})
 Origin = tuple[str, str, int]
 
 
-class _StaleConnection(Exception):
-    """A kept-alive connection the upstream had closed before it answered a byte."""
-
-
 class _Connection(asyncio.Protocol):
     """One upstream socket, carrying one request at a time."""
 
@@ -55,6 +52,7 @@ class _Connection(asyncio.Protocol):
         self.origin = origin
         self.reused = False
         self.closed = False
+        self.idle = False
         self.idle_timer: asyncio.TimerHandle | None = None
         self._loop = loop
         self._transport: asyncio.Transport | None = None
@@ -85,13 +83,19 @@ class _Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
+        if self.idle or self.complete:  # bytes after the answer: not for any request of ours
+            self.close()
+            return
         self._received_any = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(httpx.RemoteProtocolError("upstream switched protocols"))
         except httptools.HttpParserError as exc:
-            self._fail(httpx.RemoteProtocolError(f"malformed HTTP from upstream: {exc}"))
+            if self.complete:  # the answer is whole and stands; the connection cannot be reused
+                self.close()
+            else:
+                self._fail(httpx.RemoteProtocolError(f"malformed HTTP from upstream: {exc}"))
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost settles the response
@@ -120,6 +124,10 @@ class _Connection(asyncio.Protocol):
             self._drained.set_result(None)
 
     # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second answer in the same read as the first: stop parsing
+            raise httptools.HttpParserError("bytes after the response")
 
     def on_status(self, status: bytes) -> None:
         self.reason += status
@@ -227,6 +235,20 @@ class _Connection(asyncio.Protocol):
             and self._keep_alive
         )
 
+    def silent_while_idle(self) -> bool:
+        """Neither bytes nor EOF wait on the socket: the upstream has not closed it or spoken.
+
+        Asked just before a request is written to a kept-alive connection, because what
+        arrived since the event loop last looked is only visible on the socket itself.
+        """
+        assert self._transport is not None
+        sock = self._transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        poller = select.poll()  # not select(): descriptors above 1023 are common here
+        poller.register(sock.fileno(), select.POLLIN)
+        return not poller.poll(0)
+
     def close(self) -> None:
         if self.idle_timer is not None:
             self.idle_timer.cancel()
@@ -317,13 +339,9 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
                 request=request,
             )
         message = _serialize(request, await request.aread())
-        connection = self._idle_connection(origin)
-        if connection is not None:
-            try:
-                return await self._exchange(connection, message, timeouts)
-            except _StaleConnection:
-                pass
-        connection = await self._connect(origin, timeouts.get("connect"), request)
+        connection = self._idle_connection(origin) or await self._connect(
+            origin, timeouts.get("connect"), request
+        )
         return await self._exchange(connection, message, timeouts)
 
     async def _exchange(
@@ -342,8 +360,9 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
                 except TimeoutError:
                     raise httpx.ReadTimeout("no response head from upstream in time") from None
             if connection.error is not None:
-                if connection.reused and not connection.answered:
-                    raise _StaleConnection
+                # Also when a kept-alive connection closes unanswered: the request may have
+                # reached the upstream, so it is not sent again here (nor by httpcore or
+                # aiohttp); the relay retries it as a new, counted attempt.
                 raise connection.error
         except BaseException:
             connection.close()
@@ -377,15 +396,18 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         return connection
 
     def _idle_connection(self, origin: Origin) -> _Connection | None:
+        """The most recently used connection to origin that is still fit to send on."""
         idle = self._idle.get(origin)
         while idle:
             connection = idle.pop()
+            connection.idle = False
             if connection.idle_timer is not None:
                 connection.idle_timer.cancel()
                 connection.idle_timer = None
-            if not connection.closed:
+            if not connection.closed and connection.silent_while_idle():
                 connection.reused = True
                 return connection
+            connection.close()
         return None
 
     def release(self, connection: _Connection) -> None:
@@ -398,6 +420,7 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
             connection.close()
             return
         idle.append(connection)
+        connection.idle = True
         connection.idle_timer = asyncio.get_running_loop().call_later(
             self._keepalive_expiry, self._expire, connection
         )
