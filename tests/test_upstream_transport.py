@@ -6,7 +6,7 @@ import asyncio
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -209,27 +209,25 @@ class TwoRequestsPerConnection:
             await writer.drain()
 
 
-async def test_a_connection_the_upstream_closed_while_idle_is_not_used(
-    serve: Serve, client: httpx.AsyncClient
+def close_while_idle(writer: asyncio.StreamWriter) -> None:
+    # The FIN reaches our socket, but our event loop has not run since: only the socket
+    # itself can tell.
+    writer.transport.get_extra_info("socket").shutdown(socket.SHUT_WR)
+
+
+def answer_no_request(writer: asyncio.StreamWriter) -> None:
+    # Taken for the answer to the next request, it would be wrong.
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+
+
+@pytest.mark.parametrize("disturb", [close_while_idle, answer_no_request])
+async def test_a_connection_on_which_anything_arrived_while_idle_is_not_used(
+    serve: Serve, client: httpx.AsyncClient, disturb: Callable[[asyncio.StreamWriter], None]
 ) -> None:
     upstream = TwoRequestsPerConnection()
     url = await serve(upstream)
     assert (await client.post(url + "/", content=b"{}")).content == b"0"
-    # The upstream's FIN reaches our socket, but our event loop has not run since, so only
-    # the socket itself can tell: the next request must not be written to it.
-    upstream.writers[0].transport.get_extra_info("socket").shutdown(socket.SHUT_WR)
-    assert (await client.post(url + "/", content=b"{}")).content == b"1"
-    assert upstream.requests_on == [0, 1]
-
-
-async def test_a_connection_that_received_stray_bytes_while_idle_is_not_used(
-    serve: Serve, client: httpx.AsyncClient
-) -> None:
-    upstream = TwoRequestsPerConnection()
-    url = await serve(upstream)
-    assert (await client.post(url + "/", content=b"{}")).content == b"0"
-    # Arrives before the next request is sent; taken for its answer, it would be wrong.
-    upstream.writers[0].write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+    disturb(upstream.writers[0])
     assert (await client.post(url + "/", content=b"{}")).content == b"1"
     assert upstream.requests_on == [0, 1]
 
