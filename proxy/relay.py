@@ -36,7 +36,7 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 from proxy.settings import ModelSpec, Settings
-from proxy.upstream_http import UpstreamHTTP
+from proxy.upstream_http import UpstreamHTTP, response_body
 from proxy.watchdog import Watchdog
 
 logger = logging.getLogger("proxy.stream")
@@ -339,7 +339,7 @@ class Relay:
             if response.status_code != 200:
                 raise await self._status_error(upstream, response)
             parser = upstream.dialect.parser()
-            chunks = response.aiter_raw()
+            chunks = response_body(response)
             while True:
                 try:
                     chunk = await anext(chunks)
@@ -364,11 +364,11 @@ class Relay:
     ) -> UpstreamStatusError:
         body = b""
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response_body(response):
                 body += chunk
                 if len(body) >= _MAX_ERROR_BODY:
                     break
-        except httpx.HTTPError:
+        except (httpx.HTTPError, UpstreamProtocolError):
             pass
         message = _redact(upstream.dialect.error_message(body), upstream.spec)
         detail = f"upstream answered {response.status_code}"

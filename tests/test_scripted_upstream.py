@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import zlib
 from collections.abc import Iterator
 
 import httpx
 import orjson
 import pytest
 
+from proxy.dialects import DIALECTS
+from proxy.fake_upstream import FORMATS
 from tests.scripted import LAST_CHUNK, Serve, chunk, read_request
 from tests.servers import ProxyServer, proxy_settings
 from tests.test_operations import log_lines  # noqa: F401  (fixture)
@@ -64,3 +68,61 @@ async def test_a_kept_alive_connection_closed_unanswered_costs_a_counted_attempt
         ("completed", 1),
         ("completed", 2),
     ]
+
+
+@pytest.mark.parametrize("dialect", sorted(DIALECTS))
+async def test_a_gzip_encoded_upstream_streams_exactly_and_incrementally(
+    serve: Serve, proxies: list[ProxyServer], dialect: str
+) -> None:
+    # Some gateways compress although asked for identity; each event is flushed on its own.
+    tokens = ["Hé", "llo", " wörld", " 🙂", "\u2028!"]
+    first_seen = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        path = (await read_request(reader)).split(b" ")[1].decode()
+        wire, total = FORMATS[path], len(tokens)
+        gzip = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Encoding: gzip\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" % wire.content_type
+        )
+        first = wire.preamble("m") + wire.token(0, tokens[0], "m", total)
+        writer.write(chunk(gzip.compress(first) + gzip.flush(zlib.Z_SYNC_FLUSH)))
+        await writer.drain()
+        await first_seen.wait()  # the rest only once the client has the first delta
+        rest = b"".join(wire.token(i, token, "m", total) for i, token in enumerate(tokens))
+        rest = rest[len(wire.token(0, tokens[0], "m", total)) :]
+        rest += wire.epilogue() + wire.end("m", "".join(tokens), total)
+        writer.write(chunk(gzip.compress(rest) + gzip.flush()) + LAST_CHUNK)
+        await writer.drain()
+
+    proxy = start(proxies, await serve(handler), upstream_dialect=dialect)
+    async with (
+        httpx.AsyncClient(base_url=proxy.url, timeout=10) as client,
+        client.stream("POST", "/v1/stream", json={"prompt": "hi"}) as response,
+    ):
+        assert response.status_code == 200
+        body = response.aiter_raw()
+        first_delta = await anext(body)
+        first_seen.set()
+        rest_of_text = b"".join([data async for data in body])
+    assert first_delta == tokens[0].encode()
+    assert (first_delta + rest_of_text).decode() == "".join(tokens)
+
+
+async def test_a_gzip_encoded_error_body_gives_its_message(
+    serve: Serve, proxies: list[ProxyServer]
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        body = gzip.compress(orjson.dumps({"error": {"message": "model is napping"}}))
+        writer.write(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+        await writer.drain()
+
+    proxy = start(proxies, await serve(handler), retries=0)
+    response = await stream(proxy, "hi")
+    assert response.status_code == 502
+    assert response.json()["error"]["message"] == "upstream answered 400: model is napping"
