@@ -338,7 +338,7 @@ class Relay:
         try:
             if response.status_code != 200:
                 raise await self._status_error(upstream, response)
-            parser = upstream.dialect.parser()
+            parser = upstream.dialect.parser(self._settings.max_event_bytes)
             chunks = response_body(response)
             while True:
                 try:

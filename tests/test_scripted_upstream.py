@@ -14,8 +14,9 @@ import pytest
 from proxy.dialects import DIALECTS
 from proxy.fake_upstream import FORMATS
 from tests.scripted import LAST_CHUNK, Serve, chunk, read_request
-from tests.servers import ProxyServer, proxy_settings
+from tests.servers import ProxyProcess, ProxyServer, proxy_settings
 from tests.test_operations import log_lines  # noqa: F401  (fixture)
+from tests.test_stream import read_into
 
 SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -126,3 +127,64 @@ async def test_a_gzip_encoded_error_body_gives_its_message(
     response = await stream(proxy, "hi")
     assert response.status_code == 502
     assert response.json()["error"]["message"] == "upstream answered 400: model is napping"
+
+
+def resident_kib(pid: int, field: str) -> int:
+    """VmRSS (now) or VmHWM (the peak so far) of a process, in KiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise LookupError(field)
+
+
+async def endless_event(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+    """An SSE event that never ends: 10 MiB and more, until the proxy hangs up."""
+    await read_request(reader)
+    writer.write(SSE_HEAD + chunk(b"data: "))
+    piece = chunk(b"x" * 65_536)
+    for _piece in range(1600):  # 100 MiB at most
+        writer.write(piece)
+        await writer.drain()
+
+
+async def test_an_endless_event_fails_the_stream_and_memory_stays_flat(serve: Serve) -> None:
+    proxy = ProxyProcess(PROXY_UPSTREAM_URL=await serve(endless_event))
+    try:
+        before = resident_kib(proxy.pid, "VmRSS")
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.post(proxy.url + "/v1/stream", json={"prompt": "hi"})
+        peak = resident_kib(proxy.pid, "VmHWM")
+    finally:
+        proxy.close()
+    assert response.status_code == 502
+    assert response.json()["error"]["type"] == "upstream_protocol_error"
+    assert "1048576 bytes" in response.json()["error"]["message"]
+    assert peak - before < 50 * 1024, f"peak RSS grew by {(peak - before) // 1024} MiB"
+
+
+@pytest.mark.parametrize("dialect", ["openai", "ollama"])
+async def test_text_before_an_oversized_event_reaches_the_client_before_the_abort(
+    serve: Serve, proxies: list[ProxyServer], dialect: str
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        path = (await read_request(reader)).split(b" ")[1].decode()
+        wire = FORMATS[path]
+        writer.write(SSE_HEAD + chunk(wire.preamble("m") + wire.token(0, "kept", "m", 2)))
+        await writer.drain()
+        oversized = wire.token(1, "y" * 8192, "m", 2)
+        for offset in range(0, len(oversized), 1000):
+            writer.write(chunk(oversized[offset : offset + 1000]))
+            await writer.drain()
+        await reader.read()
+
+    proxy = start(proxies, await serve(handler), upstream_dialect=dialect, max_event_bytes=4096)
+    received = bytearray()
+    async with (
+        httpx.AsyncClient(base_url=proxy.url, timeout=10) as client,
+        client.stream("POST", "/v1/stream", json={"prompt": "hi"}) as response,
+    ):
+        assert response.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):  # the abort: no chunked terminator
+            await read_into(response, received)
+    assert received == b"kept"
