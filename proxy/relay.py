@@ -333,6 +333,9 @@ class Relay:
             response = await self._http.send("POST", url + request.path, content, headers)
         except httpx.TimeoutException:
             raise UpstreamConnectTimeout("timed out connecting to upstream") from None
+        except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
+            # Never sent (a configured key with a stray space, say): no retry would help.
+            raise UpstreamProtocolError(f"request not sent upstream: {exc}") from None
         except httpx.HTTPError:
             raise UpstreamUnavailable("could not connect to upstream") from None
         try:

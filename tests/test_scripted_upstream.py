@@ -188,3 +188,20 @@ async def test_text_before_an_oversized_event_reaches_the_client_before_the_abor
         with pytest.raises(httpx.RemoteProtocolError):  # the abort: no chunked terminator
             await read_into(response, received)
     assert received == b"kept"
+
+
+async def test_a_credential_outside_the_header_grammar_is_a_clear_error_not_a_retry(
+    serve: Serve, proxies: list[ProxyServer]
+) -> None:
+    reached: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        reached.append(n)
+
+    proxy = start(proxies, await serve(handler), upstream_api_key="sk-pasted-with-a-space ")
+    response = await stream(proxy, "hi")
+    assert response.status_code == 502
+    message = response.json()["error"]["message"]
+    assert "Authorization" in message
+    assert "sk-pasted" not in message
+    assert reached == []

@@ -449,3 +449,25 @@ async def test_a_second_answer_in_the_same_read_is_ignored_and_closes_the_connec
     url = await serve(handler)
     assert (await client.post(url + "/", content=b"{}")).content == b"0!"
     assert (await client.post(url + "/", content=b"{}")).content == b"1!"
+
+
+async def test_a_kept_alive_tls_connection_is_reused(tmp_path: Path) -> None:
+    # TLS sends records of its own (session tickets) that must not pass for stray bytes.
+    cert, key = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        for _request in range(3):
+            await answer(reader, writer, b"secure")
+        await reader.read()
+
+    server = ScriptedServer(handler)
+    port = await server.start(server_tls)
+    transport = UpstreamTransport(ssl_context=ssl.create_default_context(cafile=str(cert)))
+    async with httpx.AsyncClient(transport=transport, timeout=5) as client:
+        for _request in range(3):
+            response = await client.post(f"https://localhost:{port}/", content=b"{}")
+            assert response.content == b"secure"
+    await server.close()
+    assert server.connections == 1
