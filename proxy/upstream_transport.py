@@ -2,7 +2,8 @@
 
 Measured on the proxy's bench (interleaved runs, 256 concurrent streams), this transport
 keeps 0.89 of the direct tokens/s where httpx-aiohttp 0.2 keeps 0.77 and httpcore 0.19, at
-2.9 ms of CPU per request against httpx-aiohttp's 3.8 (README, Performance).
+2.9 ms of CPU per request against httpx-aiohttp's 3.8 (README, "Upstream transport
+contract"); tests/test_upstream_transport.py pins the behaviour below.
 
 The contract, as an httpx.AsyncBaseTransport:
 
@@ -33,7 +34,8 @@ Never
 - sends a request twice: when a kept-alive connection closes without answering, the
   request may have reached the upstream, so RemoteProtocolError is raised (as httpcore and
   aiohttp do for a POST) and the caller decides; the relay retries it as a new attempt.
-- limits connections (the proxy's stream cap does), polls idle sockets, or keeps cookies.
+- limits connections (the proxy's stream cap does), keeps cookies, or looks at an idle
+  socket other than the one about to carry a request.
 """
 
 from __future__ import annotations
@@ -139,7 +141,10 @@ class _Connection(asyncio.Protocol):
             self.complete = True
             self._wake()
         elif not self._received_any:
-            self._fail(httpx.RemoteProtocolError("upstream closed the connection unanswered"))
+            kept_alive = "kept-alive " if self.reused else ""
+            self._fail(
+                httpx.RemoteProtocolError(f"upstream closed the {kept_alive}connection unanswered")
+            )
         else:
             self._fail(httpx.ReadError("upstream connection dropped mid-response"))
 
@@ -244,10 +249,6 @@ class _Connection(asyncio.Protocol):
             self._read_paused = False
             self._transport.resume_reading()
         return data
-
-    @property
-    def answered(self) -> bool:
-        return self._received_any
 
     def start_request(self) -> None:
         self._reset()
@@ -480,7 +481,8 @@ def _serialize(request: httpx.Request, body: bytes) -> bytes:
     for name, value in request.headers.raw:
         if not _is_token(name) or not _is_field_value(value):
             raise httpx.LocalProtocolError(
-                f"header {name!r} is outside the HTTP field grammar", request=request
+                f"header {name.decode('latin-1')!r} is outside the HTTP field grammar",
+                request=request,
             )
         if name.lower() in _REFUSED_HEADERS:
             raise httpx.UnsupportedProtocol(
