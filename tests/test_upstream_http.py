@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
 import zlib
 from collections.abc import AsyncIterator, Callable
 
@@ -184,3 +185,27 @@ async def test_an_encoding_the_proxy_cannot_decode_is_refused_by_name(
     with pytest.raises(UpstreamProtocolError, match="cannot decode") as refused:
         await body_from(serve, http, encoding, b"whatever")
     assert repr(encoding) in refused.value.message
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+async def test_an_encoded_body_sent_a_byte_at_a_time_is_decoded(
+    serve: Serve, http: UpstreamHTTP, name: str
+) -> None:
+    encoding, encode = ENCODERS[name]
+    text = "data: 世界 🙂\r\n\r\n".encode() * 20
+    body = encode(text)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.transport.get_extra_info("socket").setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
+        writer.write(encoded_head(encoding))
+        for index in range(len(body)):
+            writer.write(chunk(body[index : index + 1]))
+            await writer.drain()
+        writer.write(LAST_CHUNK)
+        await writer.drain()
+
+    response = await http.send("POST", await serve(handler), b"{}")
+    assert b"".join([data async for data in response_body(response)]) == text
