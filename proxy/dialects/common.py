@@ -72,8 +72,8 @@ class SSETextParser:
 
     __slots__ = ("_sse", "complete")
 
-    def __init__(self) -> None:
-        self._sse = SSEDecoder()
+    def __init__(self, max_event_bytes: int) -> None:
+        self._sse = SSEDecoder(max_event_bytes)
         self.complete = False
 
     def feed(self, chunk: bytes) -> str:
@@ -86,6 +86,9 @@ class SSETextParser:
                 raise
             if piece:
                 text += piece
+        if self._sse.failure is not None:
+            self._sse.failure.text = text
+            raise self._sse.failure
         return text
 
     def close(self) -> str:
