@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from proxy.dialects import DIALECTS
-from proxy.fake_upstream import FORMATS
+from proxy.fake_upstream.formats import FORMATS
 from tests.scripted import LAST_CHUNK, Serve, chunk, read_request
 from tests.servers import ProxyProcess, ProxyServer, proxy_settings
 from tests.test_operations import log_lines  # noqa: F401  (fixture)
