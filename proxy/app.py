@@ -13,6 +13,8 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from proxy.api import new_request_id, router
+from proxy.chat_page import add_chat_page
+from proxy.drain import AbortOnShutdown
 from proxy.errors import ClientDisconnected, ProxyError, RequestError, error_response
 from proxy.fake_upstream import FakeUpstream
 from proxy.guards import Guards
@@ -65,6 +67,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     protect_logs()
     app.include_router(router)
+    if settings.chat_page:
+        add_chat_page(app)
     if settings.cors_origin_list:
         # Pure ASGI: it adds headers to the response start and never touches the body.
         app.add_middleware(
@@ -75,6 +79,8 @@ def create_app(settings: Settings) -> FastAPI:
             expose_headers=["X-Request-ID"],
             max_age=600,
         )
+    # Outermost: a request the server cancels at the end of its shutdown grace is aborted.
+    app.add_middleware(AbortOnShutdown)
     app.add_exception_handler(ProxyError, _proxy_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     return app

@@ -7,11 +7,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from proxy.errors import ClientDisconnected, ProxyError, UpstreamError, UpstreamTimeout
+from proxy.errors import (
+    ClientDisconnected,
+    ProxyError,
+    ShuttingDown,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 logger = logging.getLogger("proxy.stream")
 
-Outcome = Literal["completed", "client_disconnected", "upstream_error", "timeout", "rejected"]
+Outcome = Literal[
+    "completed", "client_disconnected", "upstream_error", "timeout", "rejected", "shutdown"
+]
 
 
 @dataclass(slots=True)
@@ -85,6 +93,8 @@ def outcome_of(exc: ProxyError) -> Outcome:
         return "client_disconnected"
     if isinstance(exc, UpstreamTimeout):
         return "timeout"
+    if isinstance(exc, ShuttingDown):
+        return "shutdown"
     if isinstance(exc, UpstreamError):
         return "upstream_error"
     return "rejected"

@@ -20,12 +20,13 @@ from proxy.errors import (
     UpstreamClosedEarly,
     UpstreamConnectTimeout,
     UpstreamError,
+    UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamUnavailable,
 )
 from proxy.services import Upstream
 from proxy.settings import ModelSpec, Settings
-from proxy.upstream_http import UpstreamHTTP
+from proxy.upstream_http import UpstreamHTTP, response_body
 
 _MAX_ERROR_BODY = 16_384
 
@@ -39,6 +40,9 @@ async def send_request(
         return await http.send("POST", url + request.path, content, headers)
     except httpx.TimeoutException:
         raise UpstreamConnectTimeout("timed out connecting to upstream") from None
+    except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
+        # Never sent (a configured key with a stray space, say): no retry would help.
+        raise UpstreamProtocolError(f"request not sent upstream: {exc}") from None
     except httpx.HTTPError:
         raise UpstreamUnavailable("could not connect to upstream") from None
 
@@ -47,11 +51,11 @@ async def status_error(upstream: Upstream, response: httpx.Response) -> Upstream
     """A non-200 answer as an error, with the upstream's message (its secret scrubbed)."""
     body = b""
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response_body(response):
             body += chunk
             if len(body) >= _MAX_ERROR_BODY:
                 break
-    except httpx.HTTPError:
+    except (httpx.HTTPError, UpstreamProtocolError):
         pass
     message = _redact(upstream.dialect.error_message(body), upstream.spec)
     detail = f"upstream answered {response.status_code}"

@@ -53,6 +53,9 @@ class TextStreamingResponse(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except ProxyError:
             return
+        except asyncio.CancelledError:
+            session.cancelled()
+            raise
         finally:
             await session.aclose()
 

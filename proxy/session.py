@@ -33,6 +33,7 @@ from proxy.conversation import Conversation
 from proxy.dialects import StreamParser, UpstreamRequest
 from proxy.errors import (
     ProxyError,
+    ShuttingDown,
     UpstreamClosedEarly,
     UpstreamError,
     UpstreamProtocolError,
@@ -41,6 +42,7 @@ from proxy.errors import (
 from proxy.record import StreamRecord
 from proxy.relay import loggable_url, replica_at_fault, retry_delay, send_request, status_error
 from proxy.services import Services, Upstream
+from proxy.upstream_http import response_body
 from proxy.watchdog import Watchdog
 
 
@@ -92,12 +94,24 @@ class StreamSession:
         try:
             yield
         except BaseException as exc:
-            if isinstance(exc, ProxyError):
-                self.record.status = exc.status_code
-                self.record.failed(exc)
-                exc.request_id = self.request_id
+            failure = self._shutdown() if isinstance(exc, asyncio.CancelledError) else exc
+            if isinstance(failure, ProxyError):
+                self.record.status = failure.status_code
+                self.record.failed(failure)
+                failure.request_id = self.request_id
             await self.aclose()
             raise
+
+    def cancelled(self) -> None:
+        """The request's task was cancelled past the commit point: note why."""
+        self._shutdown()
+
+    def _shutdown(self) -> ShuttingDown:
+        # The watchdog claims its own interruptions: any other cancellation is the server
+        # ending the request because its shutdown grace ran out (proxy/drain.py).
+        shutdown = ShuttingDown("the shutdown grace ran out")
+        self.record.failed(shutdown)
+        return shutdown
 
     async def admit(self, client: str | None, peer: str) -> None:
         """A slot under the proxy's cap and the client's limits, held until `aclose`."""
@@ -160,8 +174,8 @@ class StreamSession:
         self._response = response
         if response.status_code != 200:
             raise await status_error(upstream, response)
-        parser = self._parser = upstream.dialect.parser()
-        chunks = self._chunks = response.aiter_raw()
+        parser = self._parser = upstream.dialect.parser(self._services.settings.max_event_bytes)
+        chunks = self._chunks = response_body(response)
         await self._receive_first_text(parser, chunks)
 
     async def _receive_first_text(self, parser: StreamParser, chunks: AsyncIterator[bytes]) -> None:

@@ -83,9 +83,9 @@ async def test_dead_replica_costs_no_request_and_is_skipped_after_its_first_fail
 ) -> None:
     proxy = start_proxy(upstream_urls=f"http://127.0.0.1:9,{upstream.url}", retries=2)
     for i in range(6):
-        response = await stream_status(proxy, f"{marker}-{i}")
+        response = await stream_status(proxy, f"{marker}-{i} @text=tricky")
         assert response.status_code == 200
-        assert response.text == reply_text(f"{marker}-{i}", 12)
+        assert response.text == reply_text(f"{marker}-{i} @text=tricky", 12)
     streams = [orjson.loads(line) for line in log_lines if '"proxy.stream"' in line]
     attempts = [line["attempts"] for line in streams]
     assert sum(attempts) <= 7, attempts  # at most one wasted attempt, on the first failure

@@ -62,10 +62,11 @@ async def test_valid_key_as_bearer_or_x_api_key_is_served(
     log_lines: list[str],  # noqa: F811
 ) -> None:
     proxy = start_proxy(api_keys=KEYS)
-    bearer = await stream_status(proxy, marker, Authorization="Bearer key-alpha-SECRET")
-    header = await stream_status(proxy, marker, **{"x-api-key": "key-beta-SECRET"})
+    prompt = f"{marker} @text=tricky"
+    bearer = await stream_status(proxy, prompt, Authorization="Bearer key-alpha-SECRET")
+    header = await stream_status(proxy, prompt, **{"x-api-key": "key-beta-SECRET"})
     assert (bearer.status_code, header.status_code) == (200, 200)
-    assert bearer.text == reply_text(marker, 12)
+    assert bearer.text == reply_text(prompt, 12)
     clients = {orjson.loads(line).get("client") for line in log_lines if '"proxy.stream"' in line}
     assert {client_id("key-alpha-SECRET"), client_id("key-beta-SECRET")} <= clients
     assert not [line for line in log_lines if "SECRET" in line]
@@ -96,7 +97,9 @@ async def test_cors_preflight_and_actual_request_from_an_allowed_origin(
             },
         )
         actual = await client.post(
-            "/v1/stream", json={"prompt": marker}, headers={"Origin": "https://chat.example"}
+            "/v1/stream",
+            json={"prompt": f"{marker} @text=tricky"},
+            headers={"Origin": "https://chat.example"},
         )
         foreign = await client.post(
             "/v1/stream", json={"prompt": marker}, headers={"Origin": "https://evil.example"}
@@ -109,7 +112,7 @@ async def test_cors_preflight_and_actual_request_from_an_allowed_origin(
     assert "content-type" in allowed_headers
     assert actual.headers["access-control-allow-origin"] == "https://chat.example"
     assert "x-request-id" in actual.headers["access-control-expose-headers"].lower()
-    assert actual.text == reply_text(marker, 12)
+    assert actual.text == reply_text(f"{marker} @text=tricky", 12)
     assert "access-control-allow-origin" not in foreign.headers
 
 
@@ -269,7 +272,7 @@ async def test_cors_does_not_buffer_the_stream(
     start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, marker: str
 ) -> None:
     proxy = start_proxy(cors_origins="https://chat.example")
-    prompt = f"{marker} @tokens=6 @delay=0.1"
+    prompt = f"{marker} @text=tricky @tokens=6 @delay=0.1"
     chunks: list[bytes] = []
     async with (
         httpx.AsyncClient(base_url=proxy.url) as client,

@@ -73,8 +73,8 @@ class SSETextParser:
 
     __slots__ = ("_sse", "complete")
 
-    def __init__(self) -> None:
-        self._sse = SSEDecoder()
+    def __init__(self, max_event_bytes: int) -> None:
+        self._sse = SSEDecoder(max_event_bytes)
         self.complete = False
 
     def feed(self, chunk: bytes) -> Parsed:
@@ -86,7 +86,7 @@ class SSETextParser:
                     text += piece
         except UpstreamProtocolError as failure:
             return text, failure
-        return text, None
+        return text, self._sse.failure
 
     def close(self) -> Parsed:
         return "", None

@@ -21,8 +21,8 @@ from proxy.wire import NDJSONDecoder
 class OllamaParser:
     __slots__ = ("_lines", "complete")
 
-    def __init__(self) -> None:
-        self._lines = NDJSONDecoder()
+    def __init__(self, max_event_bytes: int) -> None:
+        self._lines = NDJSONDecoder(max_event_bytes)
         self.complete = False
 
     def feed(self, chunk: bytes) -> Parsed:
@@ -40,7 +40,7 @@ class OllamaParser:
                     text += piece
         except UpstreamProtocolError as failure:
             return text, failure
-        return text, None
+        return text, self._lines.failure
 
     def _line_text(self, line: bytes) -> str | None:
         payload = loads_event(line)
@@ -75,8 +75,8 @@ class Ollama:
             body["options"] = options
         return UpstreamRequest("/api/chat", bearer_headers(model), body)
 
-    def parser(self) -> OllamaParser:
-        return OllamaParser()
+    def parser(self, max_event_bytes: int) -> OllamaParser:
+        return OllamaParser(max_event_bytes)
 
     def error_message(self, body: bytes) -> str:
         return error_message_of_body(body)
