@@ -88,10 +88,10 @@ async def test_upstream_silence_longer_than_the_idle_timeout_is_a_timeout(
 async def test_time_between_upstream_reads_is_not_idle(client: Client) -> None:
     with watching(client) as watchdog:
         # Writing to a slow client between reads takes as long as it takes.
-        watchdog.limit_upstream(0.2, math.inf)
+        watchdog.limit_upstream(0.5, math.inf)
         for _ in range(3):
             await read_upstream(watchdog, 0.01)
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.6)
         assert watchdog.fired is None
 
 
