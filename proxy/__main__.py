@@ -1,15 +1,18 @@
-"""Command line: `python -m proxy serve | fake-upstream`."""
+"""Command line: `python -m proxy serve | fake-upstream` (the benchmark: `python -m benchmarks`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
+from types import FrameType
+from typing import Any
 
 import uvicorn
 
-from proxy.settings import ConfigError, load_settings
+from proxy.settings import ConfigError, Settings, load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,22 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     fake = commands.add_parser("fake-upstream", help="run the fake upstream alone")
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=9000)
-    fake.add_argument("--tokens", type=int, default=12, help="tokens per reply")
+    fake.add_argument("--tokens", type=int, help="tokens per reply (default: the whole reply)")
     fake.add_argument("--token-delay", type=float, default=0.02, help="seconds per token")
-
-    bench = commands.add_parser("bench", help="measure the proxy against the upstream directly")
-    bench.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
-    bench.add_argument("--workers", type=int, default=1, help="proxy worker processes")
-    bench.add_argument("--output", default="bench-results", help="folder for JSON and plot")
-    bench.add_argument("--only", nargs="*", default=(), help="scenarios whose name contains any")
 
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args.host, args.port)
-    if args.command == "bench":
-        from proxy.bench import main as bench_main
-
-        return bench_main(args.quick, args.workers, args.output, tuple(args.only))
     return _fake_upstream(args.host, args.port, args.tokens, args.token_delay)
 
 
@@ -55,24 +48,39 @@ def _serve(host: str | None, port: int | None) -> int:
     configure_logging(settings)
     # Several workers re-create the app in each process, from the environment.
     target = "proxy.app:app_from_environment" if settings.workers > 1 else app
-    uvicorn.run(
-        target,
-        factory=settings.workers > 1,
-        workers=settings.workers,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        log_level=settings.log_level,
-        # Thousands of clients may connect at once (uvicorn's default queue is 2048).
-        backlog=4096,
-    )
+    # uvicorn drains on SIGTERM, then raises the signal again once its handlers are gone:
+    # a drained proxy has done what SIGTERM asks, so that ends the process with 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    uvicorn.run(target, **server_options(settings))
     return 0
 
 
-def _fake_upstream(host: str, port: int, tokens: int, token_delay: float) -> int:
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's keywords for `serve`; each worker process gets the same."""
+    return {
+        "factory": settings.workers > 1,
+        "workers": settings.workers,
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_config": None,
+        "access_log": False,
+        "log_level": settings.log_level,
+        # Thousands of clients may connect at once (uvicorn's default queue is 2048).
+        "backlog": 4096,
+        # On SIGTERM: stop accepting, let open streams finish, then cancel the rest, which
+        # proxy/drain.py turns into aborts. uvicorn's default waits without a bound.
+        "timeout_graceful_shutdown": settings.shutdown_grace,
+        "timeout_keep_alive": settings.keepalive_timeout,
+    }
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def _fake_upstream(host: str, port: int, tokens: int | None, token_delay: float) -> int:
     from proxy.fake_upstream import serve_fake_upstream
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -13,26 +13,25 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from proxy.api import new_request_id, router
-from proxy.balancer import Balancer
-from proxy.dialects import get_dialect
+from proxy.chat_page import add_chat_page
+from proxy.drain import AbortOnShutdown
 from proxy.errors import ClientDisconnected, ProxyError, RequestError, error_response
 from proxy.fake_upstream import FakeUpstream
 from proxy.guards import Guards
 from proxy.logs import protect_logs
-from proxy.relay import Relay, StreamRecord, Upstream
+from proxy.services import Services, build_upstreams
 from proxy.settings import Settings
 from proxy.upstream_http import UpstreamHTTP
 
 
 def create_app(settings: Settings) -> FastAPI:
     specs = settings.models()
-    dialects = {spec.name: get_dialect(spec.dialect) for spec in specs}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # anyio (FastAPI's checkpoint after every streamed chunk) asks sniffio which library
-        # runs, and sniffio looks up the current task each time unless told: this thread's
-        # loop is asyncio's for its whole life.
+        # anyio (under Starlette and FastAPI) asks sniffio which library runs, and sniffio
+        # looks up the current task each time unless told: this thread's loop is asyncio's
+        # for its whole life.
         sniffio.thread_local.name = "asyncio"
         async with AsyncExitStack() as stack:
             fake_url = ""
@@ -47,20 +46,12 @@ def create_app(settings: Settings) -> FastAPI:
                     "upstream at %s",
                     fake_url,
                 )
-            app.state.upstreams = {
-                spec.name: Upstream(
-                    spec,
-                    dialects[spec.name],
-                    Balancer(spec.urls or (fake_url,), settings.replica_cooldown),
-                )
-                for spec in specs
-            }
+            upstreams = build_upstreams(settings, fake_url)
             http = UpstreamHTTP(settings)
             stack.push_async_callback(http.aclose)
-            app.state.relay = Relay(http, settings)
             guards = Guards(settings)
             stack.push_async_callback(guards.aclose)
-            app.state.guards = guards
+            app.state.services = Services(settings, upstreams, http, guards)
             if guards.keys.open:
                 logging.getLogger("proxy").warning(
                     "PROXY_API_KEYS is not set: the proxy is open to every client"
@@ -74,9 +65,10 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    app.state.settings = settings
     protect_logs()
     app.include_router(router)
+    if settings.chat_page:
+        add_chat_page(app)
     if settings.cors_origin_list:
         # Pure ASGI: it adds headers to the response start and never touches the body.
         app.add_middleware(
@@ -87,28 +79,16 @@ def create_app(settings: Settings) -> FastAPI:
             expose_headers=["X-Request-ID"],
             max_age=600,
         )
+    # Outermost: a request the server cancels at the end of its shutdown grace is aborted.
+    app.add_middleware(AbortOnShutdown)
     app.add_exception_handler(ProxyError, _proxy_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     return app
 
 
-def _request_id(request: Request) -> str:
-    existing: str | None = getattr(request.state, "request_id", None)
-    return existing or new_request_id(request)
-
-
 async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
-    request_id = _request_id(request)
-    if isinstance(exc, RequestError):
-        # Upstream failures were logged by the relay; refusals are logged here.
-        StreamRecord(
-            request_id=request_id,
-            model=getattr(request.state, "model", None) or "-",
-            client=getattr(request.state, "client", None),
-            status=exc.status_code,
-            outcome="rejected",
-            error=exc.message,
-        ).emit()
+    # Whoever refused the request logged it, and wrote its id on the error.
+    request_id = exc.request_id or new_request_id(request)
     if isinstance(exc, ClientDisconnected):
         return JSONResponse({}, status_code=exc.status_code)
     return error_response(exc, request_id)
@@ -118,7 +98,7 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     error = RequestError(str(exc.detail))
     error.status_code = exc.status_code
     error.error_type = "not_found" if exc.status_code == 404 else "http_error"
-    return error_response(error, _request_id(request))
+    return error_response(error, new_request_id(request))
 
 
 def app_from_environment() -> FastAPI:

@@ -12,6 +12,7 @@
     │   ├── InvalidRequest           422
     │   ├── RateLimited              429  Retry-After
     │   └── Overloaded               503  Retry-After
+    ├── ShuttingDown                 503, or aborted after the commit (shutdown grace ran out)
     └── UpstreamError                the upstream failed us
         ├── UpstreamStatusError      502, or 429 + Retry-After when the upstream said 429
         ├── UpstreamUnavailable      503 (no upstream reachable: refused, reset, unresolvable)
@@ -20,7 +21,9 @@
         └── StreamLost               502 a resumed stream stopped without its end (issue 13)
 
 Exceptions are raised where the failure happens and turned into a response only by
-`error_response`, so the JSON shape and the status table of SPEC §2 live here alone.
+`error_response`, so the JSON shape and the status table of SPEC §2 live here alone. The one
+that logs a refusal (a stream's session) writes its request id on the error, so the response
+names the request the log line does.
 Messages must never contain secrets: they are sent to clients and logged.
 """
 
@@ -34,6 +37,7 @@ from starlette.responses import JSONResponse
 class ProxyError(Exception):
     status_code: int = 500
     error_type: str = "internal_error"
+    request_id: str | None = None
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -135,9 +139,6 @@ class UpstreamUnavailable(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     error_type = "upstream_protocol_error"
-    # Text a parser decoded from the same read before the failure: the client still gets it,
-    # so what it receives does not depend on how the upstream's bytes were split.
-    text: str = ""
 
 
 class UpstreamClosedEarly(UpstreamProtocolError):
@@ -153,6 +154,13 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamConnectTimeout(UpstreamTimeout):
     retryable = True
+
+
+class ShuttingDown(ProxyError):
+    """PROXY_SHUTDOWN_GRACE ran out while the request was still open (proxy/drain.py)."""
+
+    status_code = 503
+    error_type = "shutting_down"
 
 
 class StreamLost(UpstreamError):

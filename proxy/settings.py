@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     max_concurrent_streams: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_prompt_chars: int = Field(default=200_000, ge=1)
+    # One upstream event (SSE) or line (NDJSON); bounds a stream's memory.
+    max_event_bytes: int = Field(default=1_048_576, ge=1024)
 
     # Public deployment (README "Public deployment").
     api_keys: SecretStr | None = None
@@ -141,6 +143,9 @@ class Settings(BaseSettings):
     upstream_urls: str | None = None
     replica_cooldown: float = Field(default=10.0, ge=0)
 
+    # The chat page at GET / (README "Chat page"); off for API-only deployments.
+    chat_page: bool = True
+
     # Output formats and resumable streams (issue 13).
     sse_keepalive: float = Field(default=15.0, gt=0)
     resume: bool = False
@@ -148,6 +153,11 @@ class Settings(BaseSettings):
     resume_max_bytes: int = Field(default=1_048_576, ge=1024)
 
     workers: int = Field(default=1, ge=1, le=64)
+    # On SIGTERM, open streams get this long to finish before they are aborted (SPEC §5b).
+    shutdown_grace: int = Field(default=30, ge=0)
+    # Outlasts common load balancers' 60 s idle timeout, so the proxy never closes a kept-alive
+    # connection a balancer is about to reuse (SPEC §5b; uvicorn's default is 5 s).
+    keepalive_timeout: int = Field(default=75, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: LogLevel = "info"

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from proxy.conversation import Conversation
+from proxy.dialects.base import Parsed
 from proxy.errors import UpstreamProtocolError
 from proxy.settings import ModelSpec
 from proxy.wire import ServerSentEvent, SSEDecoder
@@ -72,24 +73,23 @@ class SSETextParser:
 
     __slots__ = ("_sse", "complete")
 
-    def __init__(self) -> None:
-        self._sse = SSEDecoder()
+    def __init__(self, max_event_bytes: int) -> None:
+        self._sse = SSEDecoder(max_event_bytes)
         self.complete = False
 
-    def feed(self, chunk: bytes) -> str:
+    def feed(self, chunk: bytes) -> Parsed:
         text = ""
-        for event in self._sse.feed(chunk):
-            try:
+        try:
+            for event in self._sse.feed(chunk):
                 piece = self.event_text(event)
-            except UpstreamProtocolError as failure:
-                failure.text = text
-                raise
-            if piece:
-                text += piece
-        return text
+                if piece:
+                    text += piece
+        except UpstreamProtocolError as failure:
+            return text, failure
+        return text, self._sse.failure
 
-    def close(self) -> str:
-        return ""
+    def close(self) -> Parsed:
+        return "", None
 
     def event_text(self, event: ServerSentEvent) -> str | None:
         """The text one event carries; sets `complete` at the end marker; raises on errors."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.conversation import Conversation
-from proxy.dialects.base import UpstreamRequest
+from proxy.dialects.base import Parsed, UpstreamRequest
 from proxy.dialects.common import (
     bearer_headers,
     chat_messages,
@@ -21,27 +21,26 @@ from proxy.wire import NDJSONDecoder
 class OllamaParser:
     __slots__ = ("_lines", "complete")
 
-    def __init__(self) -> None:
-        self._lines = NDJSONDecoder()
+    def __init__(self, max_event_bytes: int) -> None:
+        self._lines = NDJSONDecoder(max_event_bytes)
         self.complete = False
 
-    def feed(self, chunk: bytes) -> str:
+    def feed(self, chunk: bytes) -> Parsed:
         return self._text(self._lines.feed(chunk))
 
-    def close(self) -> str:
+    def close(self) -> Parsed:
         return self._text(self._lines.flush())
 
-    def _text(self, lines: list[bytes]) -> str:
+    def _text(self, lines: list[bytes]) -> Parsed:
         text = ""
-        for line in lines:
-            try:
+        try:
+            for line in lines:
                 piece = self._line_text(line)
-            except UpstreamProtocolError as failure:
-                failure.text = text
-                raise
-            if piece:
-                text += piece
-        return text
+                if piece:
+                    text += piece
+        except UpstreamProtocolError as failure:
+            return text, failure
+        return text, self._lines.failure
 
     def _line_text(self, line: bytes) -> str | None:
         payload = loads_event(line)
@@ -76,8 +75,8 @@ class Ollama:
             body["options"] = options
         return UpstreamRequest("/api/chat", bearer_headers(model), body)
 
-    def parser(self) -> OllamaParser:
-        return OllamaParser()
+    def parser(self, max_event_bytes: int) -> OllamaParser:
+        return OllamaParser(max_event_bytes)
 
     def error_message(self, body: bytes) -> str:
         return error_message_of_body(body)
