@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Literal, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
@@ -17,14 +18,19 @@ from proxy.errors import (
     BodyTooLarge,
     InvalidJSON,
     InvalidRequest,
+    NotAcceptable,
     ProxyError,
     UnknownModel,
     UnsupportedMediaType,
 )
+from proxy.formats import STREAM_FORMATS, TEXT, OutputFormat, negotiate
+from proxy.framed import FramedStreamingResponse, SessionItems, StoredItems
 from proxy.guards import Guards
 from proxy.record import StreamRecord
 from proxy.relay import reachable
 from proxy.responses import TextStreamingResponse
+from proxy.resume import StoredStream
+from proxy.resume.base import not_found, past_the_end
 from proxy.services import Services, Upstream
 from proxy.session import StreamSession
 from proxy.settings import Settings
@@ -93,24 +99,115 @@ class StreamRequest(BaseModel):
         )
 
 
+R = TypeVar("R", bound=StreamRequest)
+
+# Resumable streams started here and in chat.py are kept under different names.
+STREAM_PREFIX = "stream:"
+
+
 @router.post("/v1/stream", response_class=TextStreamingResponse)
-async def stream_text(request: Request) -> TextStreamingResponse:
-    """The client's key, a slot, the body, the model, then the upstream up to the commit
-    point; the response streams the rest and closes the session (SPEC §1).
+async def stream_text(request: Request) -> Response:
+    """The client's key, the format, a slot, the body, the model, then the upstream up to
+    the commit point; the response streams the rest and closes the session (SPEC §1).
 
     No FastAPI dependencies: their bookkeeping (six of them, once) was about a tenth of a
     request's CPU in the profile; these are plain calls, in SPEC order, cheapest first.
     """
     services = services_of(request)
-    session = StreamSession(services, new_request_id(request), request.receive)
+    request_id = new_request_id(request)
+    session = StreamSession(services, request_id, request.receive)
     async with session.opening():
-        await session.admit(identify_client(request, services.guards), peer_of(request))
+        client = identify_client(request, services.guards)
+        output = acceptable(request, STREAM_FORMATS)
+        await session.admit(client, peer_of(request))
         body = await read_stream_request(request, services.settings)
         session.record.model = body.model or "-"  # what a refusal from here on names
         check_prompt_length(body, services.settings)
         upstream = choose_upstream(services.upstreams, body)
+        stream_id = given_request_id(request)
+        if services.resumable is not None and stream_id is not None:
+            live = await services.resumable.start(
+                session,
+                STREAM_PREFIX + stream_id,
+                owner_of(client),
+                {"request_id": request_id},
+                upstream,
+                body.conversation(),
+            )
+            return stored_response(live, 0, request, request_id, output, services.settings)
         await session.open(upstream, body.conversation())
-    return TextStreamingResponse(session)
+    if output is TEXT:
+        return TextStreamingResponse(session)
+    return FramedStreamingResponse(SessionItems(session), output, services.settings.sse_keepalive)
+
+
+@router.get("/v1/stream/{stream_id}")
+async def resume_stream(request: Request, stream_id: str) -> Response:
+    """A resumable stream from `?offset=N` (or SSE's Last-Event-ID), then live (issue 13)."""
+    services = services_of(request)
+    request_id = new_request_id(request)
+    with naming_refusals(request_id):
+        client = identify_client(request, services.guards)
+        output = acceptable(request, STREAM_FORMATS)
+        offset = resume_offset(request)
+        if services.resumable is None:
+            raise not_found(stream_id)
+        stored = await services.resumable.store.find(STREAM_PREFIX + stream_id, owner_of(client))
+        if not stored.active and offset > stored.length:
+            raise past_the_end(offset, stored.length)
+    return stored_response(stored, offset, request, request_id, output, services.settings)
+
+
+def stored_response(
+    stored: StoredStream,
+    offset: int,
+    request: Request,
+    request_id: str,
+    output: OutputFormat,
+    settings: Settings,
+    message_id: str = "",
+) -> FramedStreamingResponse:
+    items = StoredItems(stored.follow(offset), request_id, request.receive)
+    return FramedStreamingResponse(
+        items, output, settings.sse_keepalive, offset=offset, message_id=message_id
+    )
+
+
+def acceptable(request: Request, offered: Sequence[OutputFormat]) -> OutputFormat:
+    """The format the client's Accept asks for, or 406 (issue 13)."""
+    output = negotiate(request.headers.get("accept"), offered)
+    if output is None:
+        types = ", ".join(candidate.media_type for candidate in offered)
+        raise NotAcceptable(f"Accept must allow one of: {types}")
+    return output
+
+
+def resume_offset(request: Request) -> int:
+    value = request.headers.get("last-event-id") or request.query_params.get("offset") or "0"
+    if not value.isdigit() or len(value) > 18:
+        raise InvalidRequest("offset: must be a whole number of characters, 0 or more")
+    return int(value)
+
+
+def given_request_id(request: Request) -> str | None:
+    """The client's own X-Request-ID, when it sent a sane one: the id of a resumable stream."""
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.fullmatch(given) else None
+
+
+def owner_of(client: str | None) -> str:
+    """Whom a stored stream belongs to: the client key's id ("" on an open proxy)."""
+    return client or ""
+
+
+@contextmanager
+def naming_refusals(request_id: str) -> Iterator[None]:
+    """Refusals raised here answer with this request id."""
+    try:
+        yield
+    except ProxyError as exc:
+        exc.request_id = request_id
+        raise
 
 
 def services_of(request: Request) -> Services:
@@ -149,6 +246,10 @@ async def authenticate(request: Request) -> str | None:
 
 
 async def read_stream_request(request: Request, settings: Settings) -> StreamRequest:
+    return await read_request_body(request, settings, StreamRequest)
+
+
+async def read_request_body(request: Request, settings: Settings, model: type[R]) -> R:
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != "application/json":
         raise UnsupportedMediaType("the request body must be application/json")
@@ -162,7 +263,7 @@ async def read_stream_request(request: Request, settings: Settings) -> StreamReq
         if len(body) > limit:
             raise BodyTooLarge(f"the request body is larger than {limit} bytes")
     try:
-        return StreamRequest.model_validate_json(body)
+        return model.model_validate_json(body)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         if any(error["type"] == "json_invalid" for error in errors):

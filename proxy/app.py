@@ -13,12 +13,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from proxy.api import new_request_id, router
+from proxy.chat import router as chat_router
 from proxy.chat_page import add_chat_page
 from proxy.drain import AbortOnShutdown
 from proxy.errors import ClientDisconnected, ProxyError, RequestError, error_response
 from proxy.fake_upstream import FakeUpstream
 from proxy.guards import Guards
 from proxy.logs import protect_logs
+from proxy.resumable import ResumableStreams
 from proxy.services import Services, build_upstreams
 from proxy.settings import Settings
 from proxy.upstream_http import UpstreamHTTP
@@ -51,7 +53,10 @@ def create_app(settings: Settings) -> FastAPI:
             stack.push_async_callback(http.aclose)
             guards = Guards(settings)
             stack.push_async_callback(guards.aclose)
-            app.state.services = Services(settings, upstreams, http, guards)
+            resumable = ResumableStreams.from_settings(settings)
+            if resumable is not None:
+                stack.push_async_callback(resumable.aclose)
+            app.state.services = Services(settings, upstreams, http, guards, resumable)
             if guards.keys.open:
                 logging.getLogger("proxy").warning(
                     "PROXY_API_KEYS is not set: the proxy is open to every client"
@@ -67,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     protect_logs()
     app.include_router(router)
+    app.include_router(chat_router)
     if settings.chat_page:
         add_chat_page(app)
     if settings.cors_origin_list:
@@ -75,7 +81,13 @@ def create_app(settings: Settings) -> FastAPI:
             CORSMiddleware,
             allow_origins=list(settings.cors_origin_list),
             allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+            allow_headers=[
+                "authorization",
+                "content-type",
+                "x-api-key",
+                "x-request-id",
+                "last-event-id",  # an SSE client resuming (issue 13)
+            ],
             expose_headers=["X-Request-ID"],
             max_age=600,
         )

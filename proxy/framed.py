@@ -10,17 +10,20 @@ TextStreamingResponse it owns its source from here on and closes it in one `fina
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractContextManager
 from typing import Protocol
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from proxy.errors import ProxyError
-from proxy.formats import Outcome, OutputFormat
+from proxy.errors import ClientDisconnected, ProxyError, error_body
+from proxy.formats import Failed, Outcome, OutputFormat
 from proxy.keepalive import KeepAlive
 from proxy.responses import STREAM_HEADERS
+from proxy.resume import StoredItem, StoredText
+from proxy.session import StreamSession
+from proxy.watchdog import Watchdog
 
 Item = str | Outcome
 
@@ -96,3 +99,71 @@ class FramedStreamingResponse(Response):
             if keepalive is not None:
                 keepalive.close()
             await source.aclose()
+
+
+class SessionItems:
+    """A live session as items: its text, then Done, or Failed for a failure after the
+    commit point (the session has logged it)."""
+
+    __slots__ = ("_ended", "_session", "request_id")
+
+    def __init__(self, session: StreamSession) -> None:
+        self._session = session
+        self._ended = False
+        self.request_id = session.request_id
+
+    def __aiter__(self) -> SessionItems:
+        return self
+
+    async def __anext__(self) -> Item:
+        if self._ended:
+            raise StopAsyncIteration
+        try:
+            return (await anext(self._session)).decode()
+        except StopAsyncIteration:
+            self._ended = True
+            return self._session.ending()
+        except ClientDisconnected:
+            raise
+        except ProxyError as exc:
+            self._ended = True
+            return Failed(error_body(exc, self.request_id))
+
+    def watching_client(self) -> AbstractContextManager[None]:
+        return self._session.watching_client()
+
+    async def aclose(self) -> None:
+        await self._session.aclose()
+
+
+class StoredItems:
+    """A stored stream, replayed from an offset and followed live, as items; the request's
+    own watchdog notices its client leaving (the producer goes on regardless)."""
+
+    __slots__ = ("_items", "_watchdog", "request_id")
+
+    def __init__(
+        self, items: AsyncGenerator[StoredItem, None], request_id: str, receive: Receive
+    ) -> None:
+        self._items = items
+        self.request_id = request_id
+        self._watchdog = Watchdog(receive)
+
+    def __aiter__(self) -> StoredItems:
+        return self
+
+    async def __anext__(self) -> Item:
+        try:
+            item = await anext(self._items)
+        except ClientDisconnected:
+            raise
+        except ProxyError as exc:  # the producer was lost: say so, as a failure
+            return Failed(error_body(exc, self.request_id))
+        return item.text if isinstance(item, StoredText) else item
+
+    def watching_client(self) -> AbstractContextManager[None]:
+        return self._watchdog.guarding()
+
+    async def aclose(self) -> None:
+        self._watchdog.close()
+        await self._items.aclose()

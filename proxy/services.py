@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from proxy.balancer import Balancer
 from proxy.dialects import Dialect, get_dialect
 from proxy.guards import Guards
 from proxy.settings import ModelSpec, Settings
 from proxy.upstream_http import UpstreamHTTP
+
+if TYPE_CHECKING:
+    from proxy.resumable import ResumableStreams
 
 
 @dataclass(slots=True, frozen=True)
@@ -28,6 +32,8 @@ class Services:
     upstreams: Mapping[str, Upstream]
     http: UpstreamHTTP
     guards: Guards
+    # PROXY_RESUME (issue 13); None when off.
+    resumable: ResumableStreams | None = None
 
     @property
     def default_upstream(self) -> Upstream:

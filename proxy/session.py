@@ -39,6 +39,7 @@ from proxy.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from proxy.formats import Done, upstream_ending
 from proxy.record import StreamRecord
 from proxy.relay import loggable_url, replica_at_fault, retry_delay, send_request, status_error
 from proxy.services import Services, Upstream
@@ -242,6 +243,15 @@ class StreamSession:
         ClientDisconnected."""
         assert self._watchdog is not None, "the session is not open"
         return self._watchdog.guarding()
+
+    def outlive_client(self) -> None:
+        """Go on to the end when the client leaves: a resumable stream (issue 13)."""
+        assert self._watchdog is not None, "the session is not open"
+        self._watchdog.forget_client()
+
+    def ending(self) -> Done:
+        """How the upstream said the text ended, once it has ended whole."""
+        return upstream_ending(self._parser)
 
     def __aiter__(self) -> StreamSession:
         return self

@@ -96,6 +96,13 @@ class Watchdog:
         finally:
             self._guarding = False
 
+    def forget_client(self) -> None:
+        """From now on the client leaving changes nothing: a resumable stream outlives it
+        (issue 13). Upstream deadlines still hold."""
+        self._watcher.cancel()
+        if isinstance(self.fired, ClientDisconnected):
+            self.fired = None
+
     def limit_upstream(self, idle_timeout: float, deadline: float) -> None:
         """From now on, reads of the upstream are bounded by these."""
         self._idle_timeout = idle_timeout

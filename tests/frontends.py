@@ -6,12 +6,15 @@ download: a test that needs one fails, naming the package, when it is missing.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
+import subprocess
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import httpx
 import pytest
@@ -44,6 +47,50 @@ def require_program(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} {MISSING_HINT}", pytrace=False)
     return path
+
+
+def _installed(directory: Path) -> bool:
+    dependencies: dict[str, str] = json.loads((directory / "package.json").read_text())[
+        "dependencies"
+    ]
+    for name, spec in dependencies.items():
+        installed = directory / "node_modules" / name / "package.json"
+        version = spec.rpartition("@")[2]  # "1.2.3", or an alias's "npm:ai@1.2.3"
+        if not installed.exists() or json.loads(installed.read_text())["version"] != version:
+            return False
+    return True
+
+
+def install_npm_packages(directory: Path) -> None:
+    """The exact versions directory/package.json pins, installed once (no lock file is kept)."""
+    npm = require_program("npm")
+    if _installed(directory):
+        return
+    install = subprocess.run(
+        [npm, "install", "--no-package-lock", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if install.returncode != 0:
+        pytest.fail(f"npm install in {directory} failed:\n{install.stderr}", pytrace=False)
+
+
+async def run_node_script(node: str, script: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """Run a test client in Node with its options as JSON; the one JSON line it prints."""
+    process = await asyncio.create_subprocess_exec(
+        node,
+        str(script),
+        json.dumps(options),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, stderr.decode()
+    result: dict[str, Any] = json.loads(stdout)
+    return result
 
 
 @dataclass(slots=True, frozen=True)

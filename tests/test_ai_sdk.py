@@ -6,9 +6,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import subprocess
 from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
@@ -16,37 +13,24 @@ from typing import Any
 
 import pytest
 
-from tests.frontends import proxy_answer, proxy_error_message, require_program
+from tests.frontends import (
+    install_npm_packages,
+    proxy_answer,
+    proxy_error_message,
+    require_program,
+    run_node_script,
+)
 from tests.servers import ProxyServer
 
 JS_DIRECTORY = Path(__file__).parent / "js"
 CLIENTS = ["completion", "chat"]
 
 
-def _installed(package_json: dict[str, Any]) -> bool:
-    for name, version in package_json["dependencies"].items():
-        installed = JS_DIRECTORY / "node_modules" / name / "package.json"
-        if not installed.exists() or json.loads(installed.read_text())["version"] != version:
-            return False
-    return True
-
-
 @pytest.fixture(scope="session")
 def node() -> str:
     """Node, with tests/js's pinned packages installed once (no lock file is kept)."""
     executable = require_program("node")
-    npm = require_program("npm")
-    if not _installed(json.loads((JS_DIRECTORY / "package.json").read_text())):
-        install = subprocess.run(
-            [npm, "install", "--no-package-lock", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=JS_DIRECTORY,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if install.returncode != 0:
-            pytest.fail(f"npm install in {JS_DIRECTORY} failed:\n{install.stderr}", pytrace=False)
+    install_npm_packages(JS_DIRECTORY)
     return executable
 
 
@@ -59,17 +43,7 @@ async def run_client(
         "prompt": prompt,
         "headers": headers or {},
     }
-    process = await asyncio.create_subprocess_exec(
-        node,
-        str(JS_DIRECTORY / "ai_sdk_client.mjs"),
-        json.dumps(options),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode == 0, stderr.decode()
-    result: dict[str, Any] = json.loads(stdout)
-    return result
+    return await run_node_script(node, JS_DIRECTORY / "ai_sdk_client.mjs", options)
 
 
 @pytest.mark.parametrize("client", CLIENTS)

@@ -103,7 +103,7 @@ def test_sse_replay_numbers_events_from_its_offset() -> None:
 
 
 def test_sse_keepalive_is_a_comment_a_parser_ignores() -> None:
-    assert SSEDecoder().feed(SSE.encoder().keepalive) == []
+    assert SSEDecoder(max_event_bytes=1 << 20).feed(SSE.encoder().keepalive) == []
 
 
 @given(st.lists(token_text, max_size=20))
@@ -111,7 +111,7 @@ def test_sse_any_text_reads_back_exactly_with_a_whatwg_parser(deltas: list[str])
     deltas = [text for text in deltas if text]
     body = render(SSE.encoder(), deltas, Done())
     assert body is not None
-    events = SSEDecoder().feed(body)
+    events = SSEDecoder(max_event_bytes=1 << 20).feed(body)
     assert [e.event for e in events] == ["delta"] * len(deltas) + ["done"]
     assert "".join(orjson.loads(e.data)["text"] for e in events[:-1]) == "".join(deltas)
 

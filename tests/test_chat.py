@@ -1,13 +1,17 @@
-"""The AI SDK's chat request body, as DefaultChatTransport sends it (issue 13)."""
+"""POST /v1/chat (issue 13): the request DefaultChatTransport sends, the UI message stream."""
 
 from __future__ import annotations
 
+import httpx
 import orjson
 import pytest
 from pydantic import ValidationError
 
 from proxy.chat import ChatRequest
 from proxy.conversation import Message
+from proxy.fake_upstream import reply_text
+from tests.servers import ProxyServer
+from tests.test_formats import sse_events
 
 # What `useChat` (ai 5 to 7) posts for a second turn, with the transport's extra `body`.
 SECOND_TURN = {
@@ -83,3 +87,38 @@ def test_malformed_chat_requests_are_refused(change: dict[str, object]) -> None:
         del body["id"]
     with pytest.raises(ValidationError):
         parse(body)
+
+
+def chat_body(chat_id: str, text: str) -> dict[str, object]:
+    message = {"id": "u1", "role": "user", "parts": [{"type": "text", "text": text}]}
+    return {"id": chat_id, "messages": [message], "trigger": "submit-message", "messageId": None}
+
+
+async def test_the_answer_is_a_ui_message_stream(proxy: ProxyServer, marker: str) -> None:
+    prompt = f"{marker} @text=tricky @tokens=20"
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as client:
+        response = await client.post("/v1/chat", json=chat_body(marker, prompt))
+    assert response.status_code == 200
+    assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["x-accel-buffering"] == "no"
+    parts = [event["data"] for event in sse_events(response.content)]
+    kinds = [part if part == "[DONE]" else part["type"] for part in parts]
+    assert kinds[:3] == ["start", "start-step", "text-start"]
+    assert kinds[-4:] == ["text-end", "finish-step", "finish", "[DONE]"]
+    assert parts[0]["messageId"].startswith("msg-")
+    text = "".join(part["delta"] for part in parts[3:-4])
+    assert text == reply_text(prompt, 20)
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [({"messages": []}, 422), ({"id": "../x"}, 422), ({"prompt": "x"}, 422)],
+)
+async def test_a_malformed_chat_request_is_refused_before_any_stream(
+    proxy: ProxyServer, marker: str, body: dict[str, object], status: int
+) -> None:
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as client:
+        response = await client.post("/v1/chat", json={**chat_body(marker, marker), **body})
+    assert response.status_code == status
+    assert response.json()["error"]["type"] == "validation_error"

@@ -1,0 +1,171 @@
+"""Resumable streams (issue 13): a stream that outlives its client, stored as it is produced.
+
+A resumable stream's session is driven by a producer task of its own, from before the
+commit point to its end, whoever is reading: its watchdog belongs to that task, and once
+the stream is committed it no longer cares about the client. Every delta goes to two places:
+this process's live channel, which the client that started the stream reads (no store
+round trip on its path, and no byte cap), and the resume store, which any replica reads a
+resume from. The session keeps its stream slot until the producer is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Mapping
+
+import redis.asyncio as redis
+
+from proxy.conversation import Conversation
+from proxy.errors import ProxyError, ShuttingDown, error_body
+from proxy.formats import Failed, Outcome
+from proxy.resume import (
+    MemoryResumeStore,
+    ResumeStore,
+    StoredStream,
+    StreamWriter,
+    open_resume_store,
+)
+from proxy.resume.memory import MemoryStream
+from proxy.services import Upstream
+from proxy.session import StreamSession
+from proxy.settings import Settings
+
+logger = logging.getLogger("proxy.resume")
+
+
+class Tee:
+    """One writer in front of two: the live channel and the resume store."""
+
+    __slots__ = ("_live", "_stored")
+
+    def __init__(self, live: MemoryStream, stored: StreamWriter) -> None:
+        self._live = live
+        self._stored = stored
+
+    def append(self, text: str) -> None:
+        self._live.append(text)
+        self._stored.append(text)
+
+    async def end(self, outcome: Outcome) -> None:
+        await self._live.end(outcome)
+        await self._stored.end(outcome)
+
+
+class Unstored:
+    """The writer of a stream the store could not take."""
+
+    def append(self, text: str) -> None:
+        pass
+
+    async def end(self, outcome: Outcome) -> None:
+        pass
+
+
+class ResumableStreams:
+    """PROXY_RESUME: the store, this process's live channels and its producer tasks."""
+
+    def __init__(self, store: ResumeStore) -> None:
+        self.store = store
+        # The settings of live channels (never registered: each lives as long as its readers).
+        self._live = MemoryResumeStore(
+            ttl=sys.float_info.max, max_bytes=sys.maxsize, follow_timeout=None
+        )
+        self._producers: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ResumableStreams | None:
+        if not settings.resume:
+            return None
+        return cls(open_resume_store(settings))
+
+    async def start(
+        self,
+        session: StreamSession,
+        stream_id: str,
+        owner: str,
+        attributes: Mapping[str, str],
+        upstream: Upstream,
+        conversation: Conversation,
+    ) -> StoredStream:
+        """Open the session up to its commit point in a producer task that then drives it
+        to its end; the live channel to read it from. Errors before the commit point raise
+        here, as for any stream."""
+        committed: asyncio.Future[MemoryStream] = asyncio.get_running_loop().create_future()
+        producer = asyncio.get_running_loop().create_task(
+            self._produce(session, committed, stream_id, owner, attributes, upstream, conversation)
+        )
+        self._producers.add(producer)
+        producer.add_done_callback(self._producers.discard)
+        try:
+            return await committed
+        except asyncio.CancelledError:
+            producer.cancel()
+            raise
+
+    async def _produce(
+        self,
+        session: StreamSession,
+        committed: asyncio.Future[MemoryStream],
+        stream_id: str,
+        owner: str,
+        attributes: Mapping[str, str],
+        upstream: Upstream,
+        conversation: Conversation,
+    ) -> None:
+        try:
+            await session.open(upstream, conversation)
+            session.outlive_client()
+            stored = await self._stored(stream_id, owner, attributes)
+            live = MemoryStream(self._live, owner, attributes)
+        except BaseException as exc:
+            if not committed.done():
+                committed.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        committed.set_result(live)
+        await self._drain(session, Tee(live, stored))
+
+    async def _stored(
+        self, stream_id: str, owner: str, attributes: Mapping[str, str]
+    ) -> StreamWriter:
+        try:
+            return await self.store.start(stream_id, owner, attributes)
+        except (redis.RedisError, OSError) as exc:
+            # The stream is still served live; only a resume of it will not be possible.
+            logger.warning(
+                "resume store unavailable: a stream is not stored",
+                extra={
+                    "fields": {
+                        "request_id": attributes.get("request_id"),
+                        "error": type(exc).__name__,
+                    }
+                },
+            )
+            return Unstored()
+
+    async def _drain(self, session: StreamSession, writer: Tee) -> None:
+        outcome: Outcome | None = None
+        try:
+            async for chunk in session:
+                writer.append(chunk.decode())
+            outcome = session.ending()
+        except ProxyError as exc:  # the session has logged it
+            outcome = Failed(error_body(exc, session.request_id))
+        finally:
+            if outcome is None:  # cancelled: the proxy is shutting down
+                failure = ShuttingDown("the proxy shut down before the stream ended")
+                outcome = Failed(error_body(failure, session.request_id))
+            try:
+                await writer.end(outcome)
+            finally:
+                await session.aclose()
+
+    async def aclose(self) -> None:
+        for producer in list(self._producers):
+            producer.cancel()
+        await asyncio.gather(*self._producers, return_exceptions=True)
+        await self._live.aclose()
+        await self.store.aclose()

@@ -1,0 +1,72 @@
+"""The real AI SDK (npm `ai` 5 and 7, pinned in tests/js-chat/package.json) on POST /v1/chat.
+
+`tests/js-chat/chat_client.mjs` runs `AbstractChat` with `DefaultChatTransport`, what `useChat`
+runs by default, in Node 22 (npm's `node` package: `ai` 7 needs Node >= 22).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.fake_upstream import reply_text
+from tests.frontends import install_npm_packages, run_node_script
+from tests.servers import ProxyServer
+
+JS_DIRECTORY = Path(__file__).parent / "js-chat"
+SDKS = ["ai5", "ai7"]
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """Node 22 and both SDKs, installed once into tests/js-chat (no lock file is kept)."""
+    install_npm_packages(JS_DIRECTORY)
+    return str(JS_DIRECTORY / "node_modules" / ".bin" / "node")
+
+
+async def run_chat(node: str, proxy: ProxyServer, **options: Any) -> dict[str, Any]:
+    options = {"api": f"{proxy.url}/v1/chat", "headers": {}, **options}
+    return await run_node_script(node, JS_DIRECTORY / "chat_client.mjs", options)
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+async def test_use_chat_streams_and_finishes_with_the_exact_text(
+    node: str, proxy: ProxyServer, marker: str, sdk: str
+) -> None:
+    prompt = f"{marker} @text=tricky @tokens=40 @delay=0.01"
+    result = await run_chat(node, proxy, sdk=sdk, chatId=marker, prompt=prompt)
+    assert result["text"] == reply_text(prompt, 40)
+    assert result["status"] == "ready"
+    assert result["finished"] is True
+    assert result["error"] is None
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+async def test_use_chat_shows_a_dropped_upstream_as_an_error(
+    node: str, proxy: ProxyServer, marker: str, sdk: str
+) -> None:
+    prompt = f"{marker} @text=tricky @fault=drop-mid @after=4"
+    result = await run_chat(node, proxy, sdk=sdk, chatId=marker, prompt=prompt)
+    assert result["status"] == "error"
+    assert "dropped" in result["error"]
+    assert result["finished"] is False
+    assert result["text"] == reply_text(prompt, 4)
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+async def test_use_chat_resume_continues_the_answer_after_the_client_dropped(
+    node: str, start_proxy: Callable[..., ProxyServer], marker: str, sdk: str
+) -> None:
+    proxy = start_proxy(resume=True)
+    prompt = f"{marker} @text=tricky @tokens=60 @delay=0.03"
+    result = await run_chat(node, proxy, sdk=sdk, chatId=marker, prompt=prompt, dropAfter=8)
+    dropped = result["dropped"]
+    assert dropped is not None
+    assert len(dropped["text"]) < len(reply_text(prompt, 60))
+    assert result["text"] == reply_text(prompt, 60)
+    assert result["messageId"] == dropped["messageId"]  # the same answer, not a new one
+    assert result["status"] == "ready"
+    assert result["finished"] is True
