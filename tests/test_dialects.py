@@ -295,3 +295,31 @@ def test_anthropic_request_without_max_tokens_sends_the_configured_ceiling() -> 
     conversation = Conversation(messages=(Message("user", "hi"),))
     request = get_dialect("anthropic").build_request(model("anthropic"), conversation)
     assert request.json["max_tokens"] == 1000
+
+
+# Each API's last word on why it stopped: a length limit, in its own vocabulary (issue 13).
+FINISHES: dict[str, tuple[bytes, str]] = {
+    "openai": (sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}), "length"),
+    "openai-completions": (
+        sse({"choices": [{"text": "", "index": 0, "finish_reason": "length"}]}),
+        "length",
+    ),
+    "ollama": (b'{"message":{"content":""},"done":true,"done_reason":"length"}\n', "length"),
+    "tgi": (
+        sse({"generated_text": "", "details": {"finish_reason": "length"}}, space=False),
+        "length",
+    ),
+    "anthropic": (
+        sse({"type": "message_delta", "delta": {"stop_reason": "max_tokens"}}, "message_delta"),
+        "max_tokens",
+    ),
+}
+
+
+@pytest.mark.parametrize("dialect", STREAMS)
+def test_the_parser_reports_why_the_upstream_stopped(dialect: str) -> None:
+    parser = get_dialect(dialect).parser(1_048_576)
+    assert parser.finish_reason is None
+    body, reason = FINISHES[dialect]
+    assert parser.feed(body) == ("", None)
+    assert parser.finish_reason == reason

@@ -17,6 +17,9 @@ from tests.test_models import MODELS, models_proxy  # noqa: F401  (fixture)
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
+# What each dialect's fake says when it is done, normalized (anthropic's "end_turn" is "stop");
+# TGI says it only in `details`, which the fake leaves out.
+FINISH_REASONS = {"chat": "stop", "legacy": "stop", "llama": "stop", "hf": None, "claude": "stop"}
 
 
 async def post_accepting(
@@ -67,6 +70,7 @@ async def test_every_dialect_gives_the_exact_text_then_done(
     done = events[-1]
     assert done["event"] == "done"
     assert set(done["data"]) == {"finish_reason", "usage"}
+    assert done["data"]["finish_reason"] == FINISH_REASONS[model]
     assert [e["event"] for e in events].count("done") == 1
 
 

@@ -30,7 +30,11 @@ class AnthropicParser(SSETextParser):
             delta = payload.get("delta") or {}
             text: str | None = delta.get("text") if delta.get("type") == "text_delta" else None
             return text
-        if kind == "message_stop":
+        if kind == "message_delta":
+            reason = (payload.get("delta") or {}).get("stop_reason")
+            if isinstance(reason, str):
+                self.finish_reason = reason
+        elif kind == "message_stop":
             self.complete = True
         elif kind == "error" or event.event == "error":
             raise UpstreamProtocolError(json_error_message(payload))

@@ -34,6 +34,11 @@ class StreamParser(Protocol):
         """The dialect's end marker has arrived: the text is whole."""
         ...
 
+    @property
+    def finish_reason(self) -> str | None:
+        """Why the upstream stopped, in its own word, once it said (issue 13's `done`)."""
+        ...
+
     def feed(self, chunk: bytes) -> Parsed:
         """The text of every event completed by this chunk ("" if none), and the failure
         (an in-band error, an unreadable event) that cut it short, if any: after a failure

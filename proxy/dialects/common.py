@@ -71,11 +71,12 @@ def sampling_fields(conversation: Conversation) -> dict[str, Any]:
 class SSETextParser:
     """A StreamParser for SSE dialects: subclasses say what one event means."""
 
-    __slots__ = ("_sse", "complete")
+    __slots__ = ("_sse", "complete", "finish_reason")
 
     def __init__(self, max_event_bytes: int) -> None:
         self._sse = SSEDecoder(max_event_bytes)
         self.complete = False
+        self.finish_reason: str | None = None
 
     def feed(self, chunk: bytes) -> Parsed:
         text = ""

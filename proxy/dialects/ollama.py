@@ -19,11 +19,12 @@ from proxy.wire import NDJSONDecoder
 
 
 class OllamaParser:
-    __slots__ = ("_lines", "complete")
+    __slots__ = ("_lines", "complete", "finish_reason")
 
     def __init__(self, max_event_bytes: int) -> None:
         self._lines = NDJSONDecoder(max_event_bytes)
         self.complete = False
+        self.finish_reason: str | None = None
 
     def feed(self, chunk: bytes) -> Parsed:
         return self._text(self._lines.feed(chunk))
@@ -48,6 +49,8 @@ class OllamaParser:
             raise UpstreamProtocolError(json_error_message(payload))
         if payload.get("done") is True:
             self.complete = True
+            reason = payload.get("done_reason")
+            self.finish_reason = reason if isinstance(reason, str) else None
         content: str | None = (payload.get("message") or {}).get("content")
         return content
 

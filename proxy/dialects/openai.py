@@ -32,8 +32,10 @@ def openai_choice(parser: SSETextParser, event: ServerSentEvent) -> dict[str, An
     if not choices:  # usage-only chunks carry no choices
         return None
     choice: dict[str, Any] = choices[0]
-    if choice.get("finish_reason"):
+    reason = choice.get("finish_reason")
+    if reason:
         parser.complete = True
+        parser.finish_reason = reason if isinstance(reason, str) else None
     return choice
 
 

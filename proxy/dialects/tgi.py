@@ -28,6 +28,8 @@ class TGIParser(SSETextParser):
             raise UpstreamProtocolError(json_error_message(payload))
         if payload.get("generated_text") is not None:
             self.complete = True
+            reason = (payload.get("details") or {}).get("finish_reason")  # with `details` only
+            self.finish_reason = reason if isinstance(reason, str) else None
         token = payload.get("token") or {}
         text: str | None = None if token.get("special") else token.get("text")
         return text
