@@ -184,7 +184,7 @@ def acceptable(request: Request, offered: Sequence[OutputFormat]) -> OutputForma
 
 def resume_offset(request: Request) -> int:
     value = request.headers.get("last-event-id") or request.query_params.get("offset") or "0"
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise InvalidRequest("offset: must be a whole number of characters, 0 or more")
     return int(value)
 

@@ -208,3 +208,15 @@ async def test_a_second_proxy_process_sharing_redis_serves_the_resume(
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.parametrize("offset", ["-1", "abc", "²", "1" * 30])
+async def test_a_malformed_offset_is_refused(
+    resume_proxy: ProxyServer, marker: str, offset: str
+) -> None:
+    async with httpx.AsyncClient(base_url=resume_proxy.url, timeout=10) as client:
+        response = await client.get(
+            f"/v1/stream/{marker}", params={"offset": offset}, headers=ALPHA
+        )
+    assert response.status_code == 422
+    assert response.json()["error"]["type"] == "validation_error"
