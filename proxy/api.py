@@ -150,7 +150,7 @@ async def resume_stream(request: Request, stream_id: str) -> Response:
         client = identify_client(request, services.guards)
         output = acceptable(request, STREAM_FORMATS)
         offset = resume_offset(request)
-        if services.resumable is None:
+        if services.resumable is None or not _REQUEST_ID.fullmatch(stream_id):
             raise not_found(stream_id)
         stored = await services.resumable.store.find(STREAM_PREFIX + stream_id, owner_of(client))
         if not stored.active and offset > stored.length:

@@ -9,6 +9,7 @@ messages itself before a regeneration, so the conversation is always the message
 from __future__ import annotations
 
 import os
+import re
 
 from fastapi import APIRouter, Request, Response
 from pydantic import Field, field_validator
@@ -29,6 +30,8 @@ from proxy.api import (
 from proxy.errors import NotFound
 from proxy.formats import UI_MESSAGE_STREAM
 from proxy.framed import FramedStreamingResponse, SessionItems
+from proxy.resume import StoredStream
+from proxy.services import Services
 from proxy.session import StreamSession
 
 router = APIRouter()
@@ -104,15 +107,21 @@ async def resume_chat(request: Request, chat_id: str) -> Response:
     request_id = new_request_id(request)
     with naming_refusals(request_id):
         client = identify_client(request, services.guards)
-    if services.resumable is None:
-        return Response(status_code=204, headers={"X-Request-ID": request_id})
-    try:
-        stored = await services.resumable.store.find(CHAT_PREFIX + chat_id, owner_of(client))
-    except NotFound:
-        return Response(status_code=204, headers={"X-Request-ID": request_id})
-    if not stored.active:
+    stored = await answer_in_progress(services, chat_id, owner_of(client))
+    if stored is None:
         return Response(status_code=204, headers={"X-Request-ID": request_id})
     message_id = stored.attributes.get("message_id", "")
     return stored_response(
         stored, 0, request, request_id, UI_MESSAGE_STREAM, services.settings, message_id
     )
+
+
+async def answer_in_progress(services: Services, chat_id: str, owner: str) -> StoredStream | None:
+    """The chat's stored answer if it is still being produced, for this client."""
+    if services.resumable is None or not re.fullmatch(CHAT_ID_PATTERN, chat_id):
+        return None
+    try:
+        stored = await services.resumable.store.find(CHAT_PREFIX + chat_id, owner)
+    except NotFound:
+        return None
+    return stored if stored.active else None

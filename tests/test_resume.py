@@ -113,6 +113,7 @@ async def test_another_client_key_gets_404_and_so_does_an_unknown_id(
     assert started.status_code == 200
     assert (await resume(resume_proxy.url, marker, 0, BETA)).status_code == 404
     assert (await resume(resume_proxy.url, marker + "x", 0, ALPHA)).status_code == 404
+    assert (await resume(resume_proxy.url, "x" * 200, 0, ALPHA)).status_code == 404
     assert (await resume(resume_proxy.url, marker, 0)).status_code == 401
     mine = await resume(resume_proxy.url, marker, 0, ALPHA)
     assert mine.status_code == 200
@@ -183,6 +184,8 @@ async def test_chat_resume_replays_the_whole_answer_and_is_204_once_it_is_over(
         assert over.status_code == 204
         never = await client.get(f"/v1/chat/{marker}-never/stream", headers=ALPHA)
         assert never.status_code == 204
+        too_long = await client.get(f"/v1/chat/{'x' * 200}/stream", headers=ALPHA)
+        assert too_long.status_code == 204
 
 
 # --- any replica, through Redis ----------------------------------------------------------
