@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from proxy.errors import ClientDisconnected, ProxyError, error_body
 from proxy.formats import Failed, Outcome, OutputFormat
 from proxy.keepalive import KeepAlive
-from proxy.responses import STREAM_HEADERS
+from proxy.responses import ABORT_LINGER, STREAM_HEADERS
 from proxy.resume import StoredItem, StoredText
 from proxy.session import StreamSession
 from proxy.watchdog import Watchdog
@@ -40,6 +40,10 @@ class ItemSource(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+    def cancelled(self) -> None:
+        """The request's task was cancelled (the shutdown grace ran out): note why."""
+        ...
 
 
 class FramedStreamingResponse(Response):
@@ -72,6 +76,7 @@ class FramedStreamingResponse(Response):
         source = self.source
         encoder = self.output.encoder(self.offset, self.message_id)
         keepalive: KeepAlive | None = None
+        failed = False
         try:
             with source.watching_client():
                 await send(
@@ -88,17 +93,25 @@ class FramedStreamingResponse(Response):
                         await asyncio.sleep(0)
                         continue
                     closing = encoder.end(item)
-                    if closing is None:
-                        return  # a format that cannot say "failed" aborts (SPEC §1)
-                    await write(closing)
+                    failed = closing is None  # a format that cannot say "failed" aborts
+                    if closing is not None:
+                        await write(closing)
                     break
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if not failed:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except ProxyError:
             return  # the client left: nobody reads the rest
+        except asyncio.CancelledError:
+            source.cancelled()
+            raise
         finally:
             if keepalive is not None:
                 keepalive.close()
             await source.aclose()
+        if failed:
+            # As TextStreamingResponse does: a browser's fetch keeps the text queued before
+            # the abort only if it has a moment to hand it to the page.
+            await asyncio.sleep(ABORT_LINGER)
 
 
 class SessionItems:
@@ -135,6 +148,9 @@ class SessionItems:
     async def aclose(self) -> None:
         await self._session.aclose()
 
+    def cancelled(self) -> None:
+        self._session.cancelled()
+
 
 class StoredItems:
     """A stored stream, replayed from an offset and followed live, as items; the request's
@@ -167,3 +183,6 @@ class StoredItems:
     async def aclose(self) -> None:
         self._watchdog.close()
         await self._items.aclose()
+
+    def cancelled(self) -> None:
+        pass  # its producer is not this request's: it ends on its own, or at shutdown

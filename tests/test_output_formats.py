@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +13,7 @@ import orjson
 import pytest
 
 from proxy.fake_upstream import reply_text
-from tests.servers import FakeUpstreamServer, ProxyServer
+from tests.servers import FakeUpstreamServer, ProxyProcess, ProxyServer
 from tests.test_formats import sse_events
 from tests.test_models import MODELS, models_proxy  # noqa: F401  (fixture)
 
@@ -184,3 +186,30 @@ async def test_events_arrive_while_upstream_is_still_producing(
         assert b"event: delta" in first
         (record,) = upstream.find(marker)
         assert record.finished_at is None
+
+
+async def test_at_shutdown_a_framed_stream_past_the_grace_is_aborted_and_logged(
+    upstream: FakeUpstreamServer, marker: str
+) -> None:
+    proxy = ProxyProcess(PROXY_UPSTREAM_URL=upstream.url, PROXY_SHUTDOWN_GRACE="1")
+    try:
+        prompt = f"{marker} @text=tricky @tokens=1000 @delay=0.05"
+        async with httpx.AsyncClient(timeout=30) as client:
+            request = client.build_request(
+                "POST", f"{proxy.url}/v1/stream", json={"prompt": prompt}, headers={"Accept": SSE}
+            )
+            response = await client.send(request, stream=True)
+            chunks = response.aiter_raw()
+            await anext(chunks)
+            proxy.send_signal(signal.SIGTERM)
+            with pytest.raises(httpx.RemoteProtocolError):  # never a clean end (SPEC §5b)
+                async for _ in chunks:
+                    pass
+            await response.aclose()
+        assert await asyncio.to_thread(proxy.wait, 6) == 0
+        stream_lines = [line for line in proxy.lines if " stream " in line]
+        assert len(stream_lines) == 1
+        assert "outcome=shutdown" in stream_lines[0]
+        assert not any("Traceback" in line for line in proxy.lines)
+    finally:
+        proxy.close()
