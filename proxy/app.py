@@ -19,6 +19,7 @@ from proxy.errors import ClientDisconnected, ProxyError, RequestError, error_res
 from proxy.fake_upstream import FakeUpstream
 from proxy.guards import Guards
 from proxy.logs import protect_logs
+from proxy.metrics import Metrics, PrometheusMetrics, create_metrics
 from proxy.relay import Relay, StreamRecord, Upstream
 from proxy.settings import Settings
 from proxy.upstream_http import UpstreamHTTP
@@ -27,6 +28,7 @@ from proxy.upstream_http import UpstreamHTTP
 def create_app(settings: Settings) -> FastAPI:
     specs = settings.models()
     dialects = {spec.name: get_dialect(spec.dialect) for spec in specs}
+    metrics = create_metrics(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,17 +49,20 @@ def create_app(settings: Settings) -> FastAPI:
                     "upstream at %s",
                     fake_url,
                 )
+            stack.callback(metrics.close)
             app.state.upstreams = {
                 spec.name: Upstream(
                     spec,
                     dialects[spec.name],
-                    Balancer(spec.urls or (fake_url,), settings.replica_cooldown),
+                    watched_balancer(spec.name, spec.urls or (fake_url,), settings, metrics),
                 )
                 for spec in specs
             }
+            for upstream in app.state.upstreams.values():
+                stack.callback(upstream.balancer.close)
             http = UpstreamHTTP(settings)
             stack.push_async_callback(http.aclose)
-            app.state.relay = Relay(http, settings)
+            app.state.relay = Relay(http, settings, metrics)
             guards = Guards(settings)
             stack.push_async_callback(guards.aclose)
             app.state.guards = guards
@@ -75,8 +80,12 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     app.state.settings = settings
+    app.state.metrics = metrics
     protect_logs()
     app.include_router(router)
+    if isinstance(metrics, PrometheusMetrics):
+        # Unauthenticated, like /healthz: scrapers carry no client key.
+        app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=False)
     if settings.cors_origin_list:
         # Pure ASGI: it adds headers to the response start and never touches the body.
         app.add_middleware(
@@ -97,18 +106,33 @@ def _request_id(request: Request) -> str:
     return existing or new_request_id(request)
 
 
+def watched_balancer(
+    model: str, urls: tuple[str, ...], settings: Settings, metrics: Metrics
+) -> Balancer:
+    """A model's balancer, its replicas' health reported to the metrics from the start."""
+    for url in urls:
+        metrics.replica_up(model, url, True)
+    return Balancer(
+        urls, settings.replica_cooldown, lambda url, up: metrics.replica_up(model, url, up)
+    )
+
+
 async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
     request_id = _request_id(request)
+    metrics: Metrics = request.app.state.metrics
+    metrics.rejected(exc)
     if isinstance(exc, RequestError):
         # Upstream failures were logged by the relay; refusals are logged here.
-        StreamRecord(
+        record = StreamRecord(
             request_id=request_id,
             model=getattr(request.state, "model", None) or "-",
             client=getattr(request.state, "client", None),
             status=exc.status_code,
             outcome="rejected",
             error=exc.message,
-        ).emit()
+        )
+        record.emit()
+        metrics.stream_refused(record)
     if isinstance(exc, ClientDisconnected):
         return JSONResponse({}, status_code=exc.status_code)
     return error_response(exc, request_id)

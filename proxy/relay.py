@@ -35,6 +35,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from proxy.metrics import AttemptResult, Metrics, attempt_result
 from proxy.settings import ModelSpec, Settings
 from proxy.upstream_http import UpstreamHTTP
 from proxy.watchdog import Watchdog
@@ -205,9 +206,10 @@ class TextStream:
 
 
 class Relay:
-    def __init__(self, http: UpstreamHTTP, settings: Settings) -> None:
+    def __init__(self, http: UpstreamHTTP, settings: Settings, metrics: Metrics) -> None:
         self._http = http
         self._settings = settings
+        self._metrics = metrics
 
     async def reachable(self, upstream: Upstream) -> bool:
         """Whether a healthy replica answers HTTP at all (any status will do)."""
@@ -234,6 +236,7 @@ class Relay:
         """Reach the commit point, then yield the stream; close the upstream on every exit."""
         record = StreamRecord(request_id=request_id, model=upstream.spec.name, client=client)
         opened: OpenedStream | None = None
+        self._metrics.stream_started(record.model)
         try:
             with watchdog.guarding():
                 opened = await self._attempts(upstream, conversation, record, watchdog)
@@ -249,6 +252,7 @@ class Relay:
                 await close_response(opened.response)
                 self._release(upstream, opened.replica)
             record.emit()
+            self._metrics.stream_ended(record)
 
     async def _attempts(
         self,
@@ -275,8 +279,10 @@ class Relay:
                         response, first, chunks, parser, failure = await self._attempt(
                             upstream, replica.url, request, content
                         )
+                        self._metrics.attempt(record.model, replica.url, "ok")
                         break
                     except UpstreamError as exc:
+                        self._metrics.attempt(record.model, replica.url, attempt_result(exc))
                         self._release(upstream, replica)
                         if replica_at_fault(exc):
                             balancer.failed(replica)
@@ -288,6 +294,10 @@ class Relay:
                         if not balancer.has_untried(tried):  # same replica again: back off
                             await asyncio.sleep(delay)
                     except BaseException:
+                        # Cancelled: by the first-token deadline, or the client leaving.
+                        timed_out = loop.time() >= first_token_deadline
+                        result: AttemptResult = "timeout" if timed_out else "cancelled"
+                        self._metrics.attempt(record.model, replica.url, result)
                         self._release(upstream, replica)
                         raise
         except TimeoutError:

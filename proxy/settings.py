@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     upstream_urls: str | None = None
     replica_cooldown: float = Field(default=10.0, ge=0)
 
+    # GET /metrics (Prometheus); false removes the endpoint and records nothing.
+    metrics: bool = True
+
     workers: int = Field(default=1, ge=1, le=64)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

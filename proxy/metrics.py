@@ -1,0 +1,265 @@
+"""Prometheus metrics: what an operator watches, recorded once per stream and per attempt.
+
+Names carry one prefix, `llm_proxy_`. Labels stay bounded: configured model names (any other
+name a client sends becomes "-"), the log line's outcomes, our own statuses and error types,
+attempt results from a fixed set, and replicas as host:port. Never a request id, a key, a
+client id, or a URL's user info or path.
+
+    llm_proxy_streams_total{model,outcome}              every stream log line
+    llm_proxy_rejections_total{status,type}             every error answered before the commit
+    llm_proxy_streams_in_flight{model}                  streams the relay holds
+    llm_proxy_time_to_first_byte_seconds{model}         histogram, streams past the commit point
+    llm_proxy_stream_duration_seconds{model}            histogram, the same streams
+    llm_proxy_stream_bytes_total{model}                 text bytes sent to clients
+    llm_proxy_tokens_total{model,kind}                  usage the upstream reported
+    llm_proxy_upstream_attempts_total{model,replica,result}
+    llm_proxy_replica_up{model,replica}                 1 unless the replica is cooling down
+
+With several workers (PROXY_WORKERS > 1) prometheus-client's multiprocess mode is on (see
+`proxy.multiprocess`): each worker writes its values to files in one directory and a scrape
+of any worker merges every worker's files.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import TYPE_CHECKING, Literal
+
+import httpx
+from fastapi import Request, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from proxy.errors import (
+    ClientDisconnected,
+    ProxyError,
+    UpstreamClosedEarly,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from proxy.multiprocess import multiprocess_metrics
+from proxy.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from proxy.relay import StreamRecord
+
+PREFIX = "llm_proxy_"
+
+# LLM latencies: a cached prompt's first token comes in tens of milliseconds, a busy large
+# model's after tens of seconds (the first-token timeout defaults to 60 s).
+TTFB_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Whole streams: a one-word answer to a ten-minute generation (the total timeout's default).
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+AttemptResult = Literal[
+    "ok",
+    "connect_error",
+    "timeout",
+    "status_1xx",
+    "status_2xx",  # anything but 200 is a failed attempt
+    "status_3xx",
+    "status_4xx",
+    "status_5xx",
+    "dropped",
+    "protocol_error",
+    "cancelled",
+]
+_STATUS_CLASSES: dict[int, AttemptResult] = {
+    1: "status_1xx",
+    2: "status_2xx",
+    3: "status_3xx",
+    4: "status_4xx",
+    5: "status_5xx",
+}
+UNKNOWN_MODEL = "-"
+
+
+def attempt_result(error: BaseException | None) -> AttemptResult:
+    """How one upstream attempt ended, as a label value."""
+    if error is None:
+        return "ok"
+    if isinstance(error, UpstreamStatusError):
+        return _STATUS_CLASSES[min(max(error.upstream_status // 100, 1), 5)]
+    if isinstance(error, UpstreamTimeout | TimeoutError):
+        return "timeout"
+    if isinstance(error, UpstreamUnavailable):
+        return "connect_error"
+    if isinstance(error, UpstreamClosedEarly):
+        return "dropped"
+    if isinstance(error, UpstreamProtocolError):
+        return "protocol_error"
+    return "cancelled"
+
+
+@functools.lru_cache(maxsize=256)
+def replica_label(url: str) -> str:
+    """host:port of a replica's base URL: no user info, no path, no query."""
+    parsed = httpx.URL(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return f"{parsed.host}:{port}"
+
+
+class Metrics:
+    """Metrics switched off (PROXY_METRICS=false): every call does nothing."""
+
+    enabled = False
+
+    def stream_started(self, model: str) -> None:
+        """A stream entered the relay (paired with `stream_ended`)."""
+
+    def stream_ended(self, record: StreamRecord) -> None:
+        """A stream the relay held is over; called where its log line is written."""
+
+    def stream_refused(self, record: StreamRecord) -> None:
+        """A request refused before it reached the relay; called where its line is written."""
+
+    def rejected(self, error: ProxyError) -> None:
+        """An error answered before the commit point, whoever raised it."""
+
+    def attempt(self, model: str, url: str, result: AttemptResult) -> None:
+        """One upstream attempt ended."""
+
+    def replica_up(self, model: str, url: str, up: bool) -> None:
+        """A replica left or came back from its cool-down."""
+
+    def close(self) -> None:
+        """The worker is stopping."""
+
+
+class PrometheusMetrics(Metrics):
+    """The metrics of one app, in their own registry (tests run several apps in a process)."""
+
+    enabled = True
+
+    def __init__(self, models: tuple[str, ...], multiprocess: bool) -> None:
+        self._models = frozenset(models)
+        self._multiprocess = multiprocess
+        self.registry = CollectorRegistry(auto_describe=True)
+        # In multiprocess mode values live in files, not in a registry: a scrape reads them
+        # all through the collector, so the metric objects register nowhere.
+        own = None if multiprocess else self.registry
+        if multiprocess:
+            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+        self._streams = Counter(
+            PREFIX + "streams",
+            "Streams by how they ended (the outcome of the stream log line).",
+            ("model", "outcome"),
+            registry=own,
+        )
+        self._rejections = Counter(
+            PREFIX + "rejections",
+            "Error responses before the commit point, by HTTP status and error type.",
+            ("status", "type"),
+            registry=own,
+        )
+        # liveall: one series per live worker (a pid label in multiprocess mode), so an
+        # uneven spread over workers shows; sum by model for the total.
+        self._in_flight = Gauge(
+            PREFIX + "streams_in_flight",
+            "Streams the relay holds now.",
+            ("model",),
+            registry=own,
+            multiprocess_mode="liveall",
+        )
+        self._ttfb = Histogram(
+            PREFIX + "time_to_first_byte_seconds",
+            "From the request reaching the relay to the first text, streams past the commit.",
+            ("model",),
+            buckets=TTFB_BUCKETS,
+            registry=own,
+        )
+        self._duration = Histogram(
+            PREFIX + "stream_duration_seconds",
+            "From the request reaching the relay to the stream's end, streams past the commit.",
+            ("model",),
+            buckets=DURATION_BUCKETS,
+            registry=own,
+        )
+        self._bytes = Counter(
+            PREFIX + "stream_bytes",
+            "UTF-8 text bytes sent to clients.",
+            ("model",),
+            registry=own,
+        )
+        self._tokens = Counter(
+            PREFIX + "tokens",
+            "Tokens the upstream reported using, by kind (prompt, completion).",
+            ("model", "kind"),
+            registry=own,
+        )
+        self._attempts = Counter(
+            PREFIX + "upstream_attempts",
+            "Upstream requests by replica (host:port) and result.",
+            ("model", "replica", "result"),
+            registry=own,
+        )
+        # livemin: each worker has its own circuit breaker; a replica is up only when no
+        # live worker is resting it.
+        self._replica_up = Gauge(
+            PREFIX + "replica_up",
+            "1 when the replica takes streams, 0 while it cools down after failures.",
+            ("model", "replica"),
+            registry=own,
+            multiprocess_mode="livemin",
+        )
+
+    def _model(self, name: str) -> str:
+        return name if name in self._models else UNKNOWN_MODEL
+
+    def stream_started(self, model: str) -> None:
+        self._in_flight.labels(self._model(model)).inc()
+
+    def stream_ended(self, record: StreamRecord) -> None:
+        model = self._model(record.model)
+        self._in_flight.labels(model).dec()
+        self._count(model, record)
+        if record.status == 200 and record.first_delta_at is not None:
+            self._ttfb.labels(model).observe(record.first_delta_at - record.started)
+            self._duration.labels(model).observe(time.monotonic() - record.started)
+        if record.bytes:
+            self._bytes.labels(model).inc(record.bytes)
+
+    def stream_refused(self, record: StreamRecord) -> None:
+        self._count(self._model(record.model), record)
+
+    def _count(self, model: str, record: StreamRecord) -> None:
+        self._streams.labels(model, record.outcome or "client_disconnected").inc()
+
+    def rejected(self, error: ProxyError) -> None:
+        if not isinstance(error, ClientDisconnected):  # nobody was answered
+            self._rejections.labels(str(error.status_code), error.error_type).inc()
+
+    def attempt(self, model: str, url: str, result: AttemptResult) -> None:
+        self._attempts.labels(self._model(model), replica_label(url), result).inc()
+
+    def replica_up(self, model: str, url: str, up: bool) -> None:
+        self._replica_up.labels(self._model(model), replica_label(url)).set(1 if up else 0)
+
+    def close(self) -> None:
+        if self._multiprocess:
+            # A stopped worker's in-flight and replica gauges must not linger in the merge.
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+    async def endpoint(self, request: Request) -> Response:
+        """GET /metrics: the text format, or OpenMetrics when the scraper asks for it."""
+        encode, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encode(self.registry), headers={"Content-Type": content_type})
+
+
+def create_metrics(settings: Settings) -> Metrics:
+    """The app's metrics: Prometheus's, or the no-op ones with PROXY_METRICS=false."""
+    if not settings.metrics:
+        return Metrics()
+    names = tuple(spec.name for spec in settings.models())
+    try:
+        return PrometheusMetrics(names, multiprocess=multiprocess_metrics(settings))
+    except ValueError:  # the library found no shared directory
+        raise ConfigError(
+            "PROXY_WORKERS: several workers share their metrics through a directory that "
+            "`python -m proxy serve` makes; start the proxy with it, or set PROXY_METRICS=false"
+        ) from None
