@@ -26,14 +26,14 @@ lint:
 	$(BIN)/ruff format --check .
 
 typecheck:
-	$(BIN)/mypy proxy/
+	$(BIN)/mypy proxy/ benchmarks/
 
 pytest:
 	$(BIN)/pytest -q
 
 bench: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python -m proxy bench $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 fake-upstream: install
 	$(BIN)/python -m proxy fake-upstream

@@ -1,4 +1,4 @@
-"""Command line: `python -m proxy serve | fake-upstream`."""
+"""Command line: `python -m proxy serve | fake-upstream` (the benchmark: `python -m benchmarks`)."""
 
 from __future__ import annotations
 
@@ -24,22 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     fake = commands.add_parser("fake-upstream", help="run the fake upstream alone")
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=9000)
-    fake.add_argument("--tokens", type=int, default=12, help="tokens per reply")
+    fake.add_argument("--tokens", type=int, help="tokens per reply (default: the whole reply)")
     fake.add_argument("--token-delay", type=float, default=0.02, help="seconds per token")
-
-    bench = commands.add_parser("bench", help="measure the proxy against the upstream directly")
-    bench.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
-    bench.add_argument("--workers", type=int, default=1, help="proxy worker processes")
-    bench.add_argument("--output", default="bench-results", help="folder for JSON and plot")
-    bench.add_argument("--only", nargs="*", default=(), help="scenarios whose name contains any")
 
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args.host, args.port)
-    if args.command == "bench":
-        from proxy.bench import main as bench_main
-
-        return bench_main(args.quick, args.workers, args.output, tuple(args.only))
     return _fake_upstream(args.host, args.port, args.tokens, args.token_delay)
 
 
@@ -84,7 +74,7 @@ def _run_server(settings: Settings) -> int:
     return 0
 
 
-def _fake_upstream(host: str, port: int, tokens: int, token_delay: float) -> int:
+def _fake_upstream(host: str, port: int, tokens: int | None, token_delay: float) -> int:
     from proxy.fake_upstream import serve_fake_upstream
 
     with contextlib.suppress(KeyboardInterrupt):

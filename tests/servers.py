@@ -20,7 +20,7 @@ import uvicorn
 import uvloop
 
 from proxy.app import create_app
-from proxy.fake_upstream import FakeRequest, FakeUpstream
+from proxy.fake_upstream import FakeRequest, RecordingFakeUpstream
 from proxy.settings import Settings
 from tests.redis_server import free_port
 
@@ -49,7 +49,7 @@ class LoopThread:
 class FakeUpstreamServer:
     def __init__(self, **options: Any) -> None:
         self._thread = LoopThread()
-        self.fake = FakeUpstream(**options)
+        self.fake = RecordingFakeUpstream(**options)
         self._thread.run(self.fake.start())
         self.url = self.fake.url
 

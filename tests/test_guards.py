@@ -63,10 +63,11 @@ async def test_valid_key_as_bearer_or_x_api_key_is_served(
     log_lines: list[str],  # noqa: F811
 ) -> None:
     proxy = start_proxy(api_keys=KEYS)
-    bearer = await stream_status(proxy, marker, Authorization="Bearer key-alpha-SECRET")
-    header = await stream_status(proxy, marker, **{"x-api-key": "key-beta-SECRET"})
+    prompt = f"{marker} @text=tricky"
+    bearer = await stream_status(proxy, prompt, Authorization="Bearer key-alpha-SECRET")
+    header = await stream_status(proxy, prompt, **{"x-api-key": "key-beta-SECRET"})
     assert (bearer.status_code, header.status_code) == (200, 200)
-    assert bearer.text == reply_text(marker, 12)
+    assert bearer.text == reply_text(prompt, 12)
     clients = {orjson.loads(line).get("client") for line in log_lines if '"proxy.stream"' in line}
     assert {client_id("key-alpha-SECRET"), client_id("key-beta-SECRET")} <= clients
     assert not [line for line in log_lines if "SECRET" in line]
@@ -97,7 +98,9 @@ async def test_cors_preflight_and_actual_request_from_an_allowed_origin(
             },
         )
         actual = await client.post(
-            "/v1/stream", json={"prompt": marker}, headers={"Origin": "https://chat.example"}
+            "/v1/stream",
+            json={"prompt": f"{marker} @text=tricky"},
+            headers={"Origin": "https://chat.example"},
         )
         foreign = await client.post(
             "/v1/stream", json={"prompt": marker}, headers={"Origin": "https://evil.example"}
@@ -110,7 +113,7 @@ async def test_cors_preflight_and_actual_request_from_an_allowed_origin(
     assert "content-type" in allowed_headers
     assert actual.headers["access-control-allow-origin"] == "https://chat.example"
     assert "x-request-id" in actual.headers["access-control-expose-headers"].lower()
-    assert actual.text == reply_text(marker, 12)
+    assert actual.text == reply_text(f"{marker} @text=tricky", 12)
     assert "access-control-allow-origin" not in foreign.headers
 
 
@@ -277,9 +280,9 @@ async def test_dead_replica_costs_no_request_and_is_skipped_after_its_first_fail
 ) -> None:
     proxy = start_proxy(upstream_urls=f"http://127.0.0.1:9,{upstream.url}", retries=2)
     for i in range(6):
-        response = await stream_status(proxy, f"{marker}-{i}")
+        response = await stream_status(proxy, f"{marker}-{i} @text=tricky")
         assert response.status_code == 200
-        assert response.text == reply_text(f"{marker}-{i}", 12)
+        assert response.text == reply_text(f"{marker}-{i} @text=tricky", 12)
     streams = [orjson.loads(line) for line in log_lines if '"proxy.stream"' in line]
     attempts = [line["attempts"] for line in streams]
     assert sum(attempts) <= 7, attempts  # at most one wasted attempt, on the first failure
@@ -323,7 +326,7 @@ async def test_cors_does_not_buffer_the_stream(
     start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, marker: str
 ) -> None:
     proxy = start_proxy(cors_origins="https://chat.example")
-    prompt = f"{marker} @tokens=6 @delay=0.1"
+    prompt = f"{marker} @text=tricky @tokens=6 @delay=0.1"
     chunks: list[bytes] = []
     async with (
         httpx.AsyncClient(base_url=proxy.url) as client,

@@ -50,9 +50,9 @@ async def post(proxy: ProxyServer, model: str, prompt: str) -> httpx.Response:
 async def test_each_model_routes_to_its_dialect(
     models_proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str, model: str
 ) -> None:
-    response = await post(models_proxy, model, marker)
+    response = await post(models_proxy, model, f"{marker} @text=tricky")
     assert response.status_code == 200
-    assert response.text == reply_text(marker, 12)
+    assert response.text == reply_text(f"{marker} @text=tricky", 12)
     (record,) = upstream.find(marker)
     assert record.path == MODELS[model][1]
     assert record.json["stream"] is True
@@ -63,7 +63,7 @@ async def test_each_model_routes_to_its_dialect(
 async def test_text_is_exact_for_any_split(
     models_proxy: ProxyServer, marker: str, model: str, split: int
 ) -> None:
-    prompt = f"{marker} @tokens=30 @split={split}"
+    prompt = f"{marker} @text=tricky @tokens=30 @split={split}"
     response = await post(models_proxy, model, prompt)
     assert response.content.decode() == reply_text(prompt, 30)
 
@@ -72,9 +72,10 @@ async def test_text_is_exact_for_any_split(
 async def test_missing_end_marker_aborts(
     models_proxy: ProxyServer, marker: str, model: str
 ) -> None:
-    status, text = await read_until_aborted(models_proxy, f"{marker} @fault=no-end", model=model)
+    prompt = f"{marker} @text=tricky @fault=no-end"
+    status, text = await read_until_aborted(models_proxy, prompt, model=model)
     assert status == 200
-    assert text.decode() == reply_text(f"{marker} @fault=no-end", 12)
+    assert text.decode() == reply_text(prompt, 12)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -90,7 +91,7 @@ async def test_in_band_error_before_text_is_502(
 async def test_in_band_error_after_text_aborts(
     models_proxy: ProxyServer, marker: str, model: str
 ) -> None:
-    prompt = f"{marker} @fault=error-event @after=3"
+    prompt = f"{marker} @text=tricky @fault=error-event @after=3"
     status, text = await read_until_aborted(models_proxy, prompt, model=model)
     assert status == 200
     assert text.decode() == reply_text(prompt, 3)

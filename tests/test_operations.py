@@ -124,9 +124,12 @@ async def test_without_upstream_url_the_built_in_fake_serves(
 ) -> None:
     proxy = start_proxy(upstream_url=None)
     async with httpx.AsyncClient(base_url=proxy.url) as client:
-        response = await client.post("/v1/stream", json={"prompt": "Hello"})
+        response = await client.post("/v1/stream", json={"prompt": "Hello proxy"})
     assert response.status_code == 200
-    assert response.text == reply_text("Hello", 12)
+    assert response.text == reply_text("Hello proxy")
+    assert "built-in fake upstream" in response.text
+    assert "“Hello proxy”" in response.text
+    assert "PROXY_UPSTREAM_URL" in response.text
 
 
 async def test_aborted_stream_logs_one_line_and_no_traceback(

@@ -19,7 +19,7 @@ async def post_stream(proxy: ProxyServer, prompt: str, **fields: object) -> http
 
 
 async def test_body_is_exactly_the_upstream_text(proxy: ProxyServer, marker: str) -> None:
-    prompt = f"{marker} @tokens=40"
+    prompt = f"{marker} @text=tricky @tokens=40"
     response = await post_stream(proxy, prompt)
     assert response.status_code == 200
     assert response.text == reply_text(prompt, 40)
@@ -29,7 +29,7 @@ async def test_body_is_exactly_the_upstream_text(proxy: ProxyServer, marker: str
 async def test_text_is_exact_when_upstream_bytes_arrive_split(
     proxy: ProxyServer, marker: str, split: int
 ) -> None:
-    prompt = f"{marker} @tokens=40 @split={split}"
+    prompt = f"{marker} @text=tricky @tokens=40 @split={split}"
     response = await post_stream(proxy, prompt)
     assert response.content.decode() == reply_text(prompt, 40)
 
@@ -61,7 +61,7 @@ async def test_sane_client_request_id_is_kept_and_bad_one_replaced(
 async def test_deltas_arrive_while_upstream_is_still_producing(
     proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str
 ) -> None:
-    prompt = f"{marker} @tokens=8 @delay=0.1"
+    prompt = f"{marker} @text=tricky @tokens=8 @delay=0.1"
     received: list[bytes] = []
     async with (
         httpx.AsyncClient(base_url=proxy.url) as client,
@@ -88,7 +88,7 @@ async def test_upstream_that_finishes_without_text_gives_empty_200(
 async def test_retry_after_upstream_5xx_then_success(
     proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str
 ) -> None:
-    prompt = f"{marker} @fault=status @status=503 @fail_times=2"
+    prompt = f"{marker} @text=tricky @fault=status @status=503 @fail_times=2"
     response = await post_stream(proxy, prompt)
     assert response.status_code == 200
     assert response.text == reply_text(prompt, 12)
@@ -98,7 +98,7 @@ async def test_retry_after_upstream_5xx_then_success(
 async def test_retry_after_dropped_connection_before_first_token(
     proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str
 ) -> None:
-    prompt = f"{marker} @fault=drop-mid @after=0 @fail_times=1"
+    prompt = f"{marker} @text=tricky @fault=drop-mid @after=0 @fail_times=1"
     response = await post_stream(proxy, prompt)
     assert response.status_code == 200
     assert response.text == reply_text(prompt, 12)
@@ -140,7 +140,7 @@ async def read_into(response: httpx.Response, received: bytearray) -> None:
 async def test_failure_after_first_token_aborts_the_response(
     proxy: ProxyServer, marker: str, fault: str
 ) -> None:
-    prompt = f"{marker} @fault={fault} @after=3"
+    prompt = f"{marker} @text=tricky @fault={fault} @after=3"
     status, text = await read_until_aborted(proxy, prompt)
     assert status == 200
     tokens = 12 if fault in ("no-end", "malformed") else 3
@@ -212,7 +212,7 @@ async def disconnect_after_first_chunk(
 
 
 async def test_200_concurrent_streams_are_all_exact(proxy: ProxyServer, marker: str) -> None:
-    prompts = [f"{marker}-{i} @tokens=20 @delay=0.01" for i in range(200)]
+    prompts = [f"{marker}-{i} @text=tricky @tokens=20 @delay=0.01" for i in range(200)]
     limits = httpx.Limits(max_connections=200)
     async with httpx.AsyncClient(base_url=proxy.url, limits=limits, timeout=30) as client:
         responses = await asyncio.gather(
@@ -237,7 +237,7 @@ async def test_early_disconnects_leak_no_upstream_connections(
                 await anext(response.aiter_raw())
         for i in range(150):
             await upstream.wait_disconnected(f"{marker}-{i} ")
-        prompt = f"{marker}-after"
+        prompt = f"{marker}-after @text=tricky"
         response = await client.post("/v1/stream", json={"prompt": prompt})
     assert response.status_code == 200
     assert response.text == reply_text(prompt, 12)

@@ -8,12 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from proxy.bench import QUICK, Row
+from benchmarks.bench import QUICK, Row
+
+REPOSITORY = Path(__file__).parents[2]
 
 
 def test_quick_bench_reports_every_field_and_no_errors(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "proxy", "bench", "--quick", "--output", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(tmp_path)],
+        cwd=REPOSITORY,
         capture_output=True,
         text=True,
         timeout=120,

@@ -121,8 +121,9 @@ async def _run(direct: bool, host: str, port: int, scenario: Scenario) -> RunRes
     for round_ in range(scenario.rounds):
         tasks: list[asyncio.Task[StreamResult]] = []
         for index in range(scenario.streams):
-            prompt = f"bench-{scenario.name}-{round_}-{index} @tokens={scenario.tokens} "
-            prompt += f"@delay={scenario.token_delay}"
+            # The tricky text: the README's figures were measured with it.
+            prompt = f"bench-{scenario.name}-{round_}-{index} @text=tricky "
+            prompt += f"@tokens={scenario.tokens} @delay={scenario.token_delay}"
             stream = _one_stream(direct, host, port, prompt, scenario.tokens)
             tasks.append(asyncio.create_task(stream))
             if (index + 1) % scenario.ramp_batch == 0:

@@ -1,4 +1,4 @@
-"""`python -m proxy bench`: what the proxy costs over talking to the upstream directly.
+"""`python -m benchmarks`: what the proxy costs over talking to the upstream directly.
 
 Three processes besides this one: the fake upstream, the proxy under uvicorn, and the load
 generator (a fresh one per run). Each scenario runs directly against the upstream and through
@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from proxy.loadgen import RunResult, Scenario, run_scenario
+from benchmarks.loadgen import RunResult, Scenario, run_scenario
 
 FULL = (
     Scenario("1 stream, LLM pace", streams=1, tokens=50, token_delay=0.02, rounds=10),
@@ -145,7 +145,7 @@ class Bench:
         }
         self.proxy = subprocess.Popen([python, "-m", "proxy", "serve"], env=environment)
         self.floor = subprocess.Popen(
-            [python, "-m", "uvicorn", "proxy.bench_floor:app", "--port", str(self.floor_port),
+            [python, "-m", "uvicorn", "benchmarks.floor:app", "--port", str(self.floor_port),
              "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
              "--log-level", "warning", "--no-access-log", "--backlog", "4096"],
         )  # fmt: skip

@@ -1,0 +1,33 @@
+"""A fake of every upstream dialect, on a real socket, with faults on demand.
+
+It is the proxy's built-in default upstream (a friendly reply that says what it is), the test
+suite's and the benchmark's (the tricky text, by directive). Prompts steer it with `@name=value`
+directives (see `directives`).
+
+    directives.py   what a prompt can ask for: text, length, pace, faults
+    replies.py      the friendly reply and the tricky text, token by token
+    formats/        one module per upstream API's wire format
+    request.py      `FakeRequest`: one request as received, and what became of it
+    answers.py      the answer to one request: a probe's, an error, or a streamed reply
+    server.py       the HTTP/1.1 server (`FakeUpstream`), which keeps nothing per request
+    records.py      `RecordingFakeUpstream`: keeps every request, for tests
+"""
+
+from proxy.fake_upstream.directives import Directives, Fault
+from proxy.fake_upstream.records import RecordingFakeUpstream
+from proxy.fake_upstream.replies import VOCABULARY, friendly_text, reply_text, reply_tokens
+from proxy.fake_upstream.request import FakeRequest
+from proxy.fake_upstream.server import FakeUpstream, serve_fake_upstream
+
+__all__ = [
+    "VOCABULARY",
+    "Directives",
+    "FakeRequest",
+    "FakeUpstream",
+    "Fault",
+    "RecordingFakeUpstream",
+    "friendly_text",
+    "reply_text",
+    "reply_tokens",
+    "serve_fake_upstream",
+]

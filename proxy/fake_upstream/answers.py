@@ -1,0 +1,200 @@
+"""How the fake answers one request: a probe's, an error status, or a streamed reply with the
+fault its prompt asked for, written as chunked HTTP/1.1 onto the connection."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from http.client import responses as REASON_PHRASES
+from typing import Any, Protocol
+
+import orjson
+
+from proxy.fake_upstream.directives import MID_STREAM_FAULTS, Directives, Fault, FaultSchedule
+from proxy.fake_upstream.formats import FORMATS, OllamaFormat, WireFormat
+from proxy.fake_upstream.replies import Reply
+from proxy.fake_upstream.request import FakeRequest
+
+
+class Connection(Protocol):
+    """What an answer writes to: the server's connection to one client."""
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None:
+        """Returns once the transport wants more: a slow reader slows the reply down."""
+
+    def abort(self) -> None:
+        """Drops the connection at once, unflushed."""
+
+
+async def forever() -> None:
+    """Hangs until cancelled, which is how a client leaving ends a hanging reply."""
+    await asyncio.get_running_loop().create_future()
+
+
+class Answer:
+    """Decides the answer to one request: a probe's, an error, or a stream."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        record: FakeRequest,
+        keep_alive: bool,
+        *,
+        tokens: int | None,
+        token_delay: float,
+        faults: FaultSchedule,
+    ) -> None:
+        self._connection = connection
+        self._record = record
+        self._keep_alive = keep_alive
+        self._tokens = tokens
+        self._token_delay = token_delay
+        self._faults = faults
+
+    async def run(self) -> None:
+        record = self._record
+        wire = FORMATS.get(record.path)
+        if record.method == "GET" and record.path == "/v1/models":
+            self._send_json(200, {"object": "list", "data": [{"id": "fake"}]})
+        elif record.method == "GET" or wire is None:
+            self._send_json(404, {"error": f"no such path: {record.path}"})
+        elif record.method != "POST":
+            self._send_json(405, {"error": "use POST"}, [("Allow", "POST")])
+        elif not isinstance(record.json, dict):
+            self._send_json(400, wire.error_body(400, "the body is not a JSON object"))
+        else:
+            await self._answer(wire, record.json)
+
+    async def _answer(self, wire: WireFormat, body: dict[str, Any]) -> None:
+        record = self._record
+        directives = Directives.parse(record.prompt, tokens=self._tokens, delay=self._token_delay)
+        model = body.get("model")
+        model = model if isinstance(model, str) and model else "fake"
+        if directives.model_missing and isinstance(wire, OllamaFormat):
+            message = f'model "{model}" not found, try pulling it first'
+            self._send_json(404, wire.error_body(404, message))
+            return
+        fault = directives.fault if self._faults.takes_fault(record.prompt, directives) else None
+        if fault == "status":
+            self._send_error_status(wire, directives)
+            return
+        if fault == "hang-headers":
+            await forever()
+        stream = _Stream(self._connection, record, wire, directives, fault, model)
+        await stream.run(self._keep_alive)
+
+    def _send_error_status(self, wire: WireFormat, directives: Directives) -> None:
+        status, message = directives.status, "fake upstream error"
+        if directives.echo_auth:
+            headers = self._record.headers
+            message += f" (credential {headers.get('authorization') or headers.get('x-api-key')})"
+        retry_after = directives.retry_after
+        headers_out = [("Retry-After", retry_after)] if retry_after is not None else []
+        self._send_json(status, wire.error_body(status, message), headers_out)
+
+    def _send_json(
+        self, status: int, payload: Any, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        body = orjson.dumps(payload)
+        lines = [
+            f"HTTP/1.1 {status} {REASON_PHRASES.get(status, 'Unknown')}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            *(f"{name}: {value}" for name, value in headers),
+        ]
+        if not self._keep_alive:
+            lines.append("Connection: close")
+        self._connection.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        self._record.finished_at = time.monotonic()
+
+
+class _Stream:
+    """One streamed 200 reply, token by token, with the fault its prompt asked for."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        record: FakeRequest,
+        wire: WireFormat,
+        directives: Directives,
+        fault: Fault | None,
+        model: str,
+    ) -> None:
+        self._connection = connection
+        self._record = record
+        self._wire = wire
+        self._directives = directives
+        self._fault = fault
+        self._model = model
+        self._reply = Reply(record.prompt, directives.text, directives.tokens)
+
+    async def run(self, keep_alive: bool) -> None:
+        wire, directives, fault = self._wire, self._directives, self._fault
+        self._connection.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: %b\r\nCache-Control: no-cache\r\n"
+            b"Transfer-Encoding: chunked\r\n%b\r\n"
+            % (wire.content_type, b"" if keep_alive else b"Connection: close\r\n")
+        )
+        if fault == "hang-before":
+            await forever()
+        total = self._reply.total
+        mid_stream_fault = fault if fault in MID_STREAM_FAULTS else None
+        after = min(directives.after, total) if mid_stream_fault else total
+        await self._send(wire.preamble(self._model))
+        await self._send_tokens(0, after)
+        if mid_stream_fault and not await self._act_out(mid_stream_fault):
+            return
+        await self._send_tokens(after, total)
+        await self._send(wire.epilogue())
+        if fault != "no-end":
+            text = "".join(self._reply.tokens(0, total))
+            await self._send(wire.end(self._model, text, total))
+        self._finish()
+
+    async def _send_tokens(self, start: int, stop: int) -> None:
+        tokens = self._reply.tokens(start, stop)
+        token, delay = self._wire.token, self._directives.delay
+        model, total = self._model, self._reply.total
+        for index, text in enumerate(tokens, start):
+            if delay:
+                await asyncio.sleep(delay)
+            elif index % 64 == 63:
+                # A fast reader never fills the write buffer, so without this a long reply
+                # would hold the loop, and the news of its client leaving, until it ends.
+                await asyncio.sleep(0)
+            await self._send(token(index, text, model, total))
+
+    async def _act_out(self, fault: str) -> bool:
+        """A fault after `@after` tokens; whether the reply goes on after it."""
+        if fault == "hang-mid":
+            await forever()
+        if fault == "drop-mid":
+            self._record.finished_at = time.monotonic()
+            self._connection.abort()  # no terminating chunk: the client sees a broken body
+            return False
+        if fault == "error-event":
+            await self._send(self._wire.error_event())
+            self._finish()
+            return False
+        await self._send(self._wire.malformed())
+        return True
+
+    async def _send(self, data: bytes) -> None:
+        if not data:
+            return  # an empty chunk would end the body
+        split = self._directives.split
+        if not split:
+            self._connection.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            for start in range(0, len(data), split):
+                piece = data[start : start + split]
+                self._connection.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+                await asyncio.sleep(0)  # each piece reaches the reader on its own
+        await self._connection.drain()
+
+    def _finish(self) -> None:
+        self._connection.write(b"0\r\n\r\n")
+        self._record.finished_at = time.monotonic()

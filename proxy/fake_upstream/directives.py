@@ -1,0 +1,116 @@
+"""What a prompt asks of the fake: whitespace-separated `@name=value` words anywhere in it.
+
+    @text=tricky       the tricky text instead of the friendly reply (see `replies`)
+    @tokens=N          text tokens to stream (default: the constructor's `tokens`, else the
+                       whole reply)
+    @delay=SECONDS     pause before each token (default: the constructor's `token_delay`)
+    @fault=NAME        one of `Fault`; `@after=K` tokens (default 2) precede a mid-stream one
+    @status=NNN        with `@fault=status` (default 500); `@retry_after=S` adds `Retry-After`,
+                       `@echo_auth=1` puts the request's credential in the error message, as
+                       careless upstreams do
+    @fail_times=N      only the first N requests with this exact prompt get the fault
+    @split=N           write the body N bytes at a time, each piece its own chunk and write
+    @model_missing=1   ollama only: the 404 of a model that was never pulled
+
+Unknown directives are ignored; directives stay part of the prompt (and of its reply's seed).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Final, Literal, TypeVar, cast, get_args
+
+Fault = Literal[
+    "status",
+    "hang-headers",
+    "hang-before",
+    "hang-mid",
+    "drop-mid",
+    "no-end",
+    "malformed",
+    "error-event",
+]
+FAULTS: Final[frozenset[str]] = frozenset(get_args(Fault))
+MID_STREAM_FAULTS: Final[frozenset[str]] = frozenset(
+    {"hang-mid", "drop-mid", "malformed", "error-event"}
+)
+Text = Literal["friendly", "tricky"]
+
+_DIRECTIVE = re.compile(r"(?<!\S)@(\w+)=(\S+)")
+_Default = TypeVar("_Default", bound=int | None)
+
+
+def without_directives(prompt: str) -> str:
+    return _DIRECTIVE.sub("", prompt) if "@" in prompt else prompt
+
+
+def _integer(found: dict[str, str], name: str, default: _Default, least: int = 0) -> int | _Default:
+    text = found.get(name, "")
+    if not (text.isascii() and text.isdigit()) or int(text) < least:
+        return default
+    return int(text)
+
+
+def _seconds(found: dict[str, str], name: str, default: float) -> float:
+    try:
+        value = float(found[name])
+    except (KeyError, ValueError):
+        return default
+    return value if 0 <= value < float("inf") else default
+
+
+@dataclass(slots=True, frozen=True)
+class Directives:
+    """The options one prompt asks for; a malformed value leaves its default."""
+
+    tokens: int | None  # None: the whole reply
+    delay: float
+    text: Text = "friendly"
+    fault: Fault | None = None
+    after: int = 2
+    status: int = 500
+    retry_after: str | None = None
+    echo_auth: bool = False
+    fail_times: int | None = None
+    split: int = 0
+    model_missing: bool = False
+
+    @classmethod
+    def parse(cls, prompt: str, *, tokens: int | None, delay: float) -> Directives:
+        found = dict(_DIRECTIVE.findall(prompt)) if "@" in prompt else {}
+        if not found:
+            return cls(tokens=tokens, delay=delay)
+        fault = found.get("fault")
+        status = _integer(found, "status", 500, least=100)
+        fail_times = _integer(found, "fail_times", -1)
+        return cls(
+            tokens=_integer(found, "tokens", tokens),
+            delay=_seconds(found, "delay", delay),
+            text="tricky" if found.get("text") == "tricky" else "friendly",
+            fault=cast(Fault, fault) if fault in FAULTS else None,
+            after=_integer(found, "after", 2),
+            status=status if status <= 999 else 500,
+            retry_after=found.get("retry_after"),
+            echo_auth=found.get("echo_auth") == "1",
+            fail_times=fail_times if fail_times >= 0 else None,
+            split=_integer(found, "split", 0, least=1),
+            model_missing=found.get("model_missing") == "1",
+        )
+
+
+class FaultSchedule:
+    """Which requests get their fault: all of them, or (`@fail_times=N`) the first N with the
+    same prompt, counted per fake."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+
+    def takes_fault(self, prompt: str, directives: Directives) -> bool:
+        if directives.fault is None:
+            return False
+        if directives.fail_times is None:
+            return True
+        self._counts[prompt] += 1
+        return self._counts[prompt] <= directives.fail_times

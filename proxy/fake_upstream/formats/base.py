@@ -1,0 +1,60 @@
+"""What every fake wire format shares: the shape a dialect fills in, and SSE framing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+def sse(payload: Any, *, event: bytes = b"", space: bool = True) -> bytes:
+    head = b"event: " + event + b"\n" if event else b""
+    return head + (b"data: " if space else b"data:") + orjson.dumps(payload) + b"\n\n"
+
+
+class WireFormat:
+    """How one upstream API frames a streamed reply; a subclass per dialect fills it in."""
+
+    path = ""
+    content_type = b"text/event-stream"
+
+    def prompt(self, body: dict[str, Any]) -> str:
+        """The content of the last user message (a string, or text blocks to join)."""
+        messages = body.get("messages")
+        for message in reversed(messages if isinstance(messages, list) else []):
+            if isinstance(message, dict) and message.get("role") == "user":
+                return _text_of(message.get("content"))
+        return ""
+
+    def preamble(self, model: str) -> bytes:
+        return b""
+
+    def token(self, index: int, text: str, model: str, total: int) -> bytes:
+        raise NotImplementedError
+
+    def epilogue(self) -> bytes:
+        """What follows the last token even in a reply cut short of its end marker."""
+        return b""
+
+    def end(self, model: str, text: str, total: int) -> bytes:
+        """The end marker: a client that never sees it must take the reply as cut short."""
+        raise NotImplementedError
+
+    def error_event(self) -> bytes:
+        raise NotImplementedError
+
+    def malformed(self) -> bytes:
+        return b'data: {"choices":[{"index":0,"delta":{"content":"unterminated\n\n'
+
+    def error_body(self, status: int, message: str) -> Any:
+        kind = "rate_limit_error" if status == 429 else "server_error"
+        return {"error": {"message": message, "type": kind, "code": None}}
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = (block.get("text") for block in content if isinstance(block, dict))
+        return "".join(text for text in texts if isinstance(text, str))
+    return ""

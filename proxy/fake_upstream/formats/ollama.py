@@ -1,0 +1,41 @@
+"""Ollama's chat stream: one JSON object per line, the last with `done: true`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from proxy.fake_upstream.formats.base import WireFormat
+
+
+class OllamaFormat(WireFormat):
+    path = "/api/chat"
+    content_type = b"application/x-ndjson"
+
+    def _line(self, model: str, content: str, **fields: Any) -> bytes:
+        line = {
+            "model": model,
+            "created_at": "2024-01-01T00:00:00Z",
+            "message": {"role": "assistant", "content": content},
+            "done": False,
+            **fields,
+        }
+        return orjson.dumps(line) + b"\n"
+
+    def token(self, index: int, text: str, model: str, total: int) -> bytes:
+        return self._line(model, text)
+
+    def end(self, model: str, text: str, total: int) -> bytes:
+        return self._line(
+            model, "", done=True, done_reason="stop", total_duration=1, eval_count=total
+        )
+
+    def error_event(self) -> bytes:
+        return b'{"error":"fake in-band error"}\n'
+
+    def malformed(self) -> bytes:
+        return b'{"message":{"content":"unterminated\n'
+
+    def error_body(self, status: int, message: str) -> Any:
+        return {"error": message}

@@ -1,0 +1,44 @@
+"""Hugging Face TGI's stream: `data:` (no space) events per token, special tokens included."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from proxy.fake_upstream.formats.base import WireFormat, sse
+
+
+class TGIFormat(WireFormat):
+    path = "/generate_stream"
+    _SPECIAL: Final = {"id": 0, "text": "<|special|>", "logprob": 0.0, "special": True}
+    _END_OF_SEQUENCE: Final = {"id": 2, "text": "</s>", "logprob": 0.0, "special": True}
+
+    def prompt(self, body: dict[str, Any]) -> str:
+        inputs = body.get("inputs")
+        return inputs if isinstance(inputs, str) else ""
+
+    def _event(self, token: dict[str, Any], generated_text: str | None = None) -> bytes:
+        event = {
+            "index": token["id"],
+            "token": token,
+            "generated_text": generated_text,
+            "details": None,
+        }
+        return sse(event, space=False)  # TGI writes "data:" without the space
+
+    def token(self, index: int, text: str, model: str, total: int) -> bytes:
+        event = self._event({"id": index, "text": text, "logprob": -0.5, "special": False})
+        if index == 1 and total >= 3:
+            event += self._event(self._SPECIAL)  # a client must not show special tokens
+        return event
+
+    def end(self, model: str, text: str, total: int) -> bytes:
+        return self._event(self._END_OF_SEQUENCE, text)
+
+    def error_event(self) -> bytes:
+        return sse({"error": "fake in-band error", "error_type": "generation"}, space=False)
+
+    def malformed(self) -> bytes:
+        return b'data:{"index":0,"token":{"text":"unterminated\n\n'
+
+    def error_body(self, status: int, message: str) -> Any:
+        return {"error": message, "error_type": "overloaded" if status == 429 else "generation"}

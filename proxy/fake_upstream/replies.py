@@ -1,0 +1,116 @@
+"""What the fake says: a short friendly reply by default, the tricky text on demand.
+
+The friendly reply tells a first-time user what answered them (the built-in fake, echoing a few
+words of their prompt) and how to reach a real API. The tricky text (`@text=tricky`) is what
+the proxy's tests need: every line break a decoder could mistake, `data:` lookalikes, quotes
+and backslashes, and characters of every UTF-8 length. Both are deterministic: the same
+prompt always gets the same text.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Iterator
+
+from proxy.fake_upstream.directives import Directives, Text, without_directives
+
+VOCABULARY: tuple[str, ...] = (
+    "Hello",
+    " world",
+    ",",
+    " the",
+    " quick",
+    " brown",
+    " fox",
+    " jumps",
+    ".",
+    "\n",
+    " é",
+    "ß",
+    " ñ",
+    " 世界",
+    " €",
+    "‽",
+    " 🙂",
+    "𝄞",
+    " 🚀",
+    "\r\n",
+    "\u2028",
+    "\u0085",
+    "\x0c",
+    ' "quoted\\"',
+    ":",
+    "data: ",
+    "\r",
+    " over",
+    " lazy",
+    " dog",
+    " café",
+    " naïve",
+    " 日本語",
+    " ✓",
+    " Ω",
+    " 🤖",
+    "\t",
+    " end",
+    "!",
+    " ok",
+)
+
+_ECHO_WORDS = 8
+_ECHO_CHARACTERS = 80
+_WORD = re.compile(r"\s*\S+")
+
+
+def friendly_text(prompt: str) -> str:
+    words = without_directives(prompt).split()
+    echo = " ".join(words[:_ECHO_WORDS])
+    if len(words) > _ECHO_WORDS or len(echo) > _ECHO_CHARACTERS:
+        echo = echo[:_ECHO_CHARACTERS] + " …"
+    heard = f"You said: “{echo}”" if echo else "Your prompt had no words."
+    return (
+        "Hello! This is the built-in fake upstream of llm-stream-proxy, not a model.\n"
+        f"{heard}\n"
+        "To talk to a real model, set PROXY_UPSTREAM_URL to its API's base URL "
+        "(with PROXY_UPSTREAM_API_KEY, and PROXY_UPSTREAM_DIALECT unless it speaks OpenAI's "
+        "chat API), then restart the proxy. The README lists every setting.\n"
+    )
+
+
+class Reply:
+    """One reply, made token by token: a reply of millions of tokens starts at once."""
+
+    __slots__ = ("_friendly", "_seed", "total")
+
+    def __init__(self, prompt: str, text: Text, count: int | None) -> None:
+        if text == "tricky":
+            self._friendly: list[str] = []
+            self._seed = zlib.crc32(prompt.encode())
+            whole = len(VOCABULARY)
+        else:
+            # Word by word, each with the whitespace before it, as models stream.
+            self._friendly = [*_WORD.findall(friendly_text(prompt)), "\n"]
+            self._seed = 0
+            whole = len(self._friendly)
+        self.total = whole if count is None else count
+
+    def tokens(self, start: int, stop: int) -> Iterator[str]:
+        """Tokens start to stop; past its end the friendly reply starts over."""
+        if self._friendly:
+            words = self._friendly
+            return (words[i % len(words)] for i in range(start, stop))
+        size, seed = len(VOCABULARY), self._seed
+        return (VOCABULARY[(seed + i * 7) % size] for i in range(start, stop))
+
+
+def reply_tokens(prompt: str, count: int | None = None) -> list[str]:
+    """The fake's reply to prompt, token by token: count tokens, or (None) what a fake
+    without a `tokens` default sends: `@tokens=N` if the prompt says, else the whole reply."""
+    directives = Directives.parse(prompt, tokens=None, delay=0)
+    reply = Reply(prompt, directives.text, directives.tokens if count is None else count)
+    return list(reply.tokens(0, reply.total))
+
+
+def reply_text(prompt: str, count: int | None = None) -> str:
+    return "".join(reply_tokens(prompt, count))
