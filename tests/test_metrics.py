@@ -201,12 +201,12 @@ async def test_metrics_off_means_404_and_streams_still_work(
 async def test_a_failed_replica_is_down_until_its_cool_down_ends(
     start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, marker: str
 ) -> None:
-    proxy = start_proxy(upstream_urls=f"http://127.0.0.1:9,{upstream.url}", replica_cooldown=0.5)
+    # Long enough that a busy machine still scrapes within it.
+    proxy = start_proxy(upstream_urls=f"http://127.0.0.1:9,{upstream.url}", replica_cooldown=4)
     first = await scrape(proxy)
     assert first.value("llm_proxy_replica_up", replica="127.0.0.1:9") == 1
-    # Round robin: of two streams, one tries the dead replica first.
-    for i in range(2):
-        assert (await stream_status(proxy, f"{marker}-{i}")).status_code == 200
+    # The first stream tries the first replica first.
+    assert (await stream_status(proxy, marker)).status_code == 200
     down = await scrape(proxy)
     assert down.value("llm_proxy_replica_up", replica="127.0.0.1:9") == 0
     live = upstream.url.removeprefix("http://")
