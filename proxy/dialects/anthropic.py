@@ -30,7 +30,13 @@ class AnthropicParser(SSETextParser):
             delta = payload.get("delta") or {}
             text: str | None = delta.get("text") if delta.get("type") == "text_delta" else None
             return text
-        if kind == "message_stop":
+        if kind == "message_start":
+            message = payload.get("message")
+            usage = message.get("usage") if isinstance(message, dict) else None
+            self.usage.read(usage, "input_tokens", "output_tokens")
+        elif kind == "message_delta":  # cumulative counts, output_tokens always
+            self.usage.read(payload.get("usage"), "input_tokens", "output_tokens")
+        elif kind == "message_stop":
             self.complete = True
         elif kind == "error" or event.event == "error":
             raise UpstreamProtocolError(json_error_message(payload))

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from proxy.conversation import Conversation
+from proxy.dialects.base import TokenUsage
 from proxy.errors import UpstreamProtocolError
 from proxy.settings import ModelSpec
 from proxy.wire import ServerSentEvent, SSEDecoder
@@ -70,11 +71,12 @@ def sampling_fields(conversation: Conversation) -> dict[str, Any]:
 class SSETextParser:
     """A StreamParser for SSE dialects: subclasses say what one event means."""
 
-    __slots__ = ("_sse", "complete")
+    __slots__ = ("_sse", "complete", "usage")
 
     def __init__(self) -> None:
         self._sse = SSEDecoder()
         self.complete = False
+        self.usage = TokenUsage()
 
     def feed(self, chunk: bytes) -> str:
         text = ""

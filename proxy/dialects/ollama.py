@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.conversation import Conversation
-from proxy.dialects.base import UpstreamRequest
+from proxy.dialects.base import TokenUsage, UpstreamRequest
 from proxy.dialects.common import (
     bearer_headers,
     chat_messages,
@@ -19,11 +19,12 @@ from proxy.wire import NDJSONDecoder
 
 
 class OllamaParser:
-    __slots__ = ("_lines", "complete")
+    __slots__ = ("_lines", "complete", "usage")
 
     def __init__(self) -> None:
         self._lines = NDJSONDecoder()
         self.complete = False
+        self.usage = TokenUsage()
 
     def feed(self, chunk: bytes) -> str:
         return self._text(self._lines.feed(chunk))
@@ -49,6 +50,7 @@ class OllamaParser:
             raise UpstreamProtocolError(json_error_message(payload))
         if payload.get("done") is True:
             self.complete = True
+            self.usage.read(payload, "prompt_eval_count", "eval_count")
         content: str | None = (payload.get("message") or {}).get("content")
         return content
 

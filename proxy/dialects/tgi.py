@@ -28,6 +28,8 @@ class TGIParser(SSETextParser):
             raise UpstreamProtocolError(json_error_message(payload))
         if payload.get("generated_text") is not None:
             self.complete = True
+            # TGI's stream counts the generated tokens only, and only when asked (`details`).
+            self.usage.read(payload.get("details"), None, "generated_tokens")
         token = payload.get("token") or {}
         text: str | None = None if token.get("special") else token.get("text")
         return text
@@ -48,6 +50,8 @@ class TGI:
             parameters["top_p"] = conversation.top_p
         if conversation.stop:
             parameters["stop"] = list(conversation.stop)
+        if model.stream_usage:
+            parameters["details"] = True  # the last event then counts the generated tokens
         body: dict[str, Any] = {"inputs": conversation.as_prompt(), "stream": True}
         if parameters:
             body["parameters"] = parameters
