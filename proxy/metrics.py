@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import httpx
 from fastapi import Request, Response
@@ -77,6 +77,8 @@ _STATUS_CLASSES: dict[int, AttemptResult] = {
     5: "status_5xx",
 }
 UNKNOWN_MODEL = "-"
+
+_Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
 
 
 def attempt_result(error: BaseException | None) -> AttemptResult:
@@ -139,6 +141,8 @@ class PrometheusMetrics(Metrics):
     def __init__(self, models: tuple[str, ...], multiprocess: bool) -> None:
         self._models = frozenset(models)
         self._multiprocess = multiprocess
+        # Label values are bounded (see the module's docstring), and so is this.
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         # In multiprocess mode values live in files, not in a registry: a scrape reads them
         # all through the collector, so the metric objects register nowhere.
@@ -208,37 +212,46 @@ class PrometheusMetrics(Metrics):
             multiprocess_mode="livemin",
         )
 
+    def _child(self, metric: _Metric, *values: str) -> _Metric:
+        """The metric's series for these label values, looked up once (`labels` takes a lock
+        and checks its arguments on every call)."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def _model(self, name: str) -> str:
         return name if name in self._models else UNKNOWN_MODEL
 
     def stream_started(self, model: str) -> None:
-        self._in_flight.labels(self._model(model)).inc()
+        self._child(self._in_flight, self._model(model)).inc()
 
     def stream_ended(self, record: StreamRecord) -> None:
         model = self._model(record.model)
-        self._in_flight.labels(model).dec()
+        self._child(self._in_flight, model).dec()
         self._count(model, record)
         if record.status == 200 and record.first_delta_at is not None:
-            self._ttfb.labels(model).observe(record.first_delta_at - record.started)
-            self._duration.labels(model).observe(time.monotonic() - record.started)
+            self._child(self._ttfb, model).observe(record.first_delta_at - record.started)
+            self._child(self._duration, model).observe(time.monotonic() - record.started)
         if record.bytes:
-            self._bytes.labels(model).inc(record.bytes)
+            self._child(self._bytes, model).inc(record.bytes)
 
     def stream_refused(self, record: StreamRecord) -> None:
         self._count(self._model(record.model), record)
 
     def _count(self, model: str, record: StreamRecord) -> None:
-        self._streams.labels(model, record.outcome or "client_disconnected").inc()
+        self._child(self._streams, model, record.outcome or "client_disconnected").inc()
 
     def rejected(self, error: ProxyError) -> None:
         if not isinstance(error, ClientDisconnected):  # nobody was answered
-            self._rejections.labels(str(error.status_code), error.error_type).inc()
+            self._child(self._rejections, str(error.status_code), error.error_type).inc()
 
     def attempt(self, model: str, url: str, result: AttemptResult) -> None:
-        self._attempts.labels(self._model(model), replica_label(url), result).inc()
+        self._child(self._attempts, self._model(model), replica_label(url), result).inc()
 
     def replica_up(self, model: str, url: str, up: bool) -> None:
-        self._replica_up.labels(self._model(model), replica_label(url)).set(1 if up else 0)
+        self._child(self._replica_up, self._model(model), replica_label(url)).set(int(up))
 
     def close(self) -> None:
         if self._multiprocess:
