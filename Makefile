@@ -6,7 +6,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-.PHONY: install install-dev run test lint typecheck pytest fake-upstream bench clean
+.PHONY: install install-dev run test system-deps lint typecheck pytest fake-upstream bench clean
 
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
@@ -19,7 +19,12 @@ run: install
 	@echo "try:  curl -N http://127.0.0.1:$${PROXY_PORT:-8000}/v1/stream -H 'Content-Type: application/json' -d '{\"prompt\": \"Hello\"}'"
 	$(BIN)/python -m proxy serve
 
-test: install-dev lint typecheck pytest
+test: system-deps install-dev lint typecheck pytest
+
+# System packages the tests run (redis-server, nginx, chromium, fonts, node, npm): installed
+# with apt-get when missing and run as root, else one line says what to install.
+system-deps:
+	@sh .ci/system-deps
 
 lint:
 	$(BIN)/ruff check .

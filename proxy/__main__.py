@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
+from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -57,21 +60,36 @@ def _run_server(settings: Settings) -> int:
     configure_logging(settings)
     # Several workers re-create the app in each process, from the environment.
     target = "proxy.app:app_from_environment" if settings.workers > 1 else app
-    uvicorn.run(
-        target,
-        factory=settings.workers > 1,
-        workers=settings.workers,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        log_level=settings.log_level,
-        # Thousands of clients may connect at once (uvicorn's default queue is 2048).
-        backlog=4096,
-    )
+    # uvicorn drains on SIGTERM, then raises the signal again once its handlers are gone:
+    # a drained proxy has done what SIGTERM asks, so that ends the process with 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    uvicorn.run(target, **server_options(settings))
     return 0
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's keywords for `serve`; each worker process gets the same."""
+    return {
+        "factory": settings.workers > 1,
+        "workers": settings.workers,
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_config": None,
+        "access_log": False,
+        "log_level": settings.log_level,
+        # Thousands of clients may connect at once (uvicorn's default queue is 2048).
+        "backlog": 4096,
+        # On SIGTERM: stop accepting, let open streams finish, then cancel the rest, which
+        # proxy/drain.py turns into aborts. uvicorn's default waits without a bound.
+        "timeout_graceful_shutdown": settings.shutdown_grace,
+        "timeout_keep_alive": settings.keepalive_timeout,
+    }
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def _fake_upstream(host: str, port: int, tokens: int | None, token_delay: float) -> int:

@@ -14,7 +14,9 @@ from starlette.middleware.cors import CORSMiddleware
 
 from proxy.api import new_request_id, router
 from proxy.balancer import Balancer
+from proxy.chat_page import add_chat_page
 from proxy.dialects import get_dialect
+from proxy.drain import AbortOnShutdown
 from proxy.errors import ClientDisconnected, ProxyError, RequestError, error_response
 from proxy.fake_upstream import FakeUpstream
 from proxy.guards import Guards
@@ -83,6 +85,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = metrics
     protect_logs()
     app.include_router(router)
+    if settings.chat_page:
+        add_chat_page(app)
     if isinstance(metrics, PrometheusMetrics):
         # Unauthenticated, like /healthz: scrapers carry no client key.
         app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=False)
@@ -96,6 +100,8 @@ def create_app(settings: Settings) -> FastAPI:
             expose_headers=["X-Request-ID"],
             max_age=600,
         )
+    # Outermost: a request the server cancels at the end of its shutdown grace is aborted.
+    app.add_middleware(AbortOnShutdown)
     app.add_exception_handler(ProxyError, _proxy_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     return app

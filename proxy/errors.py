@@ -10,6 +10,7 @@
     │   ├── InvalidRequest           422
     │   ├── RateLimited              429  Retry-After
     │   └── Overloaded               503  Retry-After
+    ├── ShuttingDown                 503, or aborted after the commit (shutdown grace ran out)
     └── UpstreamError                the upstream failed us
         ├── UpstreamStatusError      502, or 429 + Retry-After when the upstream said 429
         ├── UpstreamUnavailable      503 (no upstream reachable: refused, reset, unresolvable)
@@ -140,6 +141,13 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamConnectTimeout(UpstreamTimeout):
     retryable = True
+
+
+class ShuttingDown(ProxyError):
+    """PROXY_SHUTDOWN_GRACE ran out while the request was still open (proxy/drain.py)."""
+
+    status_code = 503
+    error_type = "shutting_down"
 
 
 def error_response(exc: ProxyError, request_id: str) -> JSONResponse:

@@ -236,6 +236,10 @@ class PrometheusMetrics(Metrics):
             self._child(self._duration, model).observe(time.monotonic() - record.started)
         if record.bytes:
             self._child(self._bytes, model).inc(record.bytes)
+        if record.prompt_tokens:
+            self._child(self._tokens, model, "prompt").inc(record.prompt_tokens)
+        if record.completion_tokens:
+            self._child(self._tokens, model, "completion").inc(record.completion_tokens)
 
     def stream_refused(self, record: StreamRecord) -> None:
         self._count(self._model(record.model), record)

@@ -23,10 +23,11 @@ import orjson
 
 from proxy.balancer import Balancer, Replica
 from proxy.conversation import Conversation
-from proxy.dialects import Dialect, StreamParser, UpstreamRequest
+from proxy.dialects import Dialect, StreamParser, TokenUsage, UpstreamRequest
 from proxy.errors import (
     ClientDisconnected,
     ProxyError,
+    ShuttingDown,
     UpstreamClosedEarly,
     UpstreamConnectTimeout,
     UpstreamError,
@@ -42,7 +43,9 @@ from proxy.watchdog import Watchdog
 
 logger = logging.getLogger("proxy.stream")
 
-Outcome = Literal["completed", "client_disconnected", "upstream_error", "timeout", "rejected"]
+Outcome = Literal[
+    "completed", "client_disconnected", "upstream_error", "timeout", "rejected", "shutdown"
+]
 
 _MAX_ERROR_BODY = 16_384
 
@@ -81,6 +84,9 @@ class StreamRecord:
     first_delta_at: float | None = None
     deltas: int = 0
     bytes: int = 0
+    # As the upstream reported them (None: it did not say).
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
     def emit(self) -> None:
         outcome = self.outcome or "client_disconnected"
@@ -100,6 +106,8 @@ class StreamRecord:
             "duration_ms": _ms(now - self.started),
             "deltas": self.deltas,
             "bytes": self.bytes,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
         }
         if self.error:
             fields["error"] = self.error
@@ -115,6 +123,8 @@ def outcome_of(exc: ProxyError) -> Outcome:
         return "client_disconnected"
     if isinstance(exc, UpstreamTimeout):
         return "timeout"
+    if isinstance(exc, ShuttingDown):
+        return "shutdown"
     if isinstance(exc, UpstreamError):
         return "upstream_error"
     return "rejected"
@@ -148,6 +158,10 @@ class TextStream:
 
     def __aiter__(self) -> TextStream:
         return self
+
+    @property
+    def usage(self) -> TokenUsage:
+        return self._parser.usage
 
     async def __anext__(self) -> bytes:
         if self._first is not None:
@@ -247,10 +261,22 @@ class Relay:
                 record.status = exc.status_code
                 record.error = exc.message
             raise
+        except asyncio.CancelledError:
+            # The watchdog claims its own interruptions: any other cancellation is the server
+            # ending the request because its shutdown grace ran out (proxy/drain.py).
+            if record.outcome is None:
+                shutdown = ShuttingDown("the shutdown grace ran out")
+                record.outcome = outcome_of(shutdown)
+                record.error = shutdown.message
+                if opened is None:
+                    record.status = shutdown.status_code
+            raise
         finally:
             if opened is not None:
                 await close_response(opened.response)
                 self._release(upstream, opened.replica)
+                usage = opened.stream.usage
+                record.prompt_tokens, record.completion_tokens = usage.prompt, usage.completion
             record.emit()
             self._metrics.stream_ended(record)
 

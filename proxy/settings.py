@@ -148,10 +148,18 @@ class Settings(BaseSettings):
     upstream_urls: str | None = None
     replica_cooldown: float = Field(default=10.0, ge=0)
 
+    # The chat page at GET / (README "Chat page"); off for API-only deployments.
+    chat_page: bool = True
+
     # GET /metrics (Prometheus); false removes the endpoint and records nothing.
     metrics: bool = True
 
     workers: int = Field(default=1, ge=1, le=64)
+    # On SIGTERM, open streams get this long to finish before they are aborted (SPEC §5b).
+    shutdown_grace: int = Field(default=30, ge=0)
+    # Outlasts common load balancers' 60 s idle timeout, so the proxy never closes a kept-alive
+    # connection a balancer is about to reuse (SPEC §5b; uvicorn's default is 5 s).
+    keepalive_timeout: int = Field(default=75, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: LogLevel = "info"

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -130,40 +130,82 @@ def proxy_settings(upstream_url: str | None, **overrides: Any) -> Settings:
 
 
 class ProxyProcess:
-    """`python -m proxy serve` in its own process, configured only by its environment."""
+    """`python -m proxy serve` in its own process, configured only by its environment.
 
-    def __init__(self, **environment: str) -> None:
+    `command` replaces `python -m proxy serve` (e.g. the image's CMD run from another venv),
+    run in `cwd` (default: this one). Its stderr is collected line by line in `lines`, so it
+    never blocks on a full pipe.
+    """
+
+    def __init__(
+        self, command: Sequence[str] | None = None, cwd: str | None = None, **environment: str
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         clean = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
         env = {**clean, **environment, "PROXY_PORT": str(self.port), "PROXY_LOG_FORMAT": "text"}
         workers = int(env.get("PROXY_WORKERS", "1"))
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "serve"],
+            list(command or [sys.executable, "-m", "proxy", "serve"]),
             env=env,
+            cwd=cwd,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
         )
+        self.lines: list[str] = []
+        self._new_line = threading.Condition()
         assert self._process.stderr is not None
-        # uvicorn's own word that it is listening and that every worker has started (with
+        # uvicorn's own word that it is listening, and that every worker has started (with
         # several workers the parent binds the socket but the workers listen on it).
         waiting = {"Uvicorn running on": 1, "Application startup complete": workers}
         for line in self._process.stderr:
+            self.lines.append(line)
             for news in waiting:
                 if news in line:
                     waiting[news] -= 1
             if not any(count > 0 for count in waiting.values()):
                 break
         else:
-            raise RuntimeError("the proxy process exited before it was ready")
-        # Keep reading: a full pipe would block the proxy's logging, and with it the proxy.
-        threading.Thread(target=self._process.stderr.read, daemon=True).start()
+            raise RuntimeError(
+                "the proxy process exited before it was ready:\n" + "".join(self.lines)
+            )
+        threading.Thread(target=self._collect, daemon=True).start()
+
+    def _collect(self) -> None:
+        assert self._process.stderr is not None
+        for line in self._process.stderr:
+            with self._new_line:
+                self.lines.append(line)
+                self._new_line.notify_all()
+        with self._new_line:
+            self.lines.append("")  # end of output
+            self._new_line.notify_all()
+
+    def wait_for_line(self, text: str, timeout: float = 10) -> str:
+        """The first line of stderr containing text, once the process has written it."""
+        with self._new_line:
+            found = self._new_line.wait_for(
+                lambda: any(text in line for line in self.lines) or self.lines[-1:] == [""],
+                timeout,
+            )
+            matches = [line for line in self.lines if text in line]
+        if not found or not matches:
+            raise AssertionError(f"no line with {text!r} in:\n" + "".join(self.lines))
+        return matches[0]
 
     @property
     def pid(self) -> int:
         return self._process.pid
 
+    def send_signal(self, signum: int) -> None:
+        self._process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        """The exit code, once the process has exited."""
+        return self._process.wait(timeout)
+
     def close(self) -> None:
-        self._process.terminate()
-        self._process.wait(10)
+        if self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(10)

@@ -12,6 +12,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import ProxyServer
+from tests.test_deploy import compose_config, docker_config  # noqa: F401  (fixture)
 
 DOCKER = Path(__file__).parent.parent / "docker"
 DASHBOARD = DOCKER / "grafana" / "dashboards" / "llm-stream-proxy.json"
@@ -103,3 +104,30 @@ def test_prometheus_scrapes_the_proxies_metrics() -> None:
     (discovery,) = job["dns_sd_configs"]
     assert discovery["port"] == 8000
     assert "proxy" in discovery["names"]
+
+
+def mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """A compose service's bind mounts: where in the container, from which host path."""
+    return {
+        volume["target"]: Path(volume["source"])
+        for volume in service.get("volumes", [])
+        if volume["type"] == "bind"
+    }
+
+
+def test_the_monitoring_profile_runs_prometheus_and_grafana_on_these_files(
+    docker_config: Path,  # noqa: F811
+) -> None:
+    services = compose_config(docker_config, "monitoring")["services"]
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    assert mounts(prometheus)["/etc/prometheus/prometheus.yml"] == DOCKER / "prometheus.yml"
+    provider = yaml.safe_load((PROVISIONING / "dashboards" / "llm-stream-proxy.yaml").read_text())
+    assert mounts(grafana)["/etc/grafana/provisioning"] == PROVISIONING
+    dashboards = provider["providers"][0]["options"]["path"]
+    assert mounts(grafana)[dashboards] == DASHBOARD.parent
+    # Unauthenticated endpoints stay on the host's loopback.
+    for service in (prometheus, grafana):
+        assert all(port["host_ip"] == "127.0.0.1" for port in service["ports"])
+    # The proxy it scrapes runs beside it.
+    assert "proxy" in services

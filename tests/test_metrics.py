@@ -7,14 +7,18 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.fake_upstream import prompt_tokens, reply_text
 from proxy.settings import ModelEntry
 from tests.servers import FakeUpstreamServer, ProxyProcess, ProxyServer
 from tests.test_guards import open_stream, stream_status
+from tests.test_operations import log_lines  # noqa: F401  (fixture)
 
 
 class Scrape:
@@ -261,3 +265,79 @@ async def test_two_workers_one_scrape_covers_both(
     finally:
         proxy.close()
     assert not metrics_directories(tmp_path)  # removed when the server exits
+
+
+# --- token usage ---------------------------------------------------------------------------
+
+DIALECTS = ["openai", "openai-completions", "ollama", "tgi", "anthropic"]
+
+
+def stream_lines(logged: list[str], marker: str) -> list[dict[str, Any]]:
+    lines = [orjson.loads(line) for line in logged if '"proxy.stream"' in line]
+    return [line for line in lines if line.get("request_id") == marker]
+
+
+async def usage_stream(
+    proxy: ProxyServer, prompt: str, marker: str, logged: list[str]
+) -> tuple[str, dict[str, Any], Scrape]:
+    """The text of one stream, its log line, and a scrape taken after it."""
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as client:
+        response = await client.post(
+            "/v1/stream", json={"prompt": prompt}, headers={"X-Request-ID": marker}
+        )
+    assert response.status_code == 200
+    result = await scrape_when(proxy, lambda scrape: total_streams(scrape) >= 1)
+    (line,) = stream_lines(logged, marker)
+    return response.text, line, result
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_the_upstreams_usage_reaches_the_log_line_and_tokens_total(
+    start_proxy: Callable[..., ProxyServer],
+    marker: str,
+    log_lines: list[str],  # noqa: F811
+    dialect: str,
+) -> None:
+    proxy = start_proxy(upstream_dialect=dialect)
+    prompt = f"{marker} count my words @text=tricky"
+    text, line, result = await usage_stream(proxy, prompt, marker, log_lines)
+    assert text == reply_text(prompt, 12)  # unchanged by the usage events
+    completion = 12
+    prompt_count = None if dialect == "tgi" else prompt_tokens(prompt)  # TGI: generated only
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (prompt_count, completion)
+    assert result.table("llm_proxy_tokens_total", "model", "kind") == {
+        ("default", "completion"): completion,
+        **({("default", "prompt"): prompt_count} if prompt_count else {}),
+    }
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_no_usage_reported_gives_nulls_and_no_error(
+    start_proxy: Callable[..., ProxyServer],
+    marker: str,
+    log_lines: list[str],  # noqa: F811
+    dialect: str,
+) -> None:
+    proxy = start_proxy(upstream_dialect=dialect)
+    prompt = f"{marker} @usage=0 @text=tricky"
+    text, line, result = await usage_stream(proxy, prompt, marker, log_lines)
+    assert text == reply_text(prompt, 12)
+    assert line["outcome"] == "completed"
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (None, None)
+    assert result.value("llm_proxy_tokens_total") == 0
+
+
+@pytest.mark.parametrize("dialect", ["openai", "openai-completions", "tgi"])
+async def test_a_model_can_refuse_to_be_asked_for_usage(
+    start_proxy: Callable[..., ProxyServer],
+    upstream: FakeUpstreamServer,
+    marker: str,
+    log_lines: list[str],  # noqa: F811
+    dialect: str,
+) -> None:
+    proxy = start_proxy(upstream_dialect=dialect, upstream_stream_usage=False)
+    _, line, _ = await usage_stream(proxy, marker, marker, log_lines)
+    (received,) = upstream.find(marker)
+    assert "stream_options" not in received.json
+    assert "details" not in received.json.get("parameters", {})
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (None, None)
