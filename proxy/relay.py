@@ -38,7 +38,7 @@ from proxy.errors import (
 )
 from proxy.metrics import AttemptResult, Metrics, attempt_result
 from proxy.settings import ModelSpec, Settings
-from proxy.upstream_http import UpstreamHTTP
+from proxy.upstream_http import UpstreamHTTP, response_body
 from proxy.watchdog import Watchdog
 
 logger = logging.getLogger("proxy.stream")
@@ -369,13 +369,16 @@ class Relay:
             response = await self._http.send("POST", url + request.path, content, headers)
         except httpx.TimeoutException:
             raise UpstreamConnectTimeout("timed out connecting to upstream") from None
+        except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
+            # Never sent (a configured key with a stray space, say): no retry would help.
+            raise UpstreamProtocolError(f"request not sent upstream: {exc}") from None
         except httpx.HTTPError:
             raise UpstreamUnavailable("could not connect to upstream") from None
         try:
             if response.status_code != 200:
                 raise await self._status_error(upstream, response)
-            parser = upstream.dialect.parser()
-            chunks = response.aiter_raw()
+            parser = upstream.dialect.parser(self._settings.max_event_bytes)
+            chunks = response_body(response)
             while True:
                 try:
                     chunk = await anext(chunks)
@@ -400,11 +403,11 @@ class Relay:
     ) -> UpstreamStatusError:
         body = b""
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response_body(response):
                 body += chunk
                 if len(body) >= _MAX_ERROR_BODY:
                     break
-        except httpx.HTTPError:
+        except (httpx.HTTPError, UpstreamProtocolError):
             pass
         message = _redact(upstream.dialect.error_message(body), upstream.spec)
         detail = f"upstream answered {response.status_code}"

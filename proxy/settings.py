@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     max_concurrent_streams: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_prompt_chars: int = Field(default=200_000, ge=1)
+    # One upstream event (SSE) or line (NDJSON); bounds a stream's memory.
+    max_event_bytes: int = Field(default=1_048_576, ge=1024)
 
     # Public deployment (README "Public deployment").
     api_keys: SecretStr | None = None

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from tests.scripted import serve  # noqa: F401  (fixture for scripted upstreams)
 from tests.servers import FakeUpstreamServer, ProxyServer, proxy_settings
 
 

@@ -100,7 +100,7 @@ IN_BAND_ERRORS: dict[str, bytes] = {
 
 
 def parse(dialect: str, pieces: list[bytes]) -> tuple[str, bool]:
-    parser = get_dialect(dialect).parser()
+    parser = get_dialect(dialect).parser(1_048_576)
     text = "".join(parser.feed(piece) for piece in pieces) + parser.close()
     return text, parser.complete
 
@@ -129,7 +129,7 @@ def test_missing_end_marker_leaves_the_stream_incomplete(dialect: str) -> None:
 
 @pytest.mark.parametrize("dialect", STREAMS)
 def test_in_band_error_is_a_failure(dialect: str) -> None:
-    parser = get_dialect(dialect).parser()
+    parser = get_dialect(dialect).parser(1_048_576)
     assert parser.feed(STREAMS[dialect](["a"], end=False)) == "a"
     with pytest.raises(UpstreamProtocolError, match="boom"):
         parser.feed(IN_BAND_ERRORS[dialect])
@@ -142,7 +142,7 @@ def test_text_before_an_in_band_error_survives_any_split(
 ) -> None:
     """However the reads fall, the client gets the text the upstream sent before failing."""
     stream = STREAMS[dialect](tokens, end=False) + IN_BAND_ERRORS[dialect]
-    parser = get_dialect(dialect).parser()
+    parser = get_dialect(dialect).parser(1_048_576)
     text = ""
     failure: UpstreamProtocolError | None = None
     for piece in split_at(stream, cut_points):
@@ -160,7 +160,7 @@ def test_text_before_an_in_band_error_survives_any_split(
 def test_unreadable_event_is_a_failure(dialect: str) -> None:
     garbage = b"{nope\n" if dialect == "ollama" else b"data: {nope\n\n"
     with pytest.raises(UpstreamProtocolError):
-        get_dialect(dialect).parser().feed(garbage)
+        get_dialect(dialect).parser(1_048_576).feed(garbage)
 
 
 def model(dialect: DialectName) -> ModelSpec:

@@ -63,7 +63,7 @@ EXPECTED_PROMPT = {"openai": 7, "openai-completions": 7, "ollama": 7, "tgi": Non
 
 
 def parse_usage(dialect: str, pieces: list[bytes]) -> tuple[str, bool, TokenUsage]:
-    parser = get_dialect(dialect).parser()
+    parser = get_dialect(dialect).parser(1_048_576)
     text = "".join(parser.feed(piece) for piece in pieces) + parser.close()
     return text, parser.complete, parser.usage
 
@@ -89,7 +89,7 @@ def test_no_usage_reported_gives_none_and_no_error(dialect: str) -> None:
 @pytest.mark.parametrize("dialect", ["openai", "openai-completions"])
 def test_a_usage_only_chunk_is_not_text(dialect: str) -> None:
     """So it can never be taken for the first token, the commit point."""
-    parser = get_dialect(dialect).parser()
+    parser = get_dialect(dialect).parser(1_048_576)
     assert parser.feed(openai_usage(3, 4)) == ""
     assert parser.usage == TokenUsage(3, 4)
 
@@ -104,7 +104,7 @@ def test_a_usage_only_chunk_is_not_text(dialect: str) -> None:
     ],
 )
 def test_counts_that_are_not_counts_are_ignored(counts: object) -> None:
-    parser = get_dialect("openai").parser()
+    parser = get_dialect("openai").parser(1_048_576)
     body = STREAMS["openai"](["a"], end=False) + finish("openai")
     body += sse({"choices": [], "usage": counts}) + b"data: [DONE]\n\n"
     assert parser.feed(body) == "a"

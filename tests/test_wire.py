@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import time
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.errors import UpstreamProtocolError
 from proxy.wire import NDJSONDecoder, ServerSentEvent, SSEDecoder
 from tests.splits import cuts, split_at
 
@@ -42,8 +46,11 @@ def event_streams(draw: st.DrawFn) -> tuple[bytes, list[ServerSentEvent]]:
     return bytes(stream), expected
 
 
-def decode_sse(pieces: list[bytes]) -> list[ServerSentEvent]:
-    decoder = SSEDecoder()
+LIMIT = 1024
+
+
+def decode_sse(pieces: list[bytes], limit: int = LIMIT) -> list[ServerSentEvent]:
+    decoder = SSEDecoder(max_event_bytes=limit)
     return [event for piece in pieces for event in decoder.feed(piece)]
 
 
@@ -106,13 +113,84 @@ def test_ndjson_any_split_gives_the_same_lines(
 
     lines = [orjson.dumps(value) for value in values]
     stream = b"".join(line + b"\n" for line in lines)
-    decoder = NDJSONDecoder()
+    decoder = NDJSONDecoder(max_line_bytes=LIMIT)
     decoded = [line for piece in split_at(stream, cut_points) for line in decoder.feed(piece)]
     assert [orjson.loads(line) for line in decoded + decoder.flush()] == values
 
 
 def test_ndjson_keeps_unicode_line_separators_inside_a_line() -> None:
-    decoder = NDJSONDecoder()
+    decoder = NDJSONDecoder(max_line_bytes=LIMIT)
     line = '{"c":"a\u2028b\u0085c\x0cd"}'.encode()
     assert decoder.feed(line[:5]) == []
     assert decoder.feed(line[5:] + b"\r\n\n") == [line + b"\r"]
+
+
+# --- bounded memory ----------------------------------------------------------------------
+
+
+def sse_until_failure(
+    decoder: SSEDecoder, pieces: list[bytes]
+) -> tuple[list[ServerSentEvent], UpstreamProtocolError | None]:
+    events = []
+    for piece in pieces:
+        events += decoder.feed(piece)
+        if decoder.failure is not None:
+            break
+    return events, decoder.failure
+
+
+@given(cuts)
+def test_sse_event_over_the_limit_fails_after_the_events_before_it(cut_points: list[int]) -> None:
+    small = b"data: before\n\n"
+    for oversized in (
+        b"data:" + b"x" * (LIMIT - 4) + b"\n\n",  # one line
+        b": " + b"x" * (LIMIT - 1) + b"\n\n",  # a comment
+        b"data: " + b"x" * 600 + b"\ndata: " + b"y" * 600 + b"\n\n",  # two lines of one event
+        b"data: " + b"x" * 2 * LIMIT,  # never ends
+    ):
+        stream = small + oversized + b"data: after\n\n"
+        events, failure = sse_until_failure(SSEDecoder(LIMIT), split_at(stream, cut_points))
+        assert events == [ServerSentEvent("message", b"before")]
+        assert failure is not None
+        assert "1024 bytes" in failure.message
+
+
+@given(cuts)
+def test_sse_lines_and_events_of_exactly_the_limit_pass(cut_points: list[int]) -> None:
+    half = LIMIT // 2
+    stream = b"data:" + b"x" * (LIMIT - 5) + b"\r\n\r\n"  # a line of the limit
+    stream += b"data:" + b"y" * half + b"\ndata:" + b"z" * half + b"\n\n"  # an event of it
+    decoder = SSEDecoder(LIMIT)
+    events = [event for piece in split_at(stream, cut_points) for event in decoder.feed(piece)]
+    assert decoder.failure is None
+    assert events == [
+        ServerSentEvent("message", b"x" * (LIMIT - 5)),
+        ServerSentEvent("message", b"y" * half + b"\n" + b"z" * half),
+    ]
+
+
+@given(cuts)
+def test_ndjson_line_over_the_limit_fails_after_the_lines_before_it(
+    cut_points: list[int],
+) -> None:
+    for oversized in (b"[" + b"1," * LIMIT + b"1]\n", b"[" + b"1," * LIMIT):
+        stream = b'{"a":1}\n' + oversized + b'{"b":2}\n'
+        decoder = NDJSONDecoder(LIMIT)
+        lines: list[bytes] = []
+        for piece in split_at(stream, cut_points):
+            lines += decoder.feed(piece)
+            if decoder.failure is not None:
+                break
+        assert lines == [b'{"a":1}']
+        assert decoder.failure is not None
+
+
+@pytest.mark.parametrize("decoder", [SSEDecoder(64 << 20), NDJSONDecoder(64 << 20)])
+def test_an_unterminated_line_costs_linear_work(decoder: SSEDecoder | NDJSONDecoder) -> None:
+    # 16 MiB in 1 KiB reads: rescanning what is buffered on every read would copy some
+    # 128 GiB, minutes; once is milliseconds. The bound is only "promptly".
+    piece = b"x" * 1024
+    started = time.perf_counter()
+    for _read in range(16 * 1024):
+        assert decoder.feed(piece) == []
+    assert time.perf_counter() - started < 5

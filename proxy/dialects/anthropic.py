@@ -74,8 +74,8 @@ class Anthropic:
             headers["x-api-key"] = model.api_key.get_secret_value()
         return UpstreamRequest("/v1/messages", headers, body)
 
-    def parser(self) -> AnthropicParser:
-        return AnthropicParser()
+    def parser(self, max_event_bytes: int) -> AnthropicParser:
+        return AnthropicParser(max_event_bytes)
 
     def error_message(self, body: bytes) -> str:
         return error_message_of_body(body)

@@ -75,7 +75,9 @@ class Dialect(Protocol):
 
     def build_request(self, model: ModelSpec, conversation: Conversation) -> UpstreamRequest: ...
 
-    def parser(self) -> StreamParser: ...
+    def parser(self, max_event_bytes: int) -> StreamParser:
+        """A parser for one response; an event or line over max_event_bytes fails it."""
+        ...
 
     def error_message(self, body: bytes) -> str:
         """The human-readable message inside an upstream error body."""

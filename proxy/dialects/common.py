@@ -73,8 +73,8 @@ class SSETextParser:
 
     __slots__ = ("_sse", "complete", "usage")
 
-    def __init__(self) -> None:
-        self._sse = SSEDecoder()
+    def __init__(self, max_event_bytes: int) -> None:
+        self._sse = SSEDecoder(max_event_bytes)
         self.complete = False
         self.usage = TokenUsage()
 
@@ -88,6 +88,9 @@ class SSETextParser:
                 raise
             if piece:
                 text += piece
+        if self._sse.failure is not None:
+            self._sse.failure.text = text
+            raise self._sse.failure
         return text
 
     def close(self) -> str:

@@ -21,8 +21,8 @@ from proxy.wire import NDJSONDecoder
 class OllamaParser:
     __slots__ = ("_lines", "complete", "usage")
 
-    def __init__(self) -> None:
-        self._lines = NDJSONDecoder()
+    def __init__(self, max_event_bytes: int) -> None:
+        self._lines = NDJSONDecoder(max_event_bytes)
         self.complete = False
         self.usage = TokenUsage()
 
@@ -42,6 +42,9 @@ class OllamaParser:
                 raise
             if piece:
                 text += piece
+        if self._lines.failure is not None:
+            self._lines.failure.text = text
+            raise self._lines.failure
         return text
 
     def _line_text(self, line: bytes) -> str | None:
@@ -78,8 +81,8 @@ class Ollama:
             body["options"] = options
         return UpstreamRequest("/api/chat", bearer_headers(model), body)
 
-    def parser(self) -> OllamaParser:
-        return OllamaParser()
+    def parser(self, max_event_bytes: int) -> OllamaParser:
+        return OllamaParser(max_event_bytes)
 
     def error_message(self, body: bytes) -> str:
         return error_message_of_body(body)

@@ -66,8 +66,8 @@ class OpenAIChat:
         body.update(usage_options(model))
         return UpstreamRequest("/v1/chat/completions", bearer_headers(model), body)
 
-    def parser(self) -> OpenAIChatParser:
-        return OpenAIChatParser()
+    def parser(self, max_event_bytes: int) -> OpenAIChatParser:
+        return OpenAIChatParser(max_event_bytes)
 
     def error_message(self, body: bytes) -> str:
         return error_message_of_body(body)

@@ -39,8 +39,8 @@ class OpenAICompletions:
         body.update(usage_options(model))
         return UpstreamRequest("/v1/completions", bearer_headers(model), body)
 
-    def parser(self) -> CompletionsParser:
-        return CompletionsParser()
+    def parser(self, max_event_bytes: int) -> CompletionsParser:
+        return CompletionsParser(max_event_bytes)
 
     def error_message(self, body: bytes) -> str:
         return error_message_of_body(body)

@@ -57,8 +57,8 @@ class TGI:
             body["parameters"] = parameters
         return UpstreamRequest("/generate_stream", bearer_headers(model), body)
 
-    def parser(self) -> TGIParser:
-        return TGIParser()
+    def parser(self, max_event_bytes: int) -> TGIParser:
+        return TGIParser(max_event_bytes)
 
     def error_message(self, body: bytes) -> str:
         return error_message_of_body(body)

@@ -11,7 +11,7 @@ class AnthropicFormat(WireFormat):
     path = "/v1/messages"
     _ERROR_TYPES: Final = {429: "rate_limit_error", 529: "overloaded_error"}
 
-    def preamble(self, model: str, usage: Usage | None) -> bytes:
+    def preamble(self, model: str, usage: Usage | None = None) -> bytes:
         message: dict[str, Any] = {
             "id": "msg_fake",
             "type": "message",
@@ -40,7 +40,7 @@ class AnthropicFormat(WireFormat):
     def epilogue(self) -> bytes:
         return sse({"type": "content_block_stop", "index": 0}, event=b"content_block_stop")
 
-    def end(self, model: str, text: str, total: int, usage: Usage | None) -> bytes:
+    def end(self, model: str, text: str, total: int, usage: Usage | None = None) -> bytes:
         stop: dict[str, Any] = {
             "type": "message_delta",
             "delta": {"stop_reason": "end_turn", "stop_sequence": None},

@@ -39,7 +39,7 @@ class WireFormat:
         """Whether the request asked for usage, for APIs that report it only when asked."""
         return True
 
-    def preamble(self, model: str, usage: Usage | None) -> bytes:
+    def preamble(self, model: str, usage: Usage | None = None) -> bytes:
         return b""
 
     def token(self, index: int, text: str, model: str, total: int) -> bytes:
@@ -49,7 +49,7 @@ class WireFormat:
         """What follows the last token even in a reply cut short of its end marker."""
         return b""
 
-    def end(self, model: str, text: str, total: int, usage: Usage | None) -> bytes:
+    def end(self, model: str, text: str, total: int, usage: Usage | None = None) -> bytes:
         """The end marker, and the usage where the API reports it: a client that never sees
         the marker must take the reply as cut short."""
         raise NotImplementedError

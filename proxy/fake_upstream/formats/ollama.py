@@ -26,7 +26,7 @@ class OllamaFormat(WireFormat):
     def token(self, index: int, text: str, model: str, total: int) -> bytes:
         return self._line(model, text)
 
-    def end(self, model: str, text: str, total: int, usage: Usage | None) -> bytes:
+    def end(self, model: str, text: str, total: int, usage: Usage | None = None) -> bytes:
         counts = (
             {"prompt_eval_count": usage.prompt_tokens, "eval_count": usage.completion_tokens}
             if usage is not None

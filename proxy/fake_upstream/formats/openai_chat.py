@@ -45,14 +45,14 @@ class OpenAIChatFormat(WireFormat):
     def _chunk(self, model: str, delta: dict[str, str], finish: str | None = None) -> bytes:
         return sse(self._payload(model, delta, finish))
 
-    def preamble(self, model: str, usage: Usage | None) -> bytes:
+    def preamble(self, model: str, usage: Usage | None = None) -> bytes:
         # Real servers send keep-alive comments; a client must skip them.
         return self._chunk(model, {"role": "assistant", "content": ""}) + b": keep-alive\n\n"
 
     def token(self, index: int, text: str, model: str, total: int) -> bytes:
         return self._chunk(model, {"content": text})
 
-    def end(self, model: str, text: str, total: int, usage: Usage | None) -> bytes:
+    def end(self, model: str, text: str, total: int, usage: Usage | None = None) -> bytes:
         last = self._chunk(model, {}, "stop")
         if usage is not None:
             last += usage_chunk(self._payload(model, {}, None), usage)

@@ -41,7 +41,7 @@ class TGIFormat(WireFormat):
             event += self._event(self._SPECIAL)  # a client must not show special tokens
         return event
 
-    def end(self, model: str, text: str, total: int, usage: Usage | None) -> bytes:
+    def end(self, model: str, text: str, total: int, usage: Usage | None = None) -> bytes:
         # TGI's stream counts generated tokens only (the end-of-sequence token among them).
         details = (
             {
