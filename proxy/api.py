@@ -1,14 +1,13 @@
-"""Request models and path operations; thin: validation here, streaming in the relay."""
+"""Request models and path operations; thin: validation here, the stream in its session."""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
@@ -18,14 +17,17 @@ from proxy.errors import (
     BodyTooLarge,
     InvalidJSON,
     InvalidRequest,
+    ProxyError,
     UnknownModel,
     UnsupportedMediaType,
 )
 from proxy.guards import Guards
-from proxy.relay import Relay, TextStream, Upstream
+from proxy.record import StreamRecord
+from proxy.relay import reachable
 from proxy.responses import TextStreamingResponse
+from proxy.services import Services, Upstream
+from proxy.session import StreamSession
 from proxy.settings import Settings
-from proxy.watchdog import Watchdog
 
 router = APIRouter()
 
@@ -91,86 +93,65 @@ class StreamRequest(BaseModel):
         )
 
 
-# One dependency for the stream, calling plain functions in order: FastAPI's bookkeeping for
-# six dependencies was about a tenth of a request's CPU in the profile. Dependencies are
-# `async def`: FastAPI runs plain `def` ones in a thread pool, a thread hop per call that
-# queues behind 40 threads under load.
-
-
-async def open_text_stream(request: Request, response: Response) -> AsyncIterator[TextStream]:
-    """Request id, client key, a stream slot, the body, the model, then the upstream stream.
-
-    Owns the slot and the upstream response: FastAPI exits this after the response, on every
-    path (completion, abort, disconnect, any error before the commit point).
-    """
-    request_id = new_request_id(request)
-    response.headers["X-Request-ID"] = request_id
-    client = identify_client(request)
-    async with admitted(request, client):
-        body = await read_stream_request(request)
-        upstream = choose_upstream(request, body)
-        watchdog = Watchdog(request.receive)  # the body is read: receive() is its alone
-        request.state.watchdog = watchdog
-        relay: Relay = request.app.state.relay
-        try:
-            async with relay.open(
-                upstream, body.conversation(), request_id, watchdog, client
-            ) as stream:
-                yield stream
-        finally:
-            watchdog.close()
-
-
 @router.post("/v1/stream", response_class=TextStreamingResponse)
-async def stream_text(
-    text: Annotated[TextStream, Depends(open_text_stream)],
-) -> AsyncIterator[bytes]:
-    async for chunk in text:
-        yield chunk
+async def stream_text(request: Request) -> TextStreamingResponse:
+    """The client's key, a slot, the body, the model, then the upstream up to the commit
+    point; the response streams the rest and closes the session (SPEC §1).
+
+    No FastAPI dependencies: their bookkeeping (six of them, once) was about a tenth of a
+    request's CPU in the profile; these are plain calls, in SPEC order, cheapest first.
+    """
+    services = services_of(request)
+    session = StreamSession(services, new_request_id(request), request.receive)
+    async with session.opening():
+        await session.admit(identify_client(request, services.guards), peer_of(request))
+        body = await read_stream_request(request, services.settings)
+        session.record.model = body.model or "-"  # what a refusal from here on names
+        check_prompt_length(body, services.settings)
+        upstream = choose_upstream(services.upstreams, body)
+        await session.open(upstream, body.conversation())
+    return TextStreamingResponse(session)
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
 
 
 def new_request_id(request: Request) -> str:
     """The client's X-Request-ID when it is sane, else a fresh one."""
     given = request.headers.get("x-request-id", "")
-    value = given if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
-    request.state.request_id = value
-    return value
+    return given if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
 
 
-def identify_client(request: Request) -> str | None:
+def identify_client(request: Request, guards: Guards) -> str | None:
     """The client's short id when keys are configured (401 without a valid one)."""
-    guards: Guards = request.app.state.guards
-    client = guards.keys.identify(
+    return guards.keys.identify(
         request.headers.get("authorization"), request.headers.get("x-api-key")
     )
-    request.state.client = client
-    return client
+
+
+def peer_of(request: Request) -> str:
+    return request.client.host if request.client else "-"
 
 
 async def authenticate(request: Request) -> str | None:
-    new_request_id(request)
-    return identify_client(request)
-
-
-@asynccontextmanager
-async def admitted(request: Request, client: str | None) -> AsyncIterator[None]:
-    """A slot under the proxy's and the client's limits, held until the block ends."""
-    guards: Guards = request.app.state.guards
-    guards.slots.acquire()
+    """The stream's keys guard the other endpoints too; a refusal is logged like a stream's."""
+    request_id = new_request_id(request)
     try:
-        identity = client or f"ip:{request.client.host if request.client else '-'}"
-        holds_slot = await guards.client_limits.admit(identity) if guards.limited else False
-        try:
-            yield
-        finally:
-            if holds_slot:
-                await guards.client_limits.release(identity)
-    finally:
-        guards.slots.release()
+        return identify_client(request, services_of(request).guards)
+    except ProxyError as exc:
+        exc.request_id = request_id
+        record = StreamRecord(request_id, status=exc.status_code)
+        record.failed(exc)
+        record.finish()
+        metrics = services_of(request).metrics
+        metrics.rejected(exc)
+        metrics.stream_ended(record, started=False)
+        raise
 
 
-async def read_stream_request(request: Request) -> StreamRequest:
-    settings: Settings = request.app.state.settings
+async def read_stream_request(request: Request, settings: Settings) -> StreamRequest:
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != "application/json":
         raise UnsupportedMediaType("the request body must be application/json")
@@ -184,19 +165,20 @@ async def read_stream_request(request: Request) -> StreamRequest:
         if len(body) > limit:
             raise BodyTooLarge(f"the request body is larger than {limit} bytes")
     try:
-        parsed = StreamRequest.model_validate_json(body)
+        return StreamRequest.model_validate_json(body)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         if any(error["type"] == "json_invalid" for error in errors):
             raise InvalidJSON("the request body is not valid JSON") from None
         raise InvalidRequest(_describe(errors)) from None
-    request.state.model = parsed.model
-    conversation_chars = len(parsed.system or "") + (
-        len(parsed.prompt) if parsed.prompt else sum(len(m.text()) for m in parsed.messages or ())
+
+
+def check_prompt_length(body: StreamRequest, settings: Settings) -> None:
+    conversation_chars = len(body.system or "") + (
+        len(body.prompt) if body.prompt else sum(len(m.text()) for m in body.messages or ())
     )
     if conversation_chars > settings.max_prompt_chars:
         raise InvalidRequest(f"the prompt is longer than {settings.max_prompt_chars} characters")
-    return parsed
 
 
 def _describe(errors: list[ErrorDetails]) -> str:
@@ -207,8 +189,7 @@ def _describe(errors: list[ErrorDetails]) -> str:
     return f"{location}: {message}{more}"
 
 
-def choose_upstream(request: Request, body: StreamRequest) -> Upstream:
-    upstreams: dict[str, Upstream] = request.app.state.upstreams
+def choose_upstream(upstreams: Mapping[str, Upstream], body: StreamRequest) -> Upstream:
     if body.model is None:
         upstream = next(iter(upstreams.values()))
     elif body.model in upstreams:
@@ -227,17 +208,16 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    upstreams: dict[str, Upstream] = request.app.state.upstreams
-    default = next(iter(upstreams.values()))
-    relay: Relay = request.app.state.relay
-    if await relay.reachable(default):
+    services = services_of(request)
+    default = services.default_upstream
+    if await reachable(services.http, default, services.settings):
         return JSONResponse({"status": "ready", "model": default.spec.name})
     return JSONResponse({"status": "unavailable", "model": default.spec.name}, status_code=503)
 
 
 @router.get("/v1/models", dependencies=[Depends(authenticate)])
 async def list_models(request: Request) -> dict[str, object]:
-    upstreams: dict[str, Upstream] = request.app.state.upstreams
+    upstreams = services_of(request).upstreams
     return {
         "object": "list",
         "data": [

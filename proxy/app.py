@@ -13,30 +13,27 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from proxy.api import new_request_id, router
-from proxy.balancer import Balancer
 from proxy.chat_page import add_chat_page
-from proxy.dialects import get_dialect
 from proxy.drain import AbortOnShutdown
 from proxy.errors import ClientDisconnected, ProxyError, RequestError, error_response
 from proxy.fake_upstream import FakeUpstream
 from proxy.guards import Guards
 from proxy.logs import protect_logs
-from proxy.metrics import Metrics, PrometheusMetrics, create_metrics
-from proxy.relay import Relay, StreamRecord, Upstream
+from proxy.metrics import PrometheusMetrics, create_metrics
+from proxy.services import Services, build_upstreams
 from proxy.settings import Settings
 from proxy.upstream_http import UpstreamHTTP
 
 
 def create_app(settings: Settings) -> FastAPI:
     specs = settings.models()
-    dialects = {spec.name: get_dialect(spec.dialect) for spec in specs}
     metrics = create_metrics(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # anyio (FastAPI's checkpoint after every streamed chunk) asks sniffio which library
-        # runs, and sniffio looks up the current task each time unless told: this thread's
-        # loop is asyncio's for its whole life.
+        # anyio (under Starlette and FastAPI) asks sniffio which library runs, and sniffio
+        # looks up the current task each time unless told: this thread's loop is asyncio's
+        # for its whole life.
         sniffio.thread_local.name = "asyncio"
         async with AsyncExitStack() as stack:
             fake_url = ""
@@ -52,22 +49,14 @@ def create_app(settings: Settings) -> FastAPI:
                     fake_url,
                 )
             stack.callback(metrics.close)
-            app.state.upstreams = {
-                spec.name: Upstream(
-                    spec,
-                    dialects[spec.name],
-                    watched_balancer(spec.name, spec.urls or (fake_url,), settings, metrics),
-                )
-                for spec in specs
-            }
-            for upstream in app.state.upstreams.values():
+            upstreams = build_upstreams(settings, fake_url, metrics)
+            for upstream in upstreams.values():
                 stack.callback(upstream.balancer.close)
             http = UpstreamHTTP(settings)
             stack.push_async_callback(http.aclose)
-            app.state.relay = Relay(http, settings, metrics)
             guards = Guards(settings)
             stack.push_async_callback(guards.aclose)
-            app.state.guards = guards
+            app.state.services = Services(settings, upstreams, http, guards, metrics)
             if guards.keys.open:
                 logging.getLogger("proxy").warning(
                     "PROXY_API_KEYS is not set: the proxy is open to every client"
@@ -81,15 +70,13 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    app.state.settings = settings
-    app.state.metrics = metrics
     protect_logs()
     app.include_router(router)
-    if settings.chat_page:
-        add_chat_page(app)
     if isinstance(metrics, PrometheusMetrics):
         # Unauthenticated, like /healthz: scrapers carry no client key.
         app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=False)
+    if settings.chat_page:
+        add_chat_page(app)
     if settings.cors_origin_list:
         # Pure ASGI: it adds headers to the response start and never touches the body.
         app.add_middleware(
@@ -107,38 +94,9 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _request_id(request: Request) -> str:
-    existing: str | None = getattr(request.state, "request_id", None)
-    return existing or new_request_id(request)
-
-
-def watched_balancer(
-    model: str, urls: tuple[str, ...], settings: Settings, metrics: Metrics
-) -> Balancer:
-    """A model's balancer, its replicas' health reported to the metrics from the start."""
-    for url in urls:
-        metrics.replica_up(model, url, True)
-    return Balancer(
-        urls, settings.replica_cooldown, lambda url, up: metrics.replica_up(model, url, up)
-    )
-
-
 async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
-    request_id = _request_id(request)
-    metrics: Metrics = request.app.state.metrics
-    metrics.rejected(exc)
-    if isinstance(exc, RequestError):
-        # Upstream failures were logged by the relay; refusals are logged here.
-        record = StreamRecord(
-            request_id=request_id,
-            model=getattr(request.state, "model", None) or "-",
-            client=getattr(request.state, "client", None),
-            status=exc.status_code,
-            outcome="rejected",
-            error=exc.message,
-        )
-        record.emit()
-        metrics.stream_refused(record)
+    # Whoever refused the request logged it, and wrote its id on the error.
+    request_id = exc.request_id or new_request_id(request)
     if isinstance(exc, ClientDisconnected):
         return JSONResponse({}, status_code=exc.status_code)
     return error_response(exc, request_id)
@@ -148,7 +106,7 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     error = RequestError(str(exc.detail))
     error.status_code = exc.status_code
     error.error_type = "not_found" if exc.status_code == 404 else "http_error"
-    return error_response(error, _request_id(request))
+    return error_response(error, new_request_id(request))
 
 
 def app_from_environment() -> FastAPI:

@@ -18,7 +18,9 @@
         └── UpstreamTimeout          504 (connect, first token); idle, total after the commit
 
 Exceptions are raised where the failure happens and turned into a response only by
-`error_response`, so the JSON shape and the status table of SPEC §2 live here alone.
+`error_response`, so the JSON shape and the status table of SPEC §2 live here alone. The one
+that logs a refusal (a stream's session) writes its request id on the error, so the response
+names the request the log line does.
 Messages must never contain secrets: they are sent to clients and logged.
 """
 
@@ -32,6 +34,7 @@ from starlette.responses import JSONResponse
 class ProxyError(Exception):
     status_code: int = 500
     error_type: str = "internal_error"
+    request_id: str | None = None
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -123,9 +126,6 @@ class UpstreamUnavailable(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     error_type = "upstream_protocol_error"
-    # Text a parser decoded from the same read before the failure: the client still gets it,
-    # so what it receives does not depend on how the upstream's bytes were split.
-    text: str = ""
 
 
 class UpstreamClosedEarly(UpstreamProtocolError):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import httpx
@@ -46,7 +45,7 @@ from proxy.multiprocess import multiprocess_metrics
 from proxy.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
-    from proxy.relay import StreamRecord
+    from proxy.record import StreamRecord
 
 PREFIX = "llm_proxy_"
 
@@ -112,13 +111,11 @@ class Metrics:
     enabled = False
 
     def stream_started(self, model: str) -> None:
-        """A stream entered the relay (paired with `stream_ended`)."""
+        """A stream has its model and goes upstream: it is in flight until it ends."""
 
-    def stream_ended(self, record: StreamRecord) -> None:
-        """A stream the relay held is over; called where its log line is written."""
-
-    def stream_refused(self, record: StreamRecord) -> None:
-        """A request refused before it reached the relay; called where its line is written."""
+    def stream_ended(self, record: StreamRecord, *, started: bool) -> None:
+        """A request is over, refused or streamed (`started`: `stream_started` counted it);
+        called where its one log line is written, with the final record."""
 
     def rejected(self, error: ProxyError) -> None:
         """An error answered before the commit point, whoever raised it."""
@@ -227,25 +224,21 @@ class PrometheusMetrics(Metrics):
     def stream_started(self, model: str) -> None:
         self._child(self._in_flight, self._model(model)).inc()
 
-    def stream_ended(self, record: StreamRecord) -> None:
+    def stream_ended(self, record: StreamRecord, *, started: bool) -> None:
         model = self._model(record.model)
-        self._child(self._in_flight, model).dec()
-        self._count(model, record)
-        if record.status == 200 and record.first_delta_at is not None:
-            self._child(self._ttfb, model).observe(record.first_delta_at - record.started)
-            self._child(self._duration, model).observe(time.monotonic() - record.started)
+        if started:
+            self._child(self._in_flight, model).dec()
+        self._child(self._streams, model, record.outcome or "client_disconnected").inc()
+        ttfb, duration = record.ttfb, record.duration
+        if record.status == 200 and ttfb is not None and duration is not None:
+            self._child(self._ttfb, model).observe(ttfb)
+            self._child(self._duration, model).observe(duration)
         if record.bytes:
             self._child(self._bytes, model).inc(record.bytes)
         if record.prompt_tokens:
             self._child(self._tokens, model, "prompt").inc(record.prompt_tokens)
         if record.completion_tokens:
             self._child(self._tokens, model, "completion").inc(record.completion_tokens)
-
-    def stream_refused(self, record: StreamRecord) -> None:
-        self._count(self._model(record.model), record)
-
-    def _count(self, model: str, record: StreamRecord) -> None:
-        self._child(self._streams, model, record.outcome or "client_disconnected").inc()
 
     def rejected(self, error: ProxyError) -> None:
         if not isinstance(error, ClientDisconnected):  # nobody was answered

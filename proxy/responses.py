@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
 
-from starlette.background import BackgroundTask
-from starlette.responses import ContentStream, StreamingResponse
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from proxy.errors import ProxyError
-from proxy.watchdog import Watchdog
+from proxy.session import StreamSession
 
 STREAM_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
@@ -21,60 +20,48 @@ STREAM_HEADERS = {
 }
 
 
-class TextStreamingResponse(StreamingResponse):
-    """`text/plain; charset=utf-8`, each chunk sent as it comes.
+class TextStreamingResponse(Response):
+    """`text/plain; charset=utf-8`: an open StreamSession's text, each chunk sent as it comes.
 
-    Unlike Starlette's StreamingResponse it never ends a failed stream cleanly: when the body
-    iterator raises a ProxyError after the status line, it returns without the terminating
-    chunk, and the server closes the connection, so the client sees a transport error rather
-    than a truncated body that looks complete (SPEC §1). The relay has logged the failure.
-    It always watches for the client leaving, whatever ASGI spec version the server speaks,
-    so an abandoned stream stops reading its upstream at once: with the request's Watchdog
-    when the path operation made one (`request.state.watchdog`), else with its own.
+    It owns the session from here on, as Starlette's StreamingResponse owns its iterator: one
+    `finally` closes it, on every path. Unlike StreamingResponse it never ends a failed
+    stream cleanly: when the session fails after the status line, it returns without the
+    terminating chunk and the server closes the connection, so the client sees a transport
+    error rather than a truncated body that looks complete (SPEC §1); the session has logged
+    the failure. The session's watchdog, not a listener task of its own, notices the client
+    leaving, whatever ASGI spec version the server speaks.
     """
 
     media_type = "text/plain"
 
-    def __init__(
-        self,
-        content: ContentStream,
-        status_code: int = 200,
-        headers: Mapping[str, str] | None = None,
-        media_type: str | None = None,
-        background: BackgroundTask | None = None,
-    ) -> None:
-        super().__init__(
-            content, status_code, {**STREAM_HEADERS, **(headers or {})}, media_type, background
-        )
+    def __init__(self, session: StreamSession) -> None:
+        self.session = session
+        self.status_code = 200
+        self.background = None
+        self.init_headers({**STREAM_HEADERS, "X-Request-ID": session.request_id})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        watchdog: Watchdog | None = scope.get("state", {}).get("watchdog")
-        own = watchdog is None
-        if watchdog is None:
-            watchdog = Watchdog(receive)
+        session = self.session
         try:
-            await self._send_body(send, watchdog)
-        finally:
-            if own:
-                watchdog.close()
-
-    async def _send_body(self, send: Send, watchdog: Watchdog) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        try:
-            with watchdog.guarding():
-                async for chunk in self.body_iterator:
-                    if isinstance(chunk, str):
-                        chunk = chunk.encode()
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            with session.watching_client():
+                async for chunk in session:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    # A bursty upstream's reads never wait: a turn of the loop per chunk
+                    # lets a client that left be noticed (SPEC §7).
+                    await asyncio.sleep(0)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         except ProxyError:
             return
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            session.cancelled()
+            raise
+        finally:
+            await session.aclose()
 
 
 class DropIncompleteResponseLog(logging.Filter):
-    """uvicorn reports our deliberate aborts as an error; the relay already logged them."""
+    """uvicorn reports our deliberate aborts as an error; the session already logged them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.getMessage() != "ASGI callable returned without completing response."

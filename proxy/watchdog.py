@@ -77,6 +77,12 @@ class Watchdog:
         self._task.uncancel()
         return self.fired
 
+    def explain(self, cancelled: asyncio.CancelledError) -> BaseException:
+        """What to raise for a cancellation: the watchdog's failure if it caused it, else
+        the cancellation itself."""
+        failure = self.claim()
+        return cancelled if failure is None else failure
+
     @contextmanager
     def guarding(self) -> Iterator[None]:
         """A region the client leaving interrupts with ClientDisconnected."""
@@ -85,11 +91,8 @@ class Watchdog:
         self._guarding = True
         try:
             yield
-        except asyncio.CancelledError:
-            failure = self.claim()
-            if failure is None:
-                raise
-            raise failure from None
+        except asyncio.CancelledError as cancelled:
+            raise self.explain(cancelled) from None
         finally:
             self._guarding = False
 

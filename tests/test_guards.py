@@ -1,8 +1,7 @@
-"""Issue 4's guards over real sockets: keys, CORS, the stream cap, per-client limits, replicas."""
+"""Issue 4's guards over real sockets: keys, CORS, the stream cap, per-client limits."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
@@ -267,59 +266,6 @@ async def test_redis_going_away_fails_open_unless_told_otherwise(
     warnings = [orjson.loads(line) for line in log_lines if '"proxy.guards"' in line]
     assert warnings
     assert warnings[0]["level"] == "warning"
-
-
-# --- replicas ----------------------------------------------------------------------------
-
-
-async def test_dead_replica_costs_no_request_and_is_skipped_after_its_first_failure(
-    start_proxy: Callable[..., ProxyServer],
-    upstream: FakeUpstreamServer,
-    marker: str,
-    log_lines: list[str],  # noqa: F811
-) -> None:
-    proxy = start_proxy(upstream_urls=f"http://127.0.0.1:9,{upstream.url}", retries=2)
-    for i in range(6):
-        response = await stream_status(proxy, f"{marker}-{i} @text=tricky")
-        assert response.status_code == 200
-        assert response.text == reply_text(f"{marker}-{i} @text=tricky", 12)
-    streams = [orjson.loads(line) for line in log_lines if '"proxy.stream"' in line]
-    attempts = [line["attempts"] for line in streams]
-    assert sum(attempts) <= 7, attempts  # at most one wasted attempt, on the first failure
-    assert all(line["upstream"] == upstream.url for line in streams)
-
-
-async def test_streams_are_balanced_across_two_live_replicas(
-    start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, marker: str
-) -> None:
-    second = FakeUpstreamServer(tokens=12)
-    try:
-        proxy = start_proxy(upstream_urls=f"{upstream.url},{second.url}")
-        limits = httpx.Limits(max_connections=50)
-        async with httpx.AsyncClient(base_url=proxy.url, limits=limits, timeout=30) as client:
-            responses = await asyncio.gather(
-                *(
-                    client.post("/v1/stream", json={"prompt": f"{marker}-{i} @delay=0.005"})
-                    for i in range(100)
-                )
-            )
-        assert all(response.status_code == 200 for response in responses)
-        counts = (len(upstream.find(marker)), len(second.find(marker)))
-        assert sum(counts) == 100
-        assert all(40 <= count <= 60 for count in counts), counts
-    finally:
-        second.close()
-
-
-async def test_readyz_follows_replica_health(
-    start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer
-) -> None:
-    proxy = start_proxy(upstream_urls=f"http://127.0.0.1:9,{upstream.url}")
-    async with httpx.AsyncClient(base_url=proxy.url) as client:
-        assert (await client.get("/readyz")).status_code == 200
-    dead = start_proxy(upstream_urls="http://127.0.0.1:9,http://127.0.0.1:10")
-    async with httpx.AsyncClient(base_url=dead.url) as client:
-        assert (await client.get("/readyz")).status_code == 503
 
 
 async def test_cors_does_not_buffer_the_stream(

@@ -64,8 +64,9 @@ EXPECTED_PROMPT = {"openai": 7, "openai-completions": 7, "ollama": 7, "tgi": Non
 
 def parse_usage(dialect: str, pieces: list[bytes]) -> tuple[str, bool, TokenUsage]:
     parser = get_dialect(dialect).parser(1_048_576)
-    text = "".join(parser.feed(piece) for piece in pieces) + parser.close()
-    return text, parser.complete, parser.usage
+    reads = [parser.feed(piece) for piece in pieces] + [parser.close()]
+    assert all(failure is None for _, failure in reads)
+    return "".join(text for text, _ in reads), parser.complete, parser.usage
 
 
 @pytest.mark.parametrize("dialect", STREAMS)
@@ -90,7 +91,7 @@ def test_no_usage_reported_gives_none_and_no_error(dialect: str) -> None:
 def test_a_usage_only_chunk_is_not_text(dialect: str) -> None:
     """So it can never be taken for the first token, the commit point."""
     parser = get_dialect(dialect).parser(1_048_576)
-    assert parser.feed(openai_usage(3, 4)) == ""
+    assert parser.feed(openai_usage(3, 4)) == ("", None)
     assert parser.usage == TokenUsage(3, 4)
 
 
@@ -107,7 +108,7 @@ def test_counts_that_are_not_counts_are_ignored(counts: object) -> None:
     parser = get_dialect("openai").parser(1_048_576)
     body = STREAMS["openai"](["a"], end=False) + finish("openai")
     body += sse({"choices": [], "usage": counts}) + b"data: [DONE]\n\n"
-    assert parser.feed(body) == "a"
+    assert parser.feed(body) == ("a", None)
     assert parser.complete
     assert parser.usage == TokenUsage(None, None)
 

@@ -2,7 +2,7 @@
 
 An adapter maps a Conversation to the upstream's request, and the upstream's byte stream to
 text. It knows nothing of timeouts, retries, the commit point or our own HTTP statuses:
-those live once, in the relay.
+those live once, in the stream's session (session.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeGuard
 
 from proxy.conversation import Conversation
+from proxy.errors import UpstreamProtocolError
 from proxy.settings import ModelSpec
+
+# The text a read completed, and the failure that ended the stream there (None while it
+# goes on). Both can come from one read: the text before an in-band error is still text.
+Parsed = tuple[str, UpstreamProtocolError | None]
 
 
 @dataclass(slots=True)
@@ -58,14 +63,13 @@ class StreamParser(Protocol):
         """The token usage the stream reported so far (never text, never a failure)."""
         ...
 
-    def feed(self, chunk: bytes) -> str:
-        """The text of every event completed by this chunk ("" if none).
-
-        Raises UpstreamProtocolError for an in-band error or an unreadable event.
-        """
+    def feed(self, chunk: bytes) -> Parsed:
+        """The text of every event completed by this chunk ("" if none), and the failure
+        (an in-band error, an unreadable event) that cut it short, if any: after a failure
+        the parser is done."""
         ...
 
-    def close(self) -> str:
+    def close(self) -> Parsed:
         """The body ended: the text of a last unterminated event, if the format allows one."""
         ...
 

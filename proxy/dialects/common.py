@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from proxy.conversation import Conversation
-from proxy.dialects.base import TokenUsage
+from proxy.dialects.base import Parsed, TokenUsage
 from proxy.errors import UpstreamProtocolError
 from proxy.settings import ModelSpec
 from proxy.wire import ServerSentEvent, SSEDecoder
@@ -78,23 +78,19 @@ class SSETextParser:
         self.complete = False
         self.usage = TokenUsage()
 
-    def feed(self, chunk: bytes) -> str:
+    def feed(self, chunk: bytes) -> Parsed:
         text = ""
-        for event in self._sse.feed(chunk):
-            try:
+        try:
+            for event in self._sse.feed(chunk):
                 piece = self.event_text(event)
-            except UpstreamProtocolError as failure:
-                failure.text = text
-                raise
-            if piece:
-                text += piece
-        if self._sse.failure is not None:
-            self._sse.failure.text = text
-            raise self._sse.failure
-        return text
+                if piece:
+                    text += piece
+        except UpstreamProtocolError as failure:
+            return text, failure
+        return text, self._sse.failure
 
-    def close(self) -> str:
-        return ""
+    def close(self) -> Parsed:
+        return "", None
 
     def event_text(self, event: ServerSentEvent) -> str | None:
         """The text one event carries; sets `complete` at the end marker; raises on errors."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.conversation import Conversation
-from proxy.dialects.base import TokenUsage, UpstreamRequest
+from proxy.dialects.base import Parsed, TokenUsage, UpstreamRequest
 from proxy.dialects.common import (
     bearer_headers,
     chat_messages,
@@ -26,26 +26,22 @@ class OllamaParser:
         self.complete = False
         self.usage = TokenUsage()
 
-    def feed(self, chunk: bytes) -> str:
+    def feed(self, chunk: bytes) -> Parsed:
         return self._text(self._lines.feed(chunk))
 
-    def close(self) -> str:
+    def close(self) -> Parsed:
         return self._text(self._lines.flush())
 
-    def _text(self, lines: list[bytes]) -> str:
+    def _text(self, lines: list[bytes]) -> Parsed:
         text = ""
-        for line in lines:
-            try:
+        try:
+            for line in lines:
                 piece = self._line_text(line)
-            except UpstreamProtocolError as failure:
-                failure.text = text
-                raise
-            if piece:
-                text += piece
-        if self._lines.failure is not None:
-            self._lines.failure.text = text
-            raise self._lines.failure
-        return text
+                if piece:
+                    text += piece
+        except UpstreamProtocolError as failure:
+            return text, failure
+        return text, self._lines.failure
 
     def _line_text(self, line: bytes) -> str | None:
         payload = loads_event(line)
