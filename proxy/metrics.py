@@ -7,7 +7,7 @@ client id, or a URL's user info or path.
 
     llm_proxy_streams_total{model,outcome}              every stream log line
     llm_proxy_rejections_total{status,type}             every error answered before the commit
-    llm_proxy_streams_in_flight{model}                  streams the relay holds
+    llm_proxy_streams_in_flight{model}                  streams gone upstream, not yet ended
     llm_proxy_time_to_first_byte_seconds{model}         histogram, streams past the commit point
     llm_proxy_stream_duration_seconds{model}            histogram, the same streams
     llm_proxy_stream_bytes_total{model}                 text bytes sent to clients
@@ -36,7 +36,7 @@ from proxy.errors import (
     ClientDisconnected,
     ProxyError,
     UpstreamClosedEarly,
-    UpstreamProtocolError,
+    UpstreamError,
     UpstreamStatusError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -80,21 +80,18 @@ UNKNOWN_MODEL = "-"
 _Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
 
 
-def attempt_result(error: BaseException | None) -> AttemptResult:
-    """How one upstream attempt ended, as a label value."""
-    if error is None:
-        return "ok"
+def attempt_result(error: UpstreamError) -> AttemptResult:
+    """How an upstream attempt failed, as a label value (`ok` and `cancelled` need no error:
+    the caller knows them)."""
     if isinstance(error, UpstreamStatusError):
         return _STATUS_CLASSES[min(max(error.upstream_status // 100, 1), 5)]
-    if isinstance(error, UpstreamTimeout | TimeoutError):
+    if isinstance(error, UpstreamTimeout):
         return "timeout"
     if isinstance(error, UpstreamUnavailable):
         return "connect_error"
     if isinstance(error, UpstreamClosedEarly):
         return "dropped"
-    if isinstance(error, UpstreamProtocolError):
-        return "protocol_error"
-    return "cancelled"
+    return "protocol_error"
 
 
 @functools.lru_cache(maxsize=256)
@@ -106,9 +103,8 @@ def replica_label(url: str) -> str:
 
 
 class Metrics:
-    """Metrics switched off (PROXY_METRICS=false): every call does nothing."""
-
-    enabled = False
+    """What the proxy tells its metrics, and what it does with them switched off
+    (PROXY_METRICS=false): nothing."""
 
     def stream_started(self, model: str) -> None:
         """A stream has its model and goes upstream: it is in flight until it ends."""
@@ -132,8 +128,6 @@ class Metrics:
 
 class PrometheusMetrics(Metrics):
     """The metrics of one app, in their own registry (tests run several apps in a process)."""
-
-    enabled = True
 
     def __init__(self, models: tuple[str, ...], multiprocess: bool) -> None:
         self._models = frozenset(models)
@@ -162,21 +156,21 @@ class PrometheusMetrics(Metrics):
         # uneven spread over workers shows; sum by model for the total.
         self._in_flight = Gauge(
             PREFIX + "streams_in_flight",
-            "Streams the relay holds now.",
+            "Streams that have gone upstream and not yet ended.",
             ("model",),
             registry=own,
             multiprocess_mode="liveall",
         )
         self._ttfb = Histogram(
             PREFIX + "time_to_first_byte_seconds",
-            "From the request reaching the relay to the first text, streams past the commit.",
+            "From the request's arrival to its first text, streams past the commit point.",
             ("model",),
             buckets=TTFB_BUCKETS,
             registry=own,
         )
         self._duration = Histogram(
             PREFIX + "stream_duration_seconds",
-            "From the request reaching the relay to the stream's end, streams past the commit.",
+            "From the request's arrival to the stream's end, streams past the commit point.",
             ("model",),
             buckets=DURATION_BUCKETS,
             registry=own,
