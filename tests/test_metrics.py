@@ -12,6 +12,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.fake_upstream import prompt_tokens, reply_text
@@ -185,6 +188,16 @@ async def test_exposition_parses_and_names_carry_the_prefix(
     assert result.families
     assert all(name.startswith("llm_proxy_") for name in result.families)
     assert result.value("llm_proxy_replica_up", model="default") == 1
+
+
+async def test_openmetrics_when_the_scraper_asks_for_it(proxy: ProxyServer) -> None:
+    async with httpx.AsyncClient(base_url=proxy.url) as client:
+        response = await client.get(
+            "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    families = {f.name for f in openmetrics_families(response.text)}
+    assert {"llm_proxy_streams", "llm_proxy_time_to_first_byte_seconds"} <= families
 
 
 async def test_metrics_need_no_client_key(start_proxy: Callable[..., ProxyServer]) -> None:
