@@ -2,12 +2,13 @@
 
 On SIGTERM uvicorn stops accepting connections, lets open requests finish for up to
 `timeout_graceful_shutdown` seconds (PROXY_SHUTDOWN_GRACE, passed by `python -m proxy serve`),
-then cancels the tasks of those still open. The relay writes the stream's log line with the
+then cancels the tasks of those still open. The stream session writes its log line with the
 outcome `shutdown` (the watchdog claims its own interruptions, so any other cancellation that
 reaches a stream is the server's). What is left is this: the cancellation must not escape to
 uvicorn, which would log a traceback per stream. A stream past the commit point then ends as
 an abort (uvicorn closes the connection without the chunked terminator, never a clean end,
-SPEC §1); one that never started answers 503 `shutting_down`.
+SPEC §1); one that never started answers 503 `shutting_down` (a stream's session does that
+itself, with its request id; this covers every other route).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from proxy.api import new_request_id
 from proxy.errors import ShuttingDown, error_response
 
 
@@ -37,7 +40,7 @@ class AbortOnShutdown:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            request_id = scope.get("state", {}).get("request_id", "-")
+            request_id = new_request_id(Request(scope))
             response = error_response(ShuttingDown("the proxy is shutting down"), request_id)
             # Tracking whether the response began would cost a wrapper around every chunk's
             # send; instead the 503 is offered, and a server whose response already began

@@ -48,7 +48,7 @@ def configure_logging(settings: Settings) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    # Each stream has its own line from the relay; an access line as well would double it.
+    # Each stream has its own line from its session; an access line as well would double it.
     logging.getLogger("uvicorn.access").disabled = True
 
 
@@ -56,7 +56,7 @@ def protect_logs() -> None:
     """Log settings the app needs however logging is configured.
 
     httpx logs every request URL at info, and upstream URLs may carry credentials. uvicorn
-    reports our deliberate aborts as an error; the relay has already logged them.
+    reports our deliberate aborts as an error; the session has already logged them.
     """
     logging.getLogger("httpx").setLevel(logging.WARNING)
     drop_incomplete_response_log()

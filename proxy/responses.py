@@ -8,7 +8,7 @@ import logging
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from proxy.errors import ProxyError
+from proxy.errors import ClientDisconnected, ProxyError
 from proxy.session import StreamSession
 
 STREAM_HEADERS = {
@@ -18,6 +18,11 @@ STREAM_HEADERS = {
     # Browsers hold back ~1 KiB of text/plain for MIME sniffing without it.
     "X-Content-Type-Options": "nosniff",
 }
+
+
+# Seconds between the last text of a failed stream and the abort; the session (upstream, slot,
+# log line) is already closed by then.
+ABORT_LINGER = 0.05
 
 
 class TextStreamingResponse(Response):
@@ -42,6 +47,7 @@ class TextStreamingResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session = self.session
+        failed = False
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             with session.watching_client():
@@ -51,13 +57,20 @@ class TextStreamingResponse(Response):
                     # lets a client that left be noticed (SPEC §7).
                     await asyncio.sleep(0)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except ProxyError:
+        except ClientDisconnected:
             return
+        except ProxyError:
+            failed = True
         except asyncio.CancelledError:
             session.cancelled()
             raise
         finally:
             await session.aclose()
+        if failed:
+            # A browser's fetch body that errors throws away the text it has queued but not
+            # yet handed to the page (the Streams spec's error() empties the queue): a moment
+            # between the last write and the abort lets a reading page take that text first.
+            await asyncio.sleep(ABORT_LINGER)
 
 
 class DropIncompleteResponseLog(logging.Filter):

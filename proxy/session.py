@@ -94,15 +94,28 @@ class StreamSession:
         request's id."""
         try:
             yield
+        except asyncio.CancelledError:
+            # Not the watchdog's (it claims its own): the server's shutdown grace ran out
+            # before the commit point, so the client gets a 503 with this request's id.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            shutdown = self._shutdown()
+            await self._fail_before_commit(shutdown)
+            raise shutdown from None
         except BaseException as exc:
-            failure = self._shutdown() if isinstance(exc, asyncio.CancelledError) else exc
-            if isinstance(failure, ProxyError):
-                self.record.status = failure.status_code
-                self.record.failed(failure)
-                failure.request_id = self.request_id
-                self._services.metrics.rejected(failure)
-            await self.aclose()
+            if isinstance(exc, ProxyError):
+                await self._fail_before_commit(exc)
+            else:
+                await self.aclose()
             raise
+
+    async def _fail_before_commit(self, failure: ProxyError) -> None:
+        self.record.status = failure.status_code
+        self.record.failed(failure)
+        failure.request_id = self.request_id
+        self._services.metrics.rejected(failure)
+        await self.aclose()
 
     def cancelled(self) -> None:
         """The request's task was cancelled past the commit point: note why."""

@@ -2,7 +2,7 @@
 
 No httpx.AsyncClient: its per-request work (URL merging, auth and redirect flows, a cookie
 jar shared by every user's requests) is all unwanted here, and all on every request's path.
-`response_body` hands the relay a response's body with its Content-Encoding undone.
+`response_body` hands the stream session a response's body with its Content-Encoding undone.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ _INFLATABLE = {"gzip": _GZIP_WBITS, "x-gzip": _GZIP_WBITS, "deflate": _ZLIB_WBIT
 class UpstreamHTTP:
     def __init__(self, settings: Settings) -> None:
         self._transport = UpstreamTransport()
-        # No read timeout: the relay bounds first tokens and idle gaps itself.
+        # No read timeout: the session bounds first tokens and idle gaps itself.
         self._timeouts = {
             "connect": settings.connect_timeout,
             "read": None,
@@ -99,7 +99,7 @@ def response_body(response: httpx.Response) -> AsyncIterator[bytes]:
 class InflatedBody:
     """A gzip or deflate body, inflated at most _MAX_INFLATED bytes a step.
 
-    A class rather than an async generator, as the relay's own streams: nothing is left
+    A class rather than an async generator, as the stream session is: nothing is left
     suspended for the garbage collector when the client leaves.
     """
 

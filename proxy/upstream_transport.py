@@ -33,7 +33,7 @@ Refuses, with httpx.UnsupportedProtocol before a byte is sent
 Never
 - sends a request twice: when a kept-alive connection closes without answering, the
   request may have reached the upstream, so RemoteProtocolError is raised (as httpcore and
-  aiohttp do for a POST) and the caller decides; the relay retries it as a new attempt.
+  aiohttp do for a POST) and the caller decides; the stream session retries it as a new attempt.
 - limits connections (the proxy's stream cap does), keeps cookies, or looks at an idle
   socket other than the one about to carry a request.
 """
@@ -391,7 +391,7 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
             if connection.error is not None:
                 # Also when a kept-alive connection closes unanswered: the request may have
                 # reached the upstream, so it is not sent again here (nor by httpcore or
-                # aiohttp); the relay retries it as a new, counted attempt.
+                # aiohttp); the session retries it as a new, counted attempt.
                 raise connection.error
         except BaseException:
             connection.close()

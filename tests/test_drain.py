@@ -134,13 +134,19 @@ async def test_a_request_still_waiting_for_its_first_token_gets_503_at_the_end_o
 ) -> None:
     proxy = start(processes, upstream, PROXY_SHUTDOWN_GRACE="1")
     waiting = asyncio.create_task(
-        client.post(f"{proxy.url}/v1/stream", json={"prompt": f"{marker} @fault=hang-before"})
+        client.post(
+            f"{proxy.url}/v1/stream",
+            json={"prompt": f"{marker} @fault=hang-before"},
+            headers={"X-Request-ID": marker},
+        )
     )
     await upstream.wait_received(marker)
     proxy.send_signal(signal.SIGTERM)
     response = await waiting
     assert response.status_code == 503
     assert response.json()["error"]["type"] == "shutting_down"
+    assert response.json()["error"]["request_id"] == marker
+    assert response.headers["X-Request-ID"] == marker
     assert await asyncio.to_thread(proxy.wait, 10) == 0
 
 
