@@ -14,8 +14,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="proxy worker processes")
     parser.add_argument("--output", default="bench-results", help="folder for JSON and plot")
     parser.add_argument("--only", nargs="*", default=(), help="scenarios whose name contains any")
+    parser.add_argument(
+        "--proxy-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the proxy under test, e.g. PROXY_METRICS=false (repeatable)",
+    )
     args = parser.parse_args(argv)
-    return bench_main(args.quick, args.workers, args.output, tuple(args.only))
+    settings = dict(item.partition("=")[::2] for item in args.proxy_env)
+    return bench_main(args.quick, args.workers, args.output, tuple(args.only), settings)
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, proxy_settings: dict[str, str] | None = None) -> None:
         _raise_fd_limit()
         self.upstream_port, self.proxy_port = _free_port(), _free_port()
         self.floor_port = _free_port()
@@ -142,6 +142,7 @@ class Bench:
             "PROXY_LOG_LEVEL": "warning",
             "PROXY_MAX_CONCURRENT_STREAMS": "20000",
             "PROXY_WORKERS": str(workers),
+            **(proxy_settings or {}),
         }
         self.proxy = subprocess.Popen([python, "-m", "proxy", "serve"], env=environment)
         self.floor = subprocess.Popen(
@@ -274,12 +275,16 @@ def _plot(rows: list[Row], path: Path) -> bool:
 
 
 async def run_bench(
-    quick: bool, workers: int, output: Path, only: tuple[str, ...] = ()
+    quick: bool,
+    workers: int,
+    output: Path,
+    only: tuple[str, ...] = (),
+    proxy_settings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     scenarios = [
         s for s in (QUICK if quick else FULL) if not only or any(part in s.name for part in only)
     ]
-    bench = Bench(workers)
+    bench = Bench(workers, proxy_settings)
     try:
         rows = []
         for scenario in scenarios:
@@ -306,8 +311,14 @@ async def run_bench(
     return report
 
 
-def main(quick: bool, workers: int, output: str, only: tuple[str, ...] = ()) -> int:
-    report = asyncio.run(run_bench(quick, workers, Path(output), only))
+def main(
+    quick: bool,
+    workers: int,
+    output: str,
+    only: tuple[str, ...] = (),
+    proxy_settings: dict[str, str] | None = None,
+) -> int:
+    report = asyncio.run(run_bench(quick, workers, Path(output), only, proxy_settings))
     errors = sum(row["errors"] for row in report["scenarios"])
     summary = statistics.fmean(row["throughput_ratio"] for row in report["scenarios"])
     print(f"errors: {errors}; mean throughput ratio {summary:.2f}")

@@ -12,6 +12,7 @@ from typing import Any
 
 import uvicorn
 
+from proxy.multiprocess import shared_metrics_directory
 from proxy.settings import ConfigError, Settings, load_settings
 
 
@@ -36,11 +37,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(host: str | None, port: int | None) -> int:
+    try:
+        settings = load_settings(host=host, port=port)
+    except ConfigError as exc:
+        print(f"llm-stream-proxy: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    # The workers' metrics directory exists, and its variable is set, before the app (and
+    # with it prometheus-client) is imported here or in any worker.
+    with shared_metrics_directory(settings):
+        return _run_server(settings)
+
+
+def _run_server(settings: Settings) -> int:
     from proxy.app import create_app
     from proxy.logs import configure_logging
 
     try:
-        settings = load_settings(host=host, port=port)
         app = create_app(settings)
     except ConfigError as exc:
         print(f"llm-stream-proxy: invalid configuration: {exc}", file=sys.stderr)

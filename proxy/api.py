@@ -242,6 +242,9 @@ async def authenticate(request: Request) -> str | None:
         record = StreamRecord(request_id, status=exc.status_code)
         record.failed(exc)
         record.finish()
+        metrics = services_of(request).metrics
+        metrics.rejected(exc)
+        metrics.stream_ended(record, started=False)
         raise
 
 

@@ -20,6 +20,7 @@ from proxy.errors import ClientDisconnected, ProxyError, RequestError, error_res
 from proxy.fake_upstream import FakeUpstream
 from proxy.guards import Guards
 from proxy.logs import protect_logs
+from proxy.metrics import PrometheusMetrics, create_metrics
 from proxy.resumable import ResumableStreams
 from proxy.services import Services, build_upstreams
 from proxy.settings import Settings
@@ -28,6 +29,7 @@ from proxy.upstream_http import UpstreamHTTP
 
 def create_app(settings: Settings) -> FastAPI:
     specs = settings.models()
+    metrics = create_metrics(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,7 +50,10 @@ def create_app(settings: Settings) -> FastAPI:
                     "upstream at %s",
                     fake_url,
                 )
-            upstreams = build_upstreams(settings, fake_url)
+            stack.callback(metrics.close)
+            upstreams = build_upstreams(settings, fake_url, metrics)
+            for upstream in upstreams.values():
+                stack.callback(upstream.balancer.close)
             http = UpstreamHTTP(settings)
             stack.push_async_callback(http.aclose)
             guards = Guards(settings)
@@ -56,7 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
             resumable = ResumableStreams.from_settings(settings)
             if resumable is not None:
                 stack.push_async_callback(resumable.aclose)
-            app.state.services = Services(settings, upstreams, http, guards, resumable)
+            app.state.services = Services(settings, upstreams, http, guards, metrics, resumable)
             if guards.keys.open:
                 logging.getLogger("proxy").warning(
                     "PROXY_API_KEYS is not set: the proxy is open to every client"
@@ -73,6 +78,9 @@ def create_app(settings: Settings) -> FastAPI:
     protect_logs()
     app.include_router(router)
     app.include_router(chat_router)
+    if isinstance(metrics, PrometheusMetrics):
+        # Unauthenticated, like /healthz: scrapers carry no client key.
+        app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=False)
     if settings.chat_page:
         add_chat_page(app)
     if settings.cors_origin_list:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -11,6 +13,7 @@ class Replica:
     url: str
     in_flight: int = 0
     cooling_until: float = 0.0
+    recovery: asyncio.TimerHandle | None = None
 
     def healthy(self, now: float) -> bool:
         return self.cooling_until <= now
@@ -24,12 +27,21 @@ class Balancer:
     When every replica is cooling down, the one whose cool-down ends first is tried anyway:
     refusing outright would turn one upstream hiccup into seconds of errors. A lone replica
     never cools down: there is nothing to fail over to, and /readyz should not flap.
+
+    `on_health(url, up)` hears when a replica starts and ends a cool-down (for the metrics);
+    the end is a timer, so the news does not wait for the next stream.
     """
 
-    def __init__(self, urls: tuple[str, ...], cooldown: float) -> None:
+    def __init__(
+        self,
+        urls: tuple[str, ...],
+        cooldown: float,
+        on_health: Callable[[str, bool], None] | None = None,
+    ) -> None:
         self.replicas = [Replica(url) for url in urls]
         self._cooldown = cooldown
         self._turn = 0
+        self._on_health = on_health
 
     def acquire(self, tried: set[str]) -> Replica:
         """A replica for the next attempt, counted in flight until `release`."""
@@ -57,6 +69,25 @@ class Balancer:
     def failed(self, replica: Replica) -> None:
         if len(self.replicas) > 1:
             replica.cooling_until = time.monotonic() + self._cooldown
+            if self._on_health is not None:
+                self._on_health(replica.url, False)
+                if replica.recovery is not None:
+                    replica.recovery.cancel()
+                replica.recovery = asyncio.get_running_loop().call_later(
+                    self._cooldown, self._recovered, replica
+                )
+
+    def _recovered(self, replica: Replica) -> None:
+        replica.recovery = None
+        if self._on_health is not None:
+            self._on_health(replica.url, True)
+
+    def close(self) -> None:
+        """Cancel pending cool-down timers (the app is stopping)."""
+        for replica in self.replicas:
+            if replica.recovery is not None:
+                replica.recovery.cancel()
+                replica.recovery = None
 
     def healthy_urls(self) -> list[str]:
         now = time.monotonic()

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from proxy.dialects.base import TokenUsage
 from proxy.errors import (
     ClientDisconnected,
     ProxyError,
@@ -40,6 +41,9 @@ class StreamRecord:
     ended: float | None = None
     deltas: int = 0
     bytes: int = 0
+    # As the upstream reported them (None: it did not say).
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
     @property
     def ttfb(self) -> float | None:
@@ -49,6 +53,10 @@ class StreamRecord:
     @property
     def duration(self) -> float | None:
         return None if self.ended is None else self.ended - self.started
+
+    def count_tokens(self, usage: TokenUsage) -> None:
+        """What the upstream reported using (the parser reads it beside the text)."""
+        self.prompt_tokens, self.completion_tokens = usage.prompt, usage.completion
 
     def failed(self, exc: ProxyError) -> None:
         """The stream ends with this failure, unless its end was already written down."""
@@ -79,6 +87,8 @@ class StreamRecord:
             "duration_ms": _ms(duration or 0.0),
             "deltas": self.deltas,
             "bytes": self.bytes,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
         }
         if self.error:
             fields["error"] = self.error

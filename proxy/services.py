@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from proxy.balancer import Balancer
 from proxy.dialects import Dialect, get_dialect
 from proxy.guards import Guards
+from proxy.metrics import Metrics
 from proxy.settings import ModelSpec, Settings
 from proxy.upstream_http import UpstreamHTTP
 
@@ -32,6 +33,7 @@ class Services:
     upstreams: Mapping[str, Upstream]
     http: UpstreamHTTP
     guards: Guards
+    metrics: Metrics = field(default_factory=Metrics)  # none unless the app has them
     # PROXY_RESUME (issue 13); None when off.
     resumable: ResumableStreams | None = None
 
@@ -40,14 +42,24 @@ class Services:
         return next(iter(self.upstreams.values()))
 
 
-def build_upstreams(settings: Settings, fallback_url: str = "") -> dict[str, Upstream]:
+def build_upstreams(
+    settings: Settings, fallback_url: str = "", metrics: Metrics | None = None
+) -> dict[str, Upstream]:
     """Every configured model, ready to serve; one without URLs is served at fallback_url
-    (the built-in fake upstream)."""
-    return {
-        spec.name: Upstream(
-            spec,
-            get_dialect(spec.dialect),
-            Balancer(spec.urls or (fallback_url,), settings.replica_cooldown),
-        )
-        for spec in settings.models()
-    }
+    (the built-in fake upstream). Its replicas' health goes to the metrics from the start."""
+    metrics = metrics or Metrics()
+    upstreams = {}
+    for spec in settings.models():
+        urls = spec.urls or (fallback_url,)
+        for url in urls:
+            metrics.replica_up(spec.name, url, True)
+        balancer = Balancer(urls, settings.replica_cooldown, _reporter(metrics, spec.name))
+        upstreams[spec.name] = Upstream(spec, get_dialect(spec.dialect), balancer)
+    return upstreams
+
+
+def _reporter(metrics: Metrics, model: str) -> Callable[[str, bool], None]:
+    def replica_health(url: str, up: bool) -> None:
+        metrics.replica_up(model, url, up)
+
+    return replica_health

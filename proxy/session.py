@@ -40,6 +40,7 @@ from proxy.errors import (
     UpstreamTimeout,
 )
 from proxy.formats import Done, upstream_ending
+from proxy.metrics import AttemptResult, attempt_result
 from proxy.record import StreamRecord
 from proxy.relay import loggable_url, replica_at_fault, retry_delay, send_request, status_error
 from proxy.services import Services, Upstream
@@ -114,6 +115,7 @@ class StreamSession:
         self.record.status = failure.status_code
         self.record.failed(failure)
         failure.request_id = self.request_id
+        self._services.metrics.rejected(failure)
         await self.aclose()
 
     def cancelled(self) -> None:
@@ -147,6 +149,7 @@ class StreamSession:
         settings = self._services.settings
         self._upstream = upstream
         self.record.model = upstream.spec.name
+        self._services.metrics.stream_started(upstream.spec.name)
         watchdog = self._watchdog = Watchdog(self._receive)
         started = asyncio.get_running_loop().time()
         with watchdog.guarding():
@@ -169,9 +172,17 @@ class StreamSession:
                 while True:
                     try:
                         await self._attempt(upstream, request, content, tried)
-                        return
                     except UpstreamError as exc:
+                        self._attempt_ended(upstream, attempt_result(exc))
                         delay = await self._end_failed_attempt(upstream, exc, tried, deadline)
+                    except BaseException:
+                        # Cancelled: by the first-token deadline, or the client leaving.
+                        late = asyncio.get_running_loop().time() >= deadline
+                        self._attempt_ended(upstream, "timeout" if late else "cancelled")
+                        raise
+                    else:
+                        self._attempt_ended(upstream, "ok")
+                        return
                     if not upstream.balancer.has_untried(tried):  # the same one again
                         await asyncio.sleep(delay)
         except TimeoutError:
@@ -219,6 +230,10 @@ class StreamSession:
             self._first = text.encode()
             self.record.deltas = 1
             self.record.bytes = len(self._first)
+
+    def _attempt_ended(self, upstream: Upstream, result: AttemptResult) -> None:
+        if self._replica is not None:
+            self._services.metrics.attempt(upstream.spec.name, self._replica.url, result)
 
     async def _end_failed_attempt(
         self, upstream: Upstream, exc: UpstreamError, tried: set[str], deadline: float
@@ -332,7 +347,10 @@ class StreamSession:
         finally:
             # The one place every /v1/stream request ends, refusals included: the record is
             # final here, so whatever else observes streams belongs next to this line.
+            if self._parser is not None:
+                self.record.count_tokens(self._parser.usage)
             self.record.finish()
+            self._services.metrics.stream_ended(self.record, started=self._upstream is not None)
 
     async def _release_upstream(self) -> None:
         response, self._response = self._response, None

@@ -41,13 +41,17 @@ class ModelSpec:
     api_key: SecretStr | None
     upstream_model: str | None
     max_tokens: int
+    # Ask for token usage where the API reports it only when asked (OpenAI-compatible
+    # `stream_options.include_usage`, TGI `details`); off for servers that reject the field.
+    stream_usage: bool = True
 
     def __repr__(self) -> str:
         # SecretStr already hides the key; say so explicitly to anyone reading a log.
         return (
             f"ModelSpec(name={self.name!r}, dialect={self.dialect!r}, urls={self.urls!r}, "
             f"api_key={'**********' if self.api_key else None}, "
-            f"upstream_model={self.upstream_model!r}, max_tokens={self.max_tokens})"
+            f"upstream_model={self.upstream_model!r}, max_tokens={self.max_tokens}, "
+            f"stream_usage={self.stream_usage})"
         )
 
 
@@ -73,6 +77,7 @@ class ModelEntry(BaseModel):
     api_key: SecretStr | None = None
     upstream_model: str | None = None
     max_tokens: int = Field(default=4096, ge=1)
+    stream_usage: bool = True
 
     @model_validator(mode="after")
     def _has_urls(self) -> ModelEntry:
@@ -98,6 +103,7 @@ class ModelEntry(BaseModel):
             api_key=self.api_key,
             upstream_model=self.upstream_model,
             max_tokens=self.max_tokens,
+            stream_usage=self.stream_usage,
         )
 
 
@@ -116,6 +122,7 @@ class Settings(BaseSettings):
     upstream_api_key: SecretStr | None = None
     upstream_model: str | None = None
     upstream_max_tokens: int = Field(default=4096, ge=1)
+    upstream_stream_usage: bool = True
     # Several models at once (JSON list of ModelEntry); replaces the PROXY_UPSTREAM_* model.
     model_list: tuple[ModelEntry, ...] | None = Field(default=None, validation_alias="PROXY_MODELS")
 
@@ -145,6 +152,9 @@ class Settings(BaseSettings):
 
     # The chat page at GET / (README "Chat page"); off for API-only deployments.
     chat_page: bool = True
+
+    # GET /metrics (Prometheus); false removes the endpoint and records nothing.
+    metrics: bool = True
 
     # Output formats and resumable streams (issue 13).
     sse_keepalive: float = Field(default=15.0, gt=0)
@@ -233,6 +243,7 @@ class Settings(BaseSettings):
                 api_key=self.upstream_api_key,
                 upstream_model=self.upstream_model,
                 max_tokens=self.upstream_max_tokens,
+                stream_usage=self.upstream_stream_usage,
             ),
         )
 

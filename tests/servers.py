@@ -144,6 +144,7 @@ class ProxyProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         clean = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
         env = {**clean, **environment, "PROXY_PORT": str(self.port), "PROXY_LOG_FORMAT": "text"}
+        workers = int(env.get("PROXY_WORKERS", "1"))
         self._process = subprocess.Popen(
             list(command or [sys.executable, "-m", "proxy", "serve"]),
             env=env,
@@ -155,9 +156,15 @@ class ProxyProcess:
         self.lines: list[str] = []
         self._new_line = threading.Condition()
         assert self._process.stderr is not None
-        for line in self._process.stderr:  # uvicorn's own word that it is listening
+        # uvicorn's own word that it is listening, and that every worker has started (with
+        # several workers the parent binds the socket but the workers listen on it).
+        waiting = {"Uvicorn running on": 1, "Application startup complete": workers}
+        for line in self._process.stderr:
             self.lines.append(line)
-            if "Uvicorn running on" in line:
+            for news in waiting:
+                if news in line:
+                    waiting[news] -= 1
+            if not any(count > 0 for count in waiting.values()):
                 break
         else:
             raise RuntimeError(

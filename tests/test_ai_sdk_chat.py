@@ -42,6 +42,9 @@ async def test_use_chat_streams_and_finishes_with_the_exact_text(
     assert result["status"] == "ready"
     assert result["finished"] is True
     assert result["error"] is None
+    usage = result["metadata"]["usage"]  # the finish part's message metadata
+    assert usage["completion_tokens"] == 40
+    assert usage["prompt_tokens"] > 0
 
 
 @pytest.mark.parametrize("sdk", SDKS)

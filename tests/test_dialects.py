@@ -208,13 +208,14 @@ def test_openai_request() -> None:
         "temperature": 0.5,
         "top_p": 0.9,
         "stop": ["END"],
+        "stream_options": {"include_usage": True},
     }
 
 
 def test_openai_sends_sampling_fields_only_when_given() -> None:
     conversation = Conversation(messages=(Message("user", "hi"),))
     request = get_dialect("openai").build_request(model("openai"), conversation)
-    assert set(request.json) == {"model", "messages", "stream"}
+    assert set(request.json) == {"model", "messages", "stream", "stream_options"}
 
 
 def test_openai_finish_reason_alone_completes_the_stream() -> None:
@@ -236,6 +237,7 @@ def test_openai_completions_request() -> None:
         "temperature": 0.5,
         "top_p": 0.9,
         "stop": ["END"],
+        "stream_options": {"include_usage": True},
     }
 
 
@@ -261,14 +263,20 @@ def test_tgi_request() -> None:
     assert request.json == {
         "inputs": "be brief\n\nuser: hi\n\nassistant: hello\n\nuser: more\n\nassistant:",
         "stream": True,
-        "parameters": {"max_new_tokens": 50, "temperature": 0.5, "top_p": 0.9, "stop": ["END"]},
+        "parameters": {
+            "max_new_tokens": 50,
+            "temperature": 0.5,
+            "top_p": 0.9,
+            "stop": ["END"],
+            "details": True,
+        },
     }
 
 
 def test_tgi_request_leaves_out_values_tgi_rejects() -> None:
     conversation = Conversation(messages=(Message("user", "hi"),), temperature=0.0, top_p=1.0)
     request = get_dialect("tgi").build_request(model("tgi"), conversation)
-    assert request.json == {"inputs": "hi", "stream": True}
+    assert request.json == {"inputs": "hi", "stream": True, "parameters": {"details": True}}
 
 
 def test_anthropic_request() -> None:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.dialects import StreamParser, get_dialect
 from proxy.errors import UpstreamProtocolError, error_body
 from proxy.formats import (
     NDJSON,
@@ -277,26 +278,21 @@ def test_accept_chooses_the_format(accept: str | None, chosen: OutputFormat | No
 # --- what parsers report -----------------------------------------------------------------
 
 
-class _Counts:
-    def __init__(self, prompt: int | None, completion: int | None) -> None:
-        self.prompt = prompt
-        self.completion = completion
-
-
-class _Parser:
-    def __init__(self, reason: str | None, usage: _Counts | None) -> None:
-        self.finish_reason = reason
-        self.usage = usage
+def _parser(reason: str | None, prompt: int | None, completion: int | None) -> StreamParser:
+    parser = get_dialect("openai").parser(1024)
+    parser.finish_reason = reason  # type: ignore[misc]
+    parser.usage.prompt, parser.usage.completion = prompt, completion
+    return parser
 
 
 @pytest.mark.parametrize(
     ("parser", "done"),
     [
-        (_Parser("end_turn", _Counts(3, 9)), Done("stop", Usage(3, 9))),
-        (_Parser(None, _Counts(None, 4)), Done(None, Usage(None, 4))),
-        (_Parser("length", _Counts(None, None)), Done("length", None)),
-        (object(), Done()),
+        (_parser("end_turn", 3, 9), Done("stop", Usage(3, 9))),
+        (_parser(None, None, 4), Done(None, Usage(None, 4))),
+        (_parser("length", None, None), Done("length", None)),
+        (None, Done()),
     ],
 )
-def test_the_end_says_what_the_parser_learned(parser: object, done: Done) -> None:
+def test_the_end_says_what_the_parser_learned(parser: StreamParser | None, done: Done) -> None:
     assert upstream_ending(parser) == done

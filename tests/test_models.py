@@ -134,6 +134,7 @@ async def test_upstream_requests_are_what_each_api_documents(
         "stream": True,
         "max_tokens": 64,
         "temperature": 0.5,
+        "stream_options": {"include_usage": True},
     }
     legacy = sent["/v1/completions"]
     assert legacy.json["prompt"] == f"be brief\n\nuser: legacy {marker}\n\nassistant:"
@@ -142,7 +143,7 @@ async def test_upstream_requests_are_what_each_api_documents(
     assert ollama.json["model"] == "up-llama"
     assert ollama.json["options"] == {"num_predict": 64, "temperature": 0.5}
     tgi = sent["/generate_stream"]
-    assert tgi.json["parameters"] == {"max_new_tokens": 64, "temperature": 0.5}
+    assert tgi.json["parameters"] == {"max_new_tokens": 64, "temperature": 0.5, "details": True}
     claude = sent["/v1/messages"]
     assert claude.headers["x-api-key"] == KEY
     assert claude.headers["anthropic-version"] == "2023-06-01"

@@ -19,9 +19,8 @@ from tests.test_models import MODELS, models_proxy  # noqa: F401  (fixture)
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
-# What each dialect's fake says when it is done, normalized (anthropic's "end_turn" is "stop");
-# TGI says it only in `details`, which the fake leaves out.
-FINISH_REASONS = {"chat": "stop", "legacy": "stop", "llama": "stop", "hf": None, "claude": "stop"}
+# The fake counts the prompt as 3 tokens; TGI's stream counts generated tokens only.
+PROMPT_TOKENS = {"chat": 3, "legacy": 3, "llama": 3, "hf": None, "claude": 3}
 
 
 async def post_accepting(
@@ -71,9 +70,21 @@ async def test_every_dialect_gives_the_exact_text_then_done(
     assert offsets[-1] == len(expected)
     done = events[-1]
     assert done["event"] == "done"
-    assert set(done["data"]) == {"finish_reason", "usage"}
-    assert done["data"]["finish_reason"] == FINISH_REASONS[model]
+    assert done["data"] == {  # every dialect's own word for it, normalized
+        "finish_reason": "stop",
+        "usage": {"prompt_tokens": PROMPT_TOKENS[model], "completion_tokens": 40},
+    }
     assert [e["event"] for e in events].count("done") == 1
+
+
+@pytest.mark.parametrize("accept", [SSE, NDJSON])
+async def test_done_says_null_usage_when_the_upstream_reports_none(
+    proxy: ProxyServer, marker: str, accept: str
+) -> None:
+    response = await post_accepting(proxy, accept, {"prompt": f"{marker} @usage=0"})
+    done = events_of(accept, response.content)[-1]
+    assert done["event"] == "done"
+    assert done["data"] == {"finish_reason": "stop", "usage": None}
 
 
 @pytest.mark.parametrize(("accept", "content_type"), [(SSE, SSE), (NDJSON, NDJSON)])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from proxy.dialects.anthropic import Anthropic
-from proxy.dialects.base import Dialect, Parsed, StreamParser, UpstreamRequest
+from proxy.dialects.base import Dialect, Parsed, StreamParser, TokenUsage, UpstreamRequest
 from proxy.dialects.ollama import Ollama
 from proxy.dialects.openai import OpenAIChat
 from proxy.dialects.openai_completions import OpenAICompletions
@@ -22,4 +22,12 @@ def get_dialect(name: str) -> Dialect:
         raise ValueError(f"unknown dialect {name!r}") from None
 
 
-__all__ = ["DIALECTS", "Dialect", "Parsed", "StreamParser", "UpstreamRequest", "get_dialect"]
+__all__ = [
+    "DIALECTS",
+    "Dialect",
+    "Parsed",
+    "StreamParser",
+    "TokenUsage",
+    "UpstreamRequest",
+    "get_dialect",
+]

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from proxy.conversation import Conversation
-from proxy.dialects.base import Parsed
+from proxy.dialects.base import Parsed, TokenUsage
 from proxy.errors import UpstreamProtocolError
 from proxy.settings import ModelSpec
 from proxy.wire import ServerSentEvent, SSEDecoder
@@ -71,11 +71,12 @@ def sampling_fields(conversation: Conversation) -> dict[str, Any]:
 class SSETextParser:
     """A StreamParser for SSE dialects: subclasses say what one event means."""
 
-    __slots__ = ("_sse", "complete", "finish_reason")
+    __slots__ = ("_sse", "complete", "finish_reason", "usage")
 
     def __init__(self, max_event_bytes: int) -> None:
         self._sse = SSEDecoder(max_event_bytes)
         self.complete = False
+        self.usage = TokenUsage()
         self.finish_reason: str | None = None
 
     def feed(self, chunk: bytes) -> Parsed:

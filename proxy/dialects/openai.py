@@ -28,8 +28,10 @@ def openai_choice(parser: SSETextParser, event: ServerSentEvent) -> dict[str, An
     payload = loads_event(event.data)
     if "error" in payload:
         raise UpstreamProtocolError(json_error_message(payload))
+    # Asked for with stream_options.include_usage: a last chunk has it, the others null.
+    parser.usage.read(payload.get("usage"), "prompt_tokens", "completion_tokens")
     choices = payload.get("choices")
-    if not choices:  # usage-only chunks carry no choices
+    if not choices:  # usage-only chunks carry no choices: no text
         return None
     choice: dict[str, Any] = choices[0]
     reason = choice.get("finish_reason")
@@ -37,6 +39,11 @@ def openai_choice(parser: SSETextParser, event: ServerSentEvent) -> dict[str, An
         parser.complete = True
         parser.finish_reason = reason if isinstance(reason, str) else None
     return choice
+
+
+def usage_options(model: ModelSpec) -> dict[str, Any]:
+    """Ask for a last usage-only chunk (OpenAI, vLLM, llama.cpp, ...), unless told not to."""
+    return {"stream_options": {"include_usage": True}} if model.stream_usage else {}
 
 
 class OpenAIChatParser(SSETextParser):
@@ -58,6 +65,7 @@ class OpenAIChat:
         if conversation.max_tokens is not None:
             body["max_tokens"] = conversation.max_tokens
         body.update(sampling_fields(conversation))
+        body.update(usage_options(model))
         return UpstreamRequest("/v1/chat/completions", bearer_headers(model), body)
 
     def parser(self, max_event_bytes: int) -> OpenAIChatParser:

@@ -12,7 +12,7 @@ from proxy.dialects.common import (
     error_message_of_body,
     sampling_fields,
 )
-from proxy.dialects.openai import openai_choice
+from proxy.dialects.openai import openai_choice, usage_options
 from proxy.settings import ModelSpec
 from proxy.wire import ServerSentEvent
 
@@ -36,6 +36,7 @@ class OpenAICompletions:
         if conversation.max_tokens is not None:
             body["max_tokens"] = conversation.max_tokens
         body.update(sampling_fields(conversation))
+        body.update(usage_options(model))
         return UpstreamRequest("/v1/completions", bearer_headers(model), body)
 
     def parser(self, max_event_bytes: int) -> CompletionsParser:

@@ -28,6 +28,8 @@ class TGIParser(SSETextParser):
             raise UpstreamProtocolError(json_error_message(payload))
         if payload.get("generated_text") is not None:
             self.complete = True
+            # TGI's stream counts the generated tokens only, and only when asked (`details`).
+            self.usage.read(payload.get("details"), None, "generated_tokens")
             reason = (payload.get("details") or {}).get("finish_reason")  # with `details` only
             self.finish_reason = reason if isinstance(reason, str) else None
         token = payload.get("token") or {}
@@ -50,6 +52,8 @@ class TGI:
             parameters["top_p"] = conversation.top_p
         if conversation.stop:
             parameters["stop"] = list(conversation.stop)
+        if model.stream_usage:
+            parameters["details"] = True  # the last event then counts the generated tokens
         body: dict[str, Any] = {"inputs": conversation.as_prompt(), "stream": True}
         if parameters:
             body["parameters"] = parameters

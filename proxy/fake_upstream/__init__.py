@@ -15,7 +15,13 @@ directives (see `directives`).
 
 from proxy.fake_upstream.directives import Directives, Fault
 from proxy.fake_upstream.records import RecordingFakeUpstream
-from proxy.fake_upstream.replies import VOCABULARY, friendly_text, reply_text, reply_tokens
+from proxy.fake_upstream.replies import (
+    VOCABULARY,
+    friendly_text,
+    prompt_tokens,
+    reply_text,
+    reply_tokens,
+)
 from proxy.fake_upstream.request import FakeRequest
 from proxy.fake_upstream.server import FakeUpstream, serve_fake_upstream
 
@@ -27,6 +33,7 @@ __all__ = [
     "Fault",
     "RecordingFakeUpstream",
     "friendly_text",
+    "prompt_tokens",
     "reply_text",
     "reply_tokens",
     "serve_fake_upstream",

@@ -13,7 +13,8 @@ import orjson
 
 from proxy.fake_upstream.directives import MID_STREAM_FAULTS, Directives, Fault, FaultSchedule
 from proxy.fake_upstream.formats import FORMATS, OllamaFormat, WireFormat
-from proxy.fake_upstream.replies import Reply
+from proxy.fake_upstream.formats.base import Usage
+from proxy.fake_upstream.replies import Reply, prompt_tokens
 from proxy.fake_upstream.request import FakeRequest
 
 
@@ -83,7 +84,8 @@ class Answer:
             return
         if fault == "hang-headers":
             await forever()
-        stream = _Stream(self._connection, record, wire, directives, fault, model)
+        usage = directives.usage and wire.wants_usage(body)
+        stream = _Stream(self._connection, record, wire, directives, fault, model, usage)
         await stream.run(self._keep_alive)
 
     def _send_error_status(self, wire: WireFormat, directives: Directives) -> None:
@@ -122,6 +124,7 @@ class _Stream:
         directives: Directives,
         fault: Fault | None,
         model: str,
+        reports_usage: bool,
     ) -> None:
         self._connection = connection
         self._record = record
@@ -130,6 +133,9 @@ class _Stream:
         self._fault = fault
         self._model = model
         self._reply = Reply(record.prompt, directives.text, directives.tokens)
+        self._usage = (
+            Usage(prompt_tokens(record.prompt), self._reply.total) if reports_usage else None
+        )
 
     async def run(self, keep_alive: bool) -> None:
         wire, directives, fault = self._wire, self._directives, self._fault
@@ -143,7 +149,7 @@ class _Stream:
         total = self._reply.total
         mid_stream_fault = fault if fault in MID_STREAM_FAULTS else None
         after = min(directives.after, total) if mid_stream_fault else total
-        await self._send(wire.preamble(self._model))
+        await self._send(wire.preamble(self._model, self._usage))
         await self._send_tokens(0, after)
         if mid_stream_fault and not await self._act_out(mid_stream_fault):
             return
@@ -151,7 +157,7 @@ class _Stream:
         await self._send(wire.epilogue())
         if fault != "no-end":
             text = "".join(self._reply.tokens(0, total))
-            await self._send(wire.end(self._model, text, total))
+            await self._send(wire.end(self._model, text, total, self._usage))
         self._finish()
 
     async def _send_tokens(self, start: int, stop: int) -> None:

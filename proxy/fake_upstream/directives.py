@@ -11,6 +11,7 @@
     @fail_times=N      only the first N requests with this exact prompt get the fault
     @split=N           write the body N bytes at a time, each piece its own chunk and write
     @model_missing=1   ollama only: the 404 of a model that was never pulled
+    @usage=0           report no token usage, as some servers do not
 
 Unknown directives are ignored; directives stay part of the prompt (and of its reply's seed).
 """
@@ -76,6 +77,7 @@ class Directives:
     fail_times: int | None = None
     split: int = 0
     model_missing: bool = False
+    usage: bool = True
 
     @classmethod
     def parse(cls, prompt: str, *, tokens: int | None, delay: float) -> Directives:
@@ -97,6 +99,7 @@ class Directives:
             fail_times=fail_times if fail_times >= 0 else None,
             split=_integer(found, "split", 0, least=1),
             model_missing=found.get("model_missing") == "1",
+            usage=found.get("usage") != "0",
         )
 
 

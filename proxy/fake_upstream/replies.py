@@ -104,6 +104,11 @@ class Reply:
         return (VOCABULARY[(seed + i * 7) % size] for i in range(start, stop))
 
 
+def prompt_tokens(prompt: str) -> int:
+    """The prompt's length in tokens as the fake reports it: its words, directives included."""
+    return max(1, len(prompt.split()))
+
+
 def reply_tokens(prompt: str, count: int | None = None) -> list[str]:
     """The fake's reply to prompt, token by token: count tokens, or (None) what a fake
     without a `tokens` default sends: `@tokens=N` if the prompt says, else the whole reply."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from proxy.dialects import StreamParser
 from proxy.errors import ErrorBody
 
 # Every dialect's word for why generation stopped, in OpenAI's vocabulary (the one most
@@ -63,19 +64,13 @@ class Failed:
 Outcome = Done | Failed
 
 
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def upstream_ending(parser: object) -> Done:
-    """What a dialect's parser learned about the end of its text.
-
-    Parsers expose `usage` (a TokenUsage: `prompt`, `completion`) and, where the dialect
-    says, `finish_reason` (the upstream's word); anything missing is unknown (None).
-    """
-    reason = getattr(parser, "finish_reason", None)
-    reported = getattr(parser, "usage", None)
-    prompt = _count(getattr(reported, "prompt", None))
-    completion = _count(getattr(reported, "completion", None))
-    usage = None if prompt is None and completion is None else Usage(prompt, completion)
-    return Done(normalize_finish_reason(reason if isinstance(reason, str) else None), usage)
+def upstream_ending(parser: StreamParser | None) -> Done:
+    """What a dialect's parser learned about the end of its text: why the upstream stopped
+    and the tokens it counted, where it said (None where not)."""
+    if parser is None:
+        return Done()
+    counted = parser.usage
+    usage = None
+    if counted.prompt is not None or counted.completion is not None:
+        usage = Usage(counted.prompt, counted.completion)
+    return Done(normalize_finish_reason(parser.finish_reason), usage)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from proxy.fake_upstream.formats.base import WireFormat, sse
+from proxy.fake_upstream.formats.base import Usage, WireFormat, sse
 
 
 class AnthropicFormat(WireFormat):
     path = "/v1/messages"
     _ERROR_TYPES: Final = {429: "rate_limit_error", 529: "overloaded_error"}
 
-    def preamble(self, model: str) -> bytes:
+    def preamble(self, model: str, usage: Usage | None = None) -> bytes:
         message: dict[str, Any] = {
             "id": "msg_fake",
             "type": "message",
@@ -19,8 +19,9 @@ class AnthropicFormat(WireFormat):
             "content": [],
             "model": model,
             "stop_reason": None,
-            "usage": {"input_tokens": 1, "output_tokens": 1},
         }
+        if usage is not None:  # message_start counts the prompt, and one output token so far
+            message["usage"] = {"input_tokens": usage.prompt_tokens, "output_tokens": 1}
         block = {"type": "text", "text": ""}
         return (
             sse({"type": "message_start", "message": message}, event=b"message_start")
@@ -39,12 +40,13 @@ class AnthropicFormat(WireFormat):
     def epilogue(self) -> bytes:
         return sse({"type": "content_block_stop", "index": 0}, event=b"content_block_stop")
 
-    def end(self, model: str, text: str, total: int) -> bytes:
-        stop = {
+    def end(self, model: str, text: str, total: int, usage: Usage | None = None) -> bytes:
+        stop: dict[str, Any] = {
             "type": "message_delta",
             "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-            "usage": {"output_tokens": total},
         }
+        if usage is not None:  # message_delta's output_tokens is the running total
+            stop["usage"] = {"output_tokens": usage.completion_tokens}
         return sse(stop, event=b"message_delta") + sse(
             {"type": "message_stop"}, event=b"message_stop"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -10,6 +11,14 @@ import orjson
 def sse(payload: Any, *, event: bytes = b"", space: bool = True) -> bytes:
     head = b"event: " + event + b"\n" if event else b""
     return head + (b"data: " if space else b"data:") + orjson.dumps(payload) + b"\n\n"
+
+
+@dataclass(slots=True, frozen=True)
+class Usage:
+    """The tokens a reply reports it used: the prompt's words, and the reply's tokens."""
+
+    prompt_tokens: int
+    completion_tokens: int
 
 
 class WireFormat:
@@ -26,7 +35,11 @@ class WireFormat:
                 return _text_of(message.get("content"))
         return ""
 
-    def preamble(self, model: str) -> bytes:
+    def wants_usage(self, body: dict[str, Any]) -> bool:
+        """Whether the request asked for usage, for APIs that report it only when asked."""
+        return True
+
+    def preamble(self, model: str, usage: Usage | None = None) -> bytes:
         return b""
 
     def token(self, index: int, text: str, model: str, total: int) -> bytes:
@@ -36,8 +49,9 @@ class WireFormat:
         """What follows the last token even in a reply cut short of its end marker."""
         return b""
 
-    def end(self, model: str, text: str, total: int) -> bytes:
-        """The end marker: a client that never sees it must take the reply as cut short."""
+    def end(self, model: str, text: str, total: int, usage: Usage | None = None) -> bytes:
+        """The end marker, and the usage where the API reports it: a client that never sees
+        the marker must take the reply as cut short."""
         raise NotImplementedError
 
     def error_event(self) -> bytes:

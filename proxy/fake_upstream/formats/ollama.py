@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from proxy.fake_upstream.formats.base import WireFormat
+from proxy.fake_upstream.formats.base import Usage, WireFormat
 
 
 class OllamaFormat(WireFormat):
@@ -26,10 +26,13 @@ class OllamaFormat(WireFormat):
     def token(self, index: int, text: str, model: str, total: int) -> bytes:
         return self._line(model, text)
 
-    def end(self, model: str, text: str, total: int) -> bytes:
-        return self._line(
-            model, "", done=True, done_reason="stop", total_duration=1, eval_count=total
+    def end(self, model: str, text: str, total: int, usage: Usage | None = None) -> bytes:
+        counts = (
+            {"prompt_eval_count": usage.prompt_tokens, "eval_count": usage.completion_tokens}
+            if usage is not None
+            else {}
         )
+        return self._line(model, "", done=True, done_reason="stop", total_duration=1, **counts)
 
     def error_event(self) -> bytes:
         return b'{"error":"fake in-band error"}\n'

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from proxy.fake_upstream.formats.base import WireFormat, sse
+from proxy.fake_upstream.formats.base import Usage, WireFormat, sse
 
 
 class TGIFormat(WireFormat):
@@ -16,12 +16,22 @@ class TGIFormat(WireFormat):
         inputs = body.get("inputs")
         return inputs if isinstance(inputs, str) else ""
 
-    def _event(self, token: dict[str, Any], generated_text: str | None = None) -> bytes:
+    def wants_usage(self, body: dict[str, Any]) -> bool:
+        # TGI adds `details` to its last event only when the request's parameters ask.
+        parameters = body.get("parameters")
+        return isinstance(parameters, dict) and parameters.get("details") is True
+
+    def _event(
+        self,
+        token: dict[str, Any],
+        generated_text: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> bytes:
         event = {
             "index": token["id"],
             "token": token,
             "generated_text": generated_text,
-            "details": None,
+            "details": details,
         }
         return sse(event, space=False)  # TGI writes "data:" without the space
 
@@ -31,8 +41,18 @@ class TGIFormat(WireFormat):
             event += self._event(self._SPECIAL)  # a client must not show special tokens
         return event
 
-    def end(self, model: str, text: str, total: int) -> bytes:
-        return self._event(self._END_OF_SEQUENCE, text)
+    def end(self, model: str, text: str, total: int, usage: Usage | None = None) -> bytes:
+        # TGI's stream counts generated tokens only (the end-of-sequence token among them).
+        details = (
+            {
+                "finish_reason": "eos_token",
+                "generated_tokens": usage.completion_tokens,
+                "seed": None,
+            }
+            if usage is not None
+            else None
+        )
+        return self._event(self._END_OF_SEQUENCE, text, details)
 
     def error_event(self) -> bytes:
         return sse({"error": "fake in-band error", "error_type": "generation"}, space=False)
