@@ -35,6 +35,10 @@ def serve_with(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("PROXY_MODELS", '[{"name": "a", "dialect": "smoke", "url": "http://x"}]'),
         ("PROXY_MODELS", '[{"name": "a"}]'),
         ("PROXY_MODELS", '[{"name": "a", "url": "http://x"}, {"name": "a", "url": "http://y"}]'),
+        ("PROXY_SSE_KEEPALIVE", "0"),
+        ("PROXY_RESUME", "perhaps"),
+        ("PROXY_RESUME_TTL", "-5"),
+        ("PROXY_RESUME_MAX_BYTES", "10"),
     ],
 )
 def test_bad_variable_fails_start_up_with_one_line_naming_it(variable: str, value: str) -> None:
