@@ -156,6 +156,7 @@ class ResumableStreams:
             outcome = Failed(error_body(exc, session.request_id))
         finally:
             if outcome is None:  # cancelled: the proxy is shutting down
+                session.cancelled()
                 failure = ShuttingDown("the proxy shut down before the stream ended")
                 outcome = Failed(error_body(failure, session.request_id))
             try:

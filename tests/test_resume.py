@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import codecs
+import signal
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -223,3 +225,22 @@ async def test_a_malformed_offset_is_refused(
         )
     assert response.status_code == 422
     assert response.json()["error"]["type"] == "validation_error"
+
+
+async def test_at_shutdown_a_stream_outliving_its_client_is_ended_and_logged(
+    upstream: FakeUpstreamServer, marker: str
+) -> None:
+    proxy = ProxyProcess(PROXY_UPSTREAM_URL=upstream.url, PROXY_RESUME="true")
+    try:
+        prompt = f"{marker} @text=tricky @tokens=1000 @delay=0.05"
+        await drop_after(proxy.url, prompt, 5, {"X-Request-ID": marker})
+        proxy.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proxy.wait, 10) == 0
+        record = await upstream.wait_disconnected(marker)  # let go of, not left running
+        assert record.finished_at is None
+        stream_lines = [line for line in proxy.lines if " stream " in line]
+        assert len(stream_lines) == 1
+        assert "outcome=shutdown" in stream_lines[0]
+        assert not any("Traceback" in line for line in proxy.lines)
+    finally:
+        proxy.close()
