@@ -218,9 +218,14 @@ async def test_at_shutdown_a_framed_stream_past_the_grace_is_aborted_and_logged(
                     pass
             await response.aclose()
         assert await asyncio.to_thread(proxy.wait, 6) == 0
-        stream_lines = [line for line in proxy.lines if " stream " in line]
-        assert len(stream_lines) == 1
-        assert "outcome=shutdown" in stream_lines[0]
-        assert not any("Traceback" in line for line in proxy.lines)
+        assert_one_stream_ended_by_shutdown(proxy)
     finally:
         proxy.close()
+
+
+def assert_one_stream_ended_by_shutdown(proxy: ProxyProcess) -> None:
+    """The process logged one stream, ended by the shutdown, and no traceback."""
+    stream_lines = [line for line in proxy.lines if " stream " in line]
+    assert len(stream_lines) == 1
+    assert "outcome=shutdown" in stream_lines[0]
+    assert not any("Traceback" in line for line in proxy.lines)

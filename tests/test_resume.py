@@ -15,7 +15,10 @@ from tests.redis_server import RedisServer
 from tests.servers import FakeUpstreamServer, ProxyProcess, ProxyServer
 from tests.test_chat import chat_body
 from tests.test_formats import sse_events
-from tests.test_output_formats import leave_and_expect_upstream_closed
+from tests.test_output_formats import (
+    assert_one_stream_ended_by_shutdown,
+    leave_and_expect_upstream_closed,
+)
 
 SSE = "text/event-stream"
 KEYS = "key-alpha-SECRET,key-beta-SECRET"
@@ -238,9 +241,6 @@ async def test_at_shutdown_a_stream_outliving_its_client_is_ended_and_logged(
         assert await asyncio.to_thread(proxy.wait, 10) == 0
         record = await upstream.wait_disconnected(marker)  # let go of, not left running
         assert record.finished_at is None
-        stream_lines = [line for line in proxy.lines if " stream " in line]
-        assert len(stream_lines) == 1
-        assert "outcome=shutdown" in stream_lines[0]
-        assert not any("Traceback" in line for line in proxy.lines)
+        assert_one_stream_ended_by_shutdown(proxy)
     finally:
         proxy.close()
