@@ -1,7 +1,8 @@
 """What the frontend tests share: the system tools they drive, and the proxy's own answer.
 
-Chromium, Node and npm come from the system (apt), not from Playwright's or any other
-download: a test that needs one fails, naming the package, when it is missing.
+Chromium and npm come from the system (apt), not from Playwright's or any other download: a
+test that needs one fails, naming the package, when it is missing. The AI SDK tests run in
+Node 22 from npm's `node` package, pinned in tests/js/package.json with the SDKs.
 """
 
 from __future__ import annotations
@@ -76,6 +77,20 @@ def install_npm_packages(directory: Path) -> None:
     )
     if install.returncode != 0:
         pytest.fail(f"npm install in {directory} failed:\n{install.stderr}", pytrace=False)
+
+
+AI_SDK_DIRECTORY: Final = Path(__file__).parent / "js"
+# npm aliases in tests/js/package.json: ai 5 and the current major, side by side.
+AI_SDKS: Final = ("ai5", "ai7")
+
+
+def install_ai_sdk() -> str:
+    """Node 22 and both AI SDKs, installed once into tests/js; the Node executable.
+
+    Node comes from npm's `node` package, not the system's: `ai` 7 needs Node >= 22.
+    """
+    install_npm_packages(AI_SDK_DIRECTORY)
+    return str(AI_SDK_DIRECTORY / "node_modules" / ".bin" / "node")
 
 
 async def run_node_script(node: str, script: Path, options: dict[str, Any]) -> dict[str, Any]:

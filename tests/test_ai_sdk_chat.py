@@ -1,38 +1,32 @@
-"""The real AI SDK (npm `ai` 5 and 7, pinned in tests/js-chat/package.json) on POST /v1/chat.
+"""The real AI SDK (npm `ai` 5 and 7, pinned in tests/js/package.json) on POST /v1/chat.
 
-`tests/js-chat/chat_client.mjs` runs `AbstractChat` with `DefaultChatTransport`, what `useChat`
+`tests/js/chat_client.mjs` runs `AbstractChat` with `DefaultChatTransport`, what `useChat`
 runs by default, in Node 22 (npm's `node` package: `ai` 7 needs Node >= 22).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from proxy.fake_upstream import reply_text
-from tests.frontends import install_npm_packages, run_node_script
+from tests.frontends import AI_SDK_DIRECTORY, AI_SDKS, install_ai_sdk, run_node_script
 from tests.servers import ProxyServer
-
-JS_DIRECTORY = Path(__file__).parent / "js-chat"
-SDKS = ["ai5", "ai7"]
 
 
 @pytest.fixture(scope="session")
 def node() -> str:
-    """Node 22 and both SDKs, installed once into tests/js-chat (no lock file is kept)."""
-    install_npm_packages(JS_DIRECTORY)
-    return str(JS_DIRECTORY / "node_modules" / ".bin" / "node")
+    return install_ai_sdk()
 
 
 async def run_chat(node: str, proxy: ProxyServer, **options: Any) -> dict[str, Any]:
     options = {"api": f"{proxy.url}/v1/chat", "headers": {}, **options}
-    return await run_node_script(node, JS_DIRECTORY / "chat_client.mjs", options)
+    return await run_node_script(node, AI_SDK_DIRECTORY / "chat_client.mjs", options)
 
 
-@pytest.mark.parametrize("sdk", SDKS)
+@pytest.mark.parametrize("sdk", AI_SDKS)
 async def test_use_chat_streams_and_finishes_with_the_exact_text(
     node: str, proxy: ProxyServer, marker: str, sdk: str
 ) -> None:
@@ -47,7 +41,7 @@ async def test_use_chat_streams_and_finishes_with_the_exact_text(
     assert usage["prompt_tokens"] > 0
 
 
-@pytest.mark.parametrize("sdk", SDKS)
+@pytest.mark.parametrize("sdk", AI_SDKS)
 async def test_use_chat_shows_a_dropped_upstream_as_an_error(
     node: str, proxy: ProxyServer, marker: str, sdk: str
 ) -> None:
@@ -59,7 +53,7 @@ async def test_use_chat_shows_a_dropped_upstream_as_an_error(
     assert result["text"] == reply_text(prompt, 4)
 
 
-@pytest.mark.parametrize("sdk", SDKS)
+@pytest.mark.parametrize("sdk", AI_SDKS)
 async def test_use_chat_resume_continues_the_answer_after_the_client_dropped(
     node: str, start_proxy: Callable[..., ProxyServer], marker: str, sdk: str
 ) -> None:

@@ -1,18 +1,22 @@
 // Runs one AI SDK text-stream client against the proxy and prints what a frontend would see.
 //
-//   node ai_sdk_client.mjs '{"client": "completion" | "chat", "url": "...", "prompt": "...",
-//                            "headers": {...}}'
+//   node ai_sdk_client.mjs '{"sdk": "ai5" | "ai7", "client": "completion" | "chat", "url": "...",
+//                            "prompt": "...", "headers": {...}}'
 //
 // "completion" is `callCompletionApi`, what React's `useCompletion({streamProtocol: 'text'})`
 // runs; "chat" is `AbstractChat` with `TextStreamChatTransport`, what `useChat` runs (its React
-// `Chat` class is AbstractChat plus a React state holder like the one below).
+// `Chat` class is AbstractChat plus a React state holder like PlainChatState). Both have the
+// same names and shape in ai 5 and 7; 7's `callCompletionApi` also takes `getAbortController`,
+// which its `useCompletion` passes so that a superseded request stops updating the completion.
 // Prints one JSON line: {updates: [text, ...], text, status, error, finished}.
-import { AbstractChat, TextStreamChatTransport, callCompletionApi } from "ai";
+import { PlainChatState, textOf } from "./plain_chat.mjs";
 
 const options = JSON.parse(process.argv[2]);
+const { AbstractChat, TextStreamChatTransport, callCompletionApi } = await import(options.sdk);
 
 async function runCompletion() {
   const seen = { updates: [], text: null, error: null, finished: false };
+  let abortController = null;
   const result = await callCompletionApi({
     api: options.url,
     prompt: options.prompt,
@@ -27,7 +31,10 @@ async function runCompletion() {
     setError: (error) => {
       if (error) seen.error = String(error.message ?? error);
     },
-    setAbortController: () => {},
+    setAbortController: (controller) => {
+      abortController = controller;
+    },
+    getAbortController: () => abortController,
     onFinish: (_prompt, completion) => {
       seen.finished = true;
       seen.text = completion;
@@ -38,46 +45,12 @@ async function runCompletion() {
   return { ...seen, status: seen.error ? "error" : "ready", returned: result ?? null };
 }
 
-class PlainChatState {
-  // What @ai-sdk/react's ReactChatState does, without React.
-  constructor() {
-    this.status = "ready";
-    this.error = undefined;
-    this.messages = [];
-  }
-  pushMessage(message) {
-    this.messages = this.messages.concat(message);
-  }
-  popMessage() {
-    this.messages = this.messages.slice(0, -1);
-  }
-  replaceMessage(index, message) {
-    this.messages = [
-      ...this.messages.slice(0, index),
-      this.snapshot(message),
-      ...this.messages.slice(index + 1),
-    ];
-  }
-  snapshot(value) {
-    return structuredClone(value);
-  }
-}
-
 class PlainChat extends AbstractChat {}
-
-function textOf(message) {
-  return message.parts
-    .filter((part) => part.type === "text")
-    .map((part) => part.text)
-    .join("");
-}
 
 async function runChat() {
   const seen = { updates: [], finished: false, finish: null };
   const state = new PlainChatState();
-  const replace = state.replaceMessage.bind(state);
-  state.replaceMessage = (index, message) => {
-    replace(index, message);
+  state.onReplace = (message) => {
     const text = textOf(message);
     if (message.role === "assistant" && text && text !== seen.updates.at(-1)) {
       seen.updates.push(text);

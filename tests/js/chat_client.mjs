@@ -4,50 +4,19 @@
 //                          "prompt": "...", "headers": {...}, "dropAfter": N}'
 //
 // `AbstractChat` with `DefaultChatTransport` is what `useChat` runs (its React `Chat` class is
-// AbstractChat plus a React state holder like PlainChatState below). Without `dropAfter` it
+// AbstractChat plus a React state holder like PlainChatState). Without `dropAfter` it
 // sends the prompt and waits for the end. With it, the client stops reading once the answer
 // has N characters (the page is closed), then a new chat with the same id and the messages
 // the app had stored (the user's) calls `resumeStream()`, as `useChat({resume: true})` does
 // when the page is opened again.
 // Prints one JSON line: {text, status, error, finished, messageId, metadata, dropped}.
 
+import { PlainChatState, textOf } from "./plain_chat.mjs";
+
 const options = JSON.parse(process.argv[2]);
 const { AbstractChat, DefaultChatTransport } = await import(options.sdk);
 
-class PlainChatState {
-  // What @ai-sdk/react's ReactChatState does, without React.
-  constructor(messages = []) {
-    this.status = "ready";
-    this.error = undefined;
-    this.messages = messages;
-  }
-  pushMessage(message) {
-    this.messages = this.messages.concat(message);
-  }
-  popMessage() {
-    this.messages = this.messages.slice(0, -1);
-  }
-  replaceMessage(index, message) {
-    this.messages = [
-      ...this.messages.slice(0, index),
-      this.snapshot(message),
-      ...this.messages.slice(index + 1),
-    ];
-    this.onReplace?.(message);
-  }
-  snapshot(value) {
-    return structuredClone(value);
-  }
-}
-
 class PlainChat extends AbstractChat {}
-
-function textOf(message) {
-  return message.parts
-    .filter((part) => part.type === "text")
-    .map((part) => part.text)
-    .join("");
-}
 
 function newChat(messages, seen) {
   const state = new PlainChatState(messages);
