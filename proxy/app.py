@@ -12,24 +12,31 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from proxy.api import new_request_id, router
-from proxy.chat import router as chat_router
-from proxy.chat_page import add_chat_page
 from proxy.drain import AbortOnShutdown
-from proxy.errors import ClientDisconnected, ProxyError, RequestError, error_response
+from proxy.errors import ClientDisconnected, ProxyError, RequestError
 from proxy.fake_upstream import FakeUpstream
 from proxy.guards import Guards
+from proxy.ids import request_id
 from proxy.logs import protect_logs
-from proxy.metrics import PrometheusMetrics, create_metrics
+from proxy.observers import Observers, StreamObserver
+from proxy.observers.log import StreamLog
+from proxy.observers.metrics import create_metrics
+from proxy.responses import error_response
 from proxy.resumable import ResumableStreams
+from proxy.routes import chat, operations, stream
+from proxy.routes.chat_page import add_chat_page
 from proxy.services import Services, build_upstreams
 from proxy.settings import Settings
 from proxy.upstream_http import UpstreamHTTP
 
 
 def create_app(settings: Settings) -> FastAPI:
-    specs = settings.models()
+    specs = settings.models
     metrics = create_metrics(settings)
+    # Every stream's observers, in order; a new one is registered here.
+    observers: list[StreamObserver] = [StreamLog()]
+    if metrics is not None:
+        observers.append(metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,18 +57,23 @@ def create_app(settings: Settings) -> FastAPI:
                     "upstream at %s",
                     fake_url,
                 )
-            stack.callback(metrics.close)
-            upstreams = build_upstreams(settings, fake_url, metrics)
+            health = None
+            if metrics is not None:
+                stack.callback(metrics.close)
+                health = metrics.replica_health
+            upstreams = build_upstreams(settings, fake_url, health)
             for upstream in upstreams.values():
                 stack.callback(upstream.balancer.close)
-            http = UpstreamHTTP(settings)
+            http = UpstreamHTTP(settings.timeouts.connect)
             stack.push_async_callback(http.aclose)
-            guards = Guards(settings)
+            guards = Guards(settings.admission)
             stack.push_async_callback(guards.aclose)
-            resumable = ResumableStreams.from_settings(settings)
+            resumable = ResumableStreams.from_policy(settings.resume_policy)
             if resumable is not None:
                 stack.push_async_callback(resumable.aclose)
-            app.state.services = Services(settings, upstreams, http, guards, metrics, resumable)
+            app.state.services = Services(
+                settings, upstreams, http, guards, Observers(observers), resumable
+            )
             if guards.keys.open:
                 logging.getLogger("proxy").warning(
                     "PROXY_API_KEYS is not set: the proxy is open to every client"
@@ -76,11 +88,11 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     protect_logs()
-    app.include_router(router)
-    app.include_router(chat_router)
-    if isinstance(metrics, PrometheusMetrics):
-        # Unauthenticated, like /healthz: scrapers carry no client key.
-        app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=False)
+    for routes in (stream.router, chat.router, operations.router):
+        app.include_router(routes)
+    if metrics is not None:
+        endpoint = operations.metrics_endpoint(metrics)
+        app.add_api_route("/metrics", endpoint, methods=["GET"], include_in_schema=False)
     if settings.chat_page:
         add_chat_page(app)
     if settings.cors_origin_list:
@@ -108,17 +120,17 @@ def create_app(settings: Settings) -> FastAPI:
 
 async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
     # Whoever refused the request logged it, and wrote its id on the error.
-    request_id = exc.request_id or new_request_id(request)
+    rid = exc.request_id or request_id(request.headers.get("x-request-id"))
     if isinstance(exc, ClientDisconnected):
         return JSONResponse({}, status_code=exc.status_code)
-    return error_response(exc, request_id)
+    return error_response(exc, rid)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     error = RequestError(str(exc.detail))
     error.status_code = exc.status_code
     error.error_type = "not_found" if exc.status_code == 404 else "http_error"
-    return error_response(error, new_request_id(request))
+    return error_response(error, request_id(request.headers.get("x-request-id")))
 
 
 def app_from_environment() -> FastAPI:

@@ -5,15 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from proxy.urls import PublicURL
 
 
 @dataclass(slots=True, eq=False)
 class Replica:
     url: str
+    public: PublicURL = field(init=False)  # what logs and metrics may show of the URL
     in_flight: int = 0
     cooling_until: float = 0.0
     recovery: asyncio.TimerHandle | None = None
+
+    def __post_init__(self) -> None:
+        self.public = PublicURL.of(self.url)
 
     def healthy(self, now: float) -> bool:
         return self.cooling_until <= now
@@ -28,7 +34,7 @@ class Balancer:
     refusing outright would turn one upstream hiccup into seconds of errors. A lone replica
     never cools down: there is nothing to fail over to, and /readyz should not flap.
 
-    `on_health(url, up)` hears when a replica starts and ends a cool-down (for the metrics);
+    `on_health(replica, up)` hears when a replica starts and ends a cool-down (for the metrics);
     the end is a timer, so the news does not wait for the next stream.
     """
 
@@ -36,7 +42,7 @@ class Balancer:
         self,
         urls: tuple[str, ...],
         cooldown: float,
-        on_health: Callable[[str, bool], None] | None = None,
+        on_health: Callable[[PublicURL, bool], None] | None = None,
     ) -> None:
         self.replicas = [Replica(url) for url in urls]
         self._cooldown = cooldown
@@ -70,7 +76,7 @@ class Balancer:
         if len(self.replicas) > 1:
             replica.cooling_until = time.monotonic() + self._cooldown
             if self._on_health is not None:
-                self._on_health(replica.url, False)
+                self._on_health(replica.public, False)
                 if replica.recovery is not None:
                     replica.recovery.cancel()
                 replica.recovery = asyncio.get_running_loop().call_later(
@@ -80,7 +86,7 @@ class Balancer:
     def _recovered(self, replica: Replica) -> None:
         replica.recovery = None
         if self._on_health is not None:
-            self._on_health(replica.url, True)
+            self._on_health(replica.public, True)
 
     def close(self) -> None:
         """Cancel pending cool-down timers (the app is stopping)."""

@@ -19,8 +19,9 @@ import contextlib
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from proxy.api import new_request_id
-from proxy.errors import ShuttingDown, error_response
+from proxy.errors import ShuttingDown
+from proxy.ids import request_id
+from proxy.responses import error_response
 
 
 class AbortOnShutdown:
@@ -40,8 +41,8 @@ class AbortOnShutdown:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            request_id = new_request_id(Request(scope))
-            response = error_response(ShuttingDown("the proxy is shutting down"), request_id)
+            given = Request(scope).headers.get("x-request-id")
+            response = error_response(ShuttingDown("the proxy is shutting down"), request_id(given))
             # Tracking whether the response began would cost a wrapper around every chunk's
             # send; instead the 503 is offered, and a server whose response already began
             # refuses the second start before writing anything.

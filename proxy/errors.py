@@ -20,18 +20,16 @@
         ├── UpstreamTimeout          504 (connect, first token); idle, total after the commit
         └── StreamLost               502 a resumed stream stopped without its end (issue 13)
 
-Exceptions are raised where the failure happens and turned into a response only by
-`error_response`, so the JSON shape and the status table of SPEC §2 live here alone. The one
-that logs a refusal (a stream's session) writes its request id on the error, so the response
-names the request the log line does.
+Exceptions are raised where the failure happens; the JSON shape (`error_body`), the status
+and the headers of each live here alone, and `proxy.responses.error_response` is the one
+place they become a response. The one that logs a refusal (a stream's session) writes its
+request id on the error, so the response names the request the log line does.
 Messages must never contain secrets: they are sent to clients and logged.
 """
 
 from __future__ import annotations
 
 import math
-
-from starlette.responses import JSONResponse
 
 
 class ProxyError(Exception):
@@ -175,11 +173,6 @@ ErrorBody = dict[str, dict[str, str]]
 def error_body(exc: ProxyError, request_id: str) -> ErrorBody:
     """The JSON error of SPEC §2, also sent inside error events after the commit point."""
     return {"error": {"type": exc.error_type, "message": exc.message, "request_id": request_id}}
-
-
-def error_response(exc: ProxyError, request_id: str) -> JSONResponse:
-    headers = {"X-Request-ID": request_id, **exc.headers()}
-    return JSONResponse(error_body(exc, request_id), status_code=exc.status_code, headers=headers)
 
 
 class ClientDisconnected(ProxyError):

@@ -1,4 +1,9 @@
-"""Who may stream and how much: client keys, the stream cap, per-client limits."""
+"""Who may stream and how much: client keys, the stream cap, per-client limits.
+
+ticket = await guards.admit(client, peer)   # a cap slot and the client's limits, or 503/429
+...
+await ticket.release()                      # once, whatever happened; again is a no-op
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from proxy.errors import Overloaded, RateLimited, Unauthorized
-from proxy.settings import Settings
+from proxy.settings import AdmissionPolicy
 
 logger = logging.getLogger("proxy.guards")
 
@@ -194,47 +199,84 @@ class ClientLimits:
             )
 
 
+class AdmissionTicket:
+    """What one admitted stream holds until it ends: a slot under the proxy's cap, and a
+    per-client stream slot where that limit is on. Released once."""
+
+    __slots__ = ("_client_slot", "_guards", "_holds_slot")
+
+    def __init__(self, guards: Guards) -> None:
+        self._guards = guards
+        self._holds_slot = False
+        self._client_slot: str | None = None  # whose per-client slot, if one is held
+
+    async def take(self, client: str | None, peer: str) -> None:
+        """Called once, by Guards.admit."""
+        guards = self._guards
+        guards.slots.acquire()
+        self._holds_slot = True
+        if guards.limited:
+            identity = client or f"ip:{peer}"
+            if await guards.client_limits.admit(identity):
+                self._client_slot = identity
+
+    async def release(self) -> None:
+        if self._holds_slot:
+            self._holds_slot = False
+            self._guards.slots.release()
+        identity, self._client_slot = self._client_slot, None
+        if identity is not None:
+            await self._guards.client_limits.release(identity)
+
+
 class Guards:
     """Everything that decides whether a stream may start, built once per app."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.keys = ClientKeys(settings.client_keys)
-        self.slots = StreamSlots(settings.max_concurrent_streams)
-        self.client_limits, self.redis = client_limits(settings)
+    def __init__(self, policy: AdmissionPolicy) -> None:
+        self.keys = ClientKeys(policy.client_keys)
+        self.slots = StreamSlots(policy.max_concurrent_streams)
+        self.client_limits, self.redis = client_limits(policy)
         self.limited = self.client_limits.active
+
+    async def admit(self, client: str | None, peer: str) -> AdmissionTicket:
+        """A ticket holding this stream's slots; Overloaded or RateLimited when refused
+        (then nothing is held)."""
+        ticket = AdmissionTicket(self)
+        try:
+            await ticket.take(client, peer)
+        except BaseException:
+            await ticket.release()
+            raise
+        return ticket
 
     async def aclose(self) -> None:
         if self.redis is not None:
             await self.redis.aclose()
 
 
-def client_limits(settings: Settings) -> tuple[ClientLimits, redis.Redis | None]:
-    """The limits of the settings, and the Redis client to close at shutdown (if any)."""
-    rate = limits.parse(settings.rate_limit) if settings.rate_limit else None
-    if settings.redis_url is None:
+def client_limits(policy: AdmissionPolicy) -> tuple[ClientLimits, redis.Redis | None]:
+    """The limits of the policy, and the Redis client to close at shutdown (if any)."""
+    rate = limits.parse(policy.rate_limit) if policy.rate_limit else None
+    if policy.redis_url is None:
         memory = ClientLimits(
             rate,
-            settings.max_streams_per_key,
+            policy.max_streams_per_key,
             MemoryStorage(),
             MemoryStreamCounter(),
-            fail_closed=settings.rate_limit_fail_closed,
+            fail_closed=policy.fail_closed,
         )
         return memory, None
     client = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=BACKEND_TIMEOUT, socket_connect_timeout=BACKEND_TIMEOUT
+        policy.redis_url, socket_timeout=BACKEND_TIMEOUT, socket_connect_timeout=BACKEND_TIMEOUT
     )
     storage = RedisStorage(
-        "async+" + settings.redis_url,
+        "async+" + policy.redis_url,
         implementation="redispy",
         socket_timeout=BACKEND_TIMEOUT,
         socket_connect_timeout=BACKEND_TIMEOUT,
     )
-    counter = RedisStreamCounter(client, expiry=int(settings.total_timeout) + 60)
+    counter = RedisStreamCounter(client, expiry=policy.slot_expiry)
     shared = ClientLimits(
-        rate,
-        settings.max_streams_per_key,
-        storage,
-        counter,
-        fail_closed=settings.rate_limit_fail_closed,
+        rate, policy.max_streams_per_key, storage, counter, fail_closed=policy.fail_closed
     )
     return shared, client

@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 
-from proxy.responses import drop_incomplete_response_log
 from proxy.settings import Settings
 
 
@@ -52,6 +51,13 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
+class DropIncompleteResponseLog(logging.Filter):
+    """uvicorn reports our deliberate aborts as an error; the stream's log line has them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing response."
+
+
 def protect_logs() -> None:
     """Log settings the app needs however logging is configured.
 
@@ -59,4 +65,6 @@ def protect_logs() -> None:
     reports our deliberate aborts as an error; the session has already logged them.
     """
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    drop_incomplete_response_log()
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, DropIncompleteResponseLog) for f in uvicorn_error.filters):
+        uvicorn_error.addFilter(DropIncompleteResponseLog())

@@ -1,26 +1,22 @@
-"""What one stream did, from request to end: the record behind its one log line."""
+"""What one stream did, from request to end, and what one upstream attempt did: the records
+its observers (proxy/observers/) are handed."""
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from proxy.dialects.base import TokenUsage
 from proxy.errors import (
-    ClientDisconnected,
     ProxyError,
-    ShuttingDown,
+    UpstreamClosedEarly,
     UpstreamError,
+    UpstreamStatusError,
     UpstreamTimeout,
+    UpstreamUnavailable,
 )
-
-logger = logging.getLogger("proxy.stream")
-
-Outcome = Literal[
-    "completed", "client_disconnected", "upstream_error", "timeout", "rejected", "shutdown"
-]
+from proxy.urls import PublicURL
+from proxy.values import NO_USAGE, Outcome, Usage, outcome_of
 
 
 @dataclass(slots=True)
@@ -37,13 +33,13 @@ class StreamRecord:
     status: int = 200
     outcome: Outcome | None = None
     error: str | None = None
+    error_type: str | None = None
     first_delta_at: float | None = None
     ended: float | None = None
     deltas: int = 0
     bytes: int = 0
-    # As the upstream reported them (None: it did not say).
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    usage: Usage = NO_USAGE  # as the upstream reported it
+    went_upstream: bool = False  # `stream_started` was observed
 
     @property
     def ttfb(self) -> float | None:
@@ -54,28 +50,33 @@ class StreamRecord:
     def duration(self) -> float | None:
         return None if self.ended is None else self.ended - self.started
 
-    def count_tokens(self, usage: TokenUsage) -> None:
-        """What the upstream reported using (the parser reads it beside the text)."""
-        self.prompt_tokens, self.completion_tokens = usage.prompt, usage.completion
+    @property
+    def rejected(self) -> bool:
+        """Answered with an error before the commit point (a client that left was not)."""
+        return self.status != 200 and self.outcome != "client_disconnected"
 
     def failed(self, exc: ProxyError) -> None:
         """The stream ends with this failure, unless its end was already written down."""
         if self.outcome is None:
             self.outcome = outcome_of(exc)
             self.error = exc.message
+            self.error_type = exc.error_type
+
+    def refused(self, exc: ProxyError) -> None:
+        """The request ends with this error, answered before the commit point."""
+        self.status = exc.status_code
+        self.failed(exc)
 
     def finish(self) -> None:
-        """The stream is over: stamp the end, then write the one log line (SPEC §1)."""
+        """The stream is over: stamp the end."""
         self.ended = time.monotonic()
         if self.outcome is None:  # nothing said otherwise: nobody read to the end
             self.outcome = "client_disconnected"
-        level = logging.INFO if self.outcome in _QUIET else logging.WARNING
-        if logger.isEnabledFor(level):
-            logger.log(level, "stream", extra={"fields": self._fields()})
 
-    def _fields(self) -> dict[str, object]:
+    def fields(self) -> dict[str, Any]:
+        """The stream's one log line (SPEC §1)."""
         ttfb, duration = self.ttfb, self.duration
-        fields: dict[str, object] = {
+        fields: dict[str, Any] = {
             "request_id": self.request_id,
             "model": self.model,
             "client": self.client,
@@ -87,28 +88,58 @@ class StreamRecord:
             "duration_ms": _ms(duration or 0.0),
             "deltas": self.deltas,
             "bytes": self.bytes,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
+            "prompt_tokens": self.usage.prompt_tokens,
+            "completion_tokens": self.usage.completion_tokens,
         }
         if self.error:
             fields["error"] = self.error
         return fields
 
 
-_QUIET = frozenset({"completed", "client_disconnected"})
-
-
-def outcome_of(exc: ProxyError) -> Outcome:
-    if isinstance(exc, ClientDisconnected):
-        return "client_disconnected"
-    if isinstance(exc, UpstreamTimeout):
-        return "timeout"
-    if isinstance(exc, ShuttingDown):
-        return "shutdown"
-    if isinstance(exc, UpstreamError):
-        return "upstream_error"
-    return "rejected"
-
-
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
+
+
+AttemptResult = Literal[
+    "ok",
+    "connect_error",
+    "timeout",
+    "status_1xx",
+    "status_2xx",  # anything but 200 is a failed attempt
+    "status_3xx",
+    "status_4xx",
+    "status_5xx",
+    "dropped",
+    "protocol_error",
+    "cancelled",
+]
+_STATUS_CLASSES: dict[int, AttemptResult] = {
+    1: "status_1xx",
+    2: "status_2xx",
+    3: "status_3xx",
+    4: "status_4xx",
+    5: "status_5xx",
+}
+
+
+def attempt_result(error: UpstreamError) -> AttemptResult:
+    """How an upstream attempt failed (`ok` and `cancelled` need no error: the caller
+    knows them)."""
+    if isinstance(error, UpstreamStatusError):
+        return _STATUS_CLASSES[min(max(error.upstream_status // 100, 1), 5)]
+    if isinstance(error, UpstreamTimeout):
+        return "timeout"
+    if isinstance(error, UpstreamUnavailable):
+        return "connect_error"
+    if isinstance(error, UpstreamClosedEarly):
+        return "dropped"
+    return "protocol_error"
+
+
+@dataclass(slots=True, frozen=True)
+class AttemptRecord:
+    """One upstream attempt, once it has ended."""
+
+    model: str
+    replica: PublicURL
+    result: AttemptResult

@@ -1,124 +1,90 @@
-"""One attempt's dealings with an upstream: the request, what its failures mean, and whether
-another attempt may follow.
-
-Stateless: the stream's session (session.py) owns what lives as long as a stream and calls
-these for each attempt. Nothing here knows a dialect's JSON or our own HTTP statuses beyond
-the ProxyError each failure becomes.
+"""Reaching the commit point (SPEC §1): attempts one after another on a model's replicas,
+under the retry policy (proxy/retry.py), until one has its first text or the first-token
+deadline passes. Every attempt's end is observed; a failed one is closed before the next.
 """
 
 from __future__ import annotations
 
-import functools
-import random
-import time
-from email.utils import parsedate_to_datetime
+import asyncio
 
-import httpx
+import orjson
 
+from proxy.attempt import UpstreamAttempt
 from proxy.dialects import UpstreamRequest
-from proxy.errors import (
-    UpstreamClosedEarly,
-    UpstreamConnectTimeout,
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamStatusError,
-    UpstreamUnavailable,
-)
-from proxy.services import Upstream
-from proxy.settings import ModelSpec, Settings
-from proxy.upstream_http import UpstreamHTTP, response_body
-
-_MAX_ERROR_BODY = 16_384
+from proxy.errors import UpstreamError, UpstreamTimeout
+from proxy.record import AttemptRecord, AttemptResult, StreamRecord, attempt_result
+from proxy.retry import replica_at_fault, retry_delay
+from proxy.services import Services, Upstream
 
 
-async def send_request(
-    http: UpstreamHTTP, url: str, request: UpstreamRequest, content: bytes
-) -> httpx.Response:
-    """The upstream's response, its body unread; a failure to reach it as a ProxyError."""
-    headers = {"Content-Type": "application/json", **request.headers}
-    try:
-        return await http.send("POST", url + request.path, content, headers)
-    except httpx.TimeoutException:
-        raise UpstreamConnectTimeout("timed out connecting to upstream") from None
-    except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
-        # Never sent (a configured key with a stray space, say): no retry would help.
-        raise UpstreamProtocolError(f"request not sent upstream: {exc}") from None
-    except httpx.HTTPError:
-        raise UpstreamUnavailable("could not connect to upstream") from None
+class Relay:
+    __slots__ = ("_record", "_services", "_tried", "_upstream")
 
+    def __init__(self, services: Services, upstream: Upstream, record: StreamRecord) -> None:
+        self._services = services
+        self._upstream = upstream
+        self._record = record
+        self._tried: set[str] = set()
 
-async def status_error(upstream: Upstream, response: httpx.Response) -> UpstreamStatusError:
-    """A non-200 answer as an error, with the upstream's message (its secret scrubbed)."""
-    body = b""
-    try:
-        async for chunk in response_body(response):
-            body += chunk
-            if len(body) >= _MAX_ERROR_BODY:
-                break
-    except (httpx.HTTPError, UpstreamProtocolError):
-        pass
-    message = _redact(upstream.dialect.error_message(body), upstream.spec)
-    detail = f"upstream answered {response.status_code}"
-    return UpstreamStatusError(
-        f"{detail}: {message}" if message else detail,
-        upstream_status=response.status_code,
-        retry_after=_retry_after(response.headers.get("retry-after")),
-    )
-
-
-def retry_delay(settings: Settings, exc: UpstreamError, attempts: int) -> float | None:
-    """Seconds to wait before another attempt after this failure, or None: no retry."""
-    if not exc.retryable or attempts > settings.retries:
-        return None
-    backoff = settings.retry_backoff * 2.0 ** (attempts - 1) * random.uniform(0.5, 1.5)
-    if exc.retry_after is not None:
-        return max(backoff, min(exc.retry_after, settings.max_retry_after))
-    return backoff
-
-
-def replica_at_fault(exc: UpstreamError) -> bool:
-    """Whether a failure says the replica is unwell (rest it) rather than the request."""
-    if isinstance(exc, UpstreamStatusError):
-        return exc.upstream_status >= 500
-    return isinstance(exc, UpstreamUnavailable | UpstreamConnectTimeout | UpstreamClosedEarly)
-
-
-async def reachable(http: UpstreamHTTP, upstream: Upstream, settings: Settings) -> bool:
-    """Whether a healthy replica answers HTTP at all (any status will do)."""
-    for url in upstream.balancer.healthy_urls():
+    async def commit(
+        self, request: UpstreamRequest, deadline: float
+    ) -> tuple[UpstreamAttempt, str | None]:
+        """The attempt that reached the commit point, and its first text (None: the body
+        ended whole without any)."""
+        content = orjson.dumps(request.json)
         try:
-            response = await http.send("GET", url + "/", timeout=min(settings.connect_timeout, 2))
-        except httpx.HTTPError:
-            continue
-        await response.aclose()
-        return True
-    return False
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    attempt = self._next_attempt()
+                    try:
+                        text = await self._first_text(attempt, request, content)
+                    except UpstreamError as exc:
+                        self._ended(attempt, attempt_result(exc))
+                        delay = await self._after_failure(attempt, exc, deadline)
+                    except BaseException:
+                        # Cancelled: by the first-token deadline, or the client leaving.
+                        late = asyncio.get_running_loop().time() >= deadline
+                        self._ended(attempt, "timeout" if late else "cancelled")
+                        await attempt.aclose()
+                        raise
+                    else:
+                        self._ended(attempt, "ok")
+                        return attempt, text
+                    if not self._upstream.balancer.has_untried(self._tried):  # the same again
+                        await asyncio.sleep(delay)
+        except TimeoutError:
+            timeout = self._services.settings.timeouts.first_token
+            raise UpstreamTimeout(f"no first token from upstream within {timeout:g} s") from None
 
+    def _next_attempt(self) -> UpstreamAttempt:
+        attempt = UpstreamAttempt(self._upstream, self._upstream.balancer.acquire(self._tried))
+        self._record.attempts += 1
+        self._record.upstream = attempt.replica.public.url
+        return attempt
 
-@functools.lru_cache(maxsize=256)
-def loggable_url(url: str) -> str:
-    """The URL without user info or query, where credentials hide."""
-    parsed = httpx.URL(url)
-    port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path.rstrip('/')}"
+    async def _first_text(
+        self, attempt: UpstreamAttempt, request: UpstreamRequest, content: bytes
+    ) -> str | None:
+        services = self._services
+        max_event_bytes = services.settings.request_limits.max_event_bytes
+        await attempt.send(services.http, request, content, max_event_bytes)
+        return await attempt.read()
 
+    def _ended(self, attempt: UpstreamAttempt, result: AttemptResult) -> None:
+        record = AttemptRecord(self._upstream.spec.name, attempt.replica.public, result)
+        self._services.observers.attempt_ended(record)
 
-def _redact(message: str, spec: ModelSpec) -> str:
-    if spec.api_key is not None:
-        secret = spec.api_key.get_secret_value()
-        if secret:
-            message = message.replace(secret, "**********")
-    return message
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+    async def _after_failure(
+        self, attempt: UpstreamAttempt, exc: UpstreamError, deadline: float
+    ) -> float:
+        """Let go of the failed attempt; the delay before the next, or raise `exc`."""
+        await attempt.aclose()
+        replica = attempt.replica
+        if replica_at_fault(exc):
+            self._upstream.balancer.failed(replica)
+        self._tried.add(replica.url)
+        delay = retry_delay(self._services.settings.retry, exc, self._record.attempts)
+        if delay is None or asyncio.get_running_loop().time() + delay >= deadline:
+            raise exc
+        self._record.error = exc.message
+        return delay

@@ -1,87 +1,96 @@
-"""The streaming response: plain text, written delta by delta, aborted on failure."""
+"""The responses the proxy writes: one for every representation of a stream, and the JSON
+error of SPEC §2."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
+from collections.abc import AsyncGenerator, Mapping
 
-from starlette.responses import Response
+from starlette.background import BackgroundTask
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from proxy.errors import ClientDisconnected, ProxyError
-from proxy.session import StreamSession
+from proxy.errors import ProxyError, error_body
+from proxy.formats import Head, Item
+from proxy.keepalive import KeepAlive
 
-STREAM_HEADERS = {
-    "Cache-Control": "no-cache, no-transform",
-    # nginx buffers proxied responses unless told not to.
-    "X-Accel-Buffering": "no",
-    # Browsers hold back ~1 KiB of text/plain for MIME sniffing without it.
-    "X-Content-Type-Options": "nosniff",
-}
-
-
-# Seconds between the last text of a failed stream and the abort; the session (upstream, slot,
-# log line) is already closed by then.
+# Seconds between the last text of a failed stream and the abort; the stream's upstream is
+# already closed by then.
 ABORT_LINGER = 0.05
 
+_END = {"type": "http.response.body", "body": b"", "more_body": False}
 
-class TextStreamingResponse(Response):
-    """`text/plain; charset=utf-8`: an open StreamSession's text, each chunk sent as it comes.
 
-    It owns the session from here on, as Starlette's StreamingResponse owns its iterator: one
-    `finally` closes it, on every path. Unlike StreamingResponse it never ends a failed
-    stream cleanly: when the session fails after the status line, it returns without the
-    terminating chunk and the server closes the connection, so the client sees a transport
-    error rather than a truncated body that looks complete (SPEC §1); the session has logged
-    the failure. The session's watchdog, not a listener task of its own, notices the client
-    leaving, whatever ASGI spec version the server speaks.
+class StreamResponse(StreamingResponse):
+    """A stream's items (proxy/formats/head.py) written in its Head's format: the head at the
+    commit point, each delta as it comes, keep-alives while waiting, then the ending.
+
+    Unlike StreamingResponse it never ends a failed stream cleanly where the format cannot
+    say "failed" (raw text): it returns without the terminating chunk and the server closes
+    the connection, so the client sees a transport error rather than a truncated body that
+    looks complete (SPEC §1). A client that left (ClientDisconnected from the items) ends it
+    at once. Whoever opened the stream closes it (the route's dependency); the items are
+    closed here on every path.
     """
 
-    media_type = "text/plain"
+    media_type = "text/plain"  # the default representation; the Head names the real one
 
-    def __init__(self, session: StreamSession) -> None:
-        self.session = session
-        self.status_code = 200
-        self.background = None
-        self.init_headers({**STREAM_HEADERS, "X-Request-ID": session.request_id})
+    def __init__(
+        self,
+        content: AsyncGenerator[Item, None],
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+        background: BackgroundTask | None = None,
+    ) -> None:
+        self.items = content
+        self.status_code = status_code
+        self.background = background
+        self.init_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        session = self.session
+        items = self.items
+        keepalive: KeepAlive | None = None
         failed = False
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            with session.watching_client():
-                async for chunk in session:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    # A bursty upstream's reads never wait: a turn of the loop per chunk
-                    # lets a client that left be noticed (SPEC §7).
-                    await asyncio.sleep(0)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except ClientDisconnected:
-            return
+            head = await anext(items)
+            assert isinstance(head, Head), "a stream begins with its Head"
+            encoder = head.encoder()
+            headers = self._start_headers(head)
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            keepalive = KeepAlive(send, encoder.keepalive, head.keepalive)
+            write = keepalive.send
+            await write(encoder.opening())
+            async for item in items:
+                if type(item) is str:
+                    await write(encoder.delta(item))
+                    continue
+                assert not isinstance(item, Head | str), "a stream has one Head, first"
+                closing = encoder.end(item)
+                failed = closing is None  # a format that cannot say "failed" aborts
+                if closing is not None:
+                    await write(closing)
+                break
+            if not failed:
+                await send(_END)
         except ProxyError:
-            failed = True
-        except asyncio.CancelledError:
-            session.cancelled()
-            raise
+            return  # the client left: nobody reads the rest
         finally:
-            await session.aclose()
+            if keepalive is not None:
+                keepalive.close()
+            await items.aclose()
         if failed:
             # A browser's fetch body that errors throws away the text it has queued but not
             # yet handed to the page (the Streams spec's error() empties the queue): a moment
             # between the last write and the abort lets a reading page take that text first.
             await asyncio.sleep(ABORT_LINGER)
 
-
-class DropIncompleteResponseLog(logging.Filter):
-    """uvicorn reports our deliberate aborts as an error; the session already logged them."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != "ASGI callable returned without completing response."
+    def _start_headers(self, head: Head) -> list[tuple[bytes, bytes]]:
+        # The route's own headers (FastAPI's), but the Head says what the body is.
+        extra = [header for header in self.raw_headers if header[0] != b"content-type"]
+        return head.raw_headers() + extra
 
 
-def drop_incomplete_response_log() -> None:
-    """Install DropIncompleteResponseLog on uvicorn's error logger, once."""
-    uvicorn_error = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, DropIncompleteResponseLog) for f in uvicorn_error.filters):
-        uvicorn_error.addFilter(DropIncompleteResponseLog())
+def error_response(exc: ProxyError, request_id: str) -> JSONResponse:
+    headers = {"X-Request-ID": request_id, **exc.headers()}
+    return JSONResponse(error_body(exc, request_id), status_code=exc.status_code, headers=headers)

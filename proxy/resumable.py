@@ -1,11 +1,11 @@
 """Resumable streams (issue 13): a stream that outlives its client, stored as it is produced.
 
-A resumable stream's session is driven by a producer task of its own, from before the
+A resumable stream is driven by a producer task of its own, from before the
 commit point to its end, whoever is reading: its watchdog belongs to that task, and once
 the stream is committed it no longer cares about the client. Every delta goes to two places:
 this process's live channel, which the client that started the stream reads (no store
 round trip on its path, and no byte cap), and the resume store, which any replica reads a
-resume from. The session keeps its stream slot until the producer is done.
+resume from. The stream keeps its admission ticket until the producer is done.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Protocol
 
 import redis.asyncio as redis
 
-from proxy.conversation import Conversation
-from proxy.errors import ProxyError, ShuttingDown, error_body
-from proxy.formats import Failed, Outcome
+from proxy.errors import ShuttingDown, error_body
 from proxy.resume import (
     MemoryResumeStore,
     ResumeStore,
@@ -28,11 +27,24 @@ from proxy.resume import (
     open_resume_store,
 )
 from proxy.resume.memory import MemoryStream
-from proxy.services import Upstream
-from proxy.session import StreamSession
-from proxy.settings import Settings
+from proxy.settings import ResumePolicy
+from proxy.values import Ending, Failed
 
 logger = logging.getLogger("proxy.resume")
+
+
+class LiveStream(Protocol):
+    """A stream as its producer drives it (a StreamSession): its text, then its Ending."""
+
+    request_id: str
+
+    def __aiter__(self) -> AsyncIterator[str | Ending]: ...
+
+    def outlive_client(self) -> None: ...
+
+    def cancelled(self) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 class Tee:
@@ -48,9 +60,9 @@ class Tee:
         self._live.append(text)
         self._stored.append(text)
 
-    async def end(self, outcome: Outcome) -> None:
-        await self._live.end(outcome)
-        await self._stored.end(outcome)
+    async def end(self, ending: Ending) -> None:
+        await self._live.end(ending)
+        await self._stored.end(ending)
 
 
 class Unstored:
@@ -59,7 +71,7 @@ class Unstored:
     def append(self, text: str) -> None:
         pass
 
-    async def end(self, outcome: Outcome) -> None:
+    async def end(self, ending: Ending) -> None:
         pass
 
 
@@ -75,26 +87,23 @@ class ResumableStreams:
         self._producers: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ResumableStreams | None:
-        if not settings.resume:
-            return None
-        return cls(open_resume_store(settings))
+    def from_policy(cls, policy: ResumePolicy | None) -> ResumableStreams | None:
+        return None if policy is None else cls(open_resume_store(policy))
 
     async def start(
         self,
-        session: StreamSession,
+        stream: LiveStream,
+        open_stream: Callable[[], Awaitable[None]],
         stream_id: str,
         owner: str,
         attributes: Mapping[str, str],
-        upstream: Upstream,
-        conversation: Conversation,
     ) -> StoredStream:
-        """Open the session up to its commit point in a producer task that then drives it
-        to its end; the live channel to read it from. Errors before the commit point raise
+        """Open the stream up to its commit point in a producer task that then drives it to
+        its end; the live channel to read it from. Errors before the commit point raise
         here, as for any stream."""
         committed: asyncio.Future[MemoryStream] = asyncio.get_running_loop().create_future()
         producer = asyncio.get_running_loop().create_task(
-            self._produce(session, committed, stream_id, owner, attributes, upstream, conversation)
+            self._produce(stream, open_stream, committed, stream_id, owner, attributes)
         )
         self._producers.add(producer)
         producer.add_done_callback(self._producers.discard)
@@ -106,17 +115,16 @@ class ResumableStreams:
 
     async def _produce(
         self,
-        session: StreamSession,
+        stream: LiveStream,
+        open_stream: Callable[[], Awaitable[None]],
         committed: asyncio.Future[MemoryStream],
         stream_id: str,
         owner: str,
         attributes: Mapping[str, str],
-        upstream: Upstream,
-        conversation: Conversation,
     ) -> None:
         try:
-            await session.open(upstream, conversation)
-            session.outlive_client()
+            await open_stream()
+            stream.outlive_client()
             stored = await self._stored(stream_id, owner, attributes)
             live = MemoryStream(self._live, owner, attributes)
         except BaseException as exc:
@@ -126,7 +134,7 @@ class ResumableStreams:
                 raise
             return
         committed.set_result(live)
-        await self._drain(session, Tee(live, stored))
+        await self._drain(stream, Tee(live, stored))
 
     async def _stored(
         self, stream_id: str, owner: str, attributes: Mapping[str, str]
@@ -146,23 +154,23 @@ class ResumableStreams:
             )
             return Unstored()
 
-    async def _drain(self, session: StreamSession, writer: Tee) -> None:
-        outcome: Outcome | None = None
+    async def _drain(self, stream: LiveStream, writer: Tee) -> None:
+        ending: Ending | None = None
         try:
-            async for chunk in session:
-                writer.append(chunk.decode())
-            outcome = session.ending()
-        except ProxyError as exc:  # the session has logged it
-            outcome = Failed(error_body(exc, session.request_id))
+            async for item in stream:
+                if isinstance(item, str):
+                    writer.append(item)
+                else:
+                    ending = item
         finally:
-            if outcome is None:  # cancelled: the proxy is shutting down
-                session.cancelled()
+            if ending is None:  # cancelled: the proxy is shutting down
+                stream.cancelled()
                 failure = ShuttingDown("the proxy shut down before the stream ended")
-                outcome = Failed(error_body(failure, session.request_id))
+                ending = Failed(error_body(failure, stream.request_id))
             try:
-                await writer.end(outcome)
+                await writer.end(ending)
             finally:
-                await session.aclose()
+                await stream.aclose()
 
     async def aclose(self) -> None:
         for producer in list(self._producers):

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+
+import httpx
 
 from proxy.balancer import Balancer
 from proxy.dialects import Dialect, get_dialect
 from proxy.guards import Guards
-from proxy.metrics import Metrics
+from proxy.observers import Observers, StreamObserver
+from proxy.resumable import ResumableStreams
 from proxy.settings import ModelSpec, Settings
 from proxy.upstream_http import UpstreamHTTP
+from proxy.urls import PublicURL
 
-if TYPE_CHECKING:
-    from proxy.resumable import ResumableStreams
+# What a model's balancer tells when one of its replicas goes down or comes back.
+HealthReporter = Callable[[PublicURL, bool], None]
 
 
 @dataclass(slots=True, frozen=True)
@@ -25,6 +28,17 @@ class Upstream:
     dialect: Dialect
     balancer: Balancer
 
+    async def reachable(self, http: UpstreamHTTP, timeout: float) -> bool:
+        """Whether a healthy replica answers HTTP at all (any status will do)."""
+        for url in self.balancer.healthy_urls():
+            try:
+                response = await http.send("GET", url + "/", timeout=timeout)
+            except httpx.HTTPError:
+                continue
+            await response.aclose()
+            return True
+        return False
+
 
 @dataclass(slots=True, frozen=True)
 class Services:
@@ -33,7 +47,8 @@ class Services:
     upstreams: Mapping[str, Upstream]
     http: UpstreamHTTP
     guards: Guards
-    metrics: Metrics = field(default_factory=Metrics)  # none unless the app has them
+    # Who hears of every stream's start and end and every attempt's end.
+    observers: StreamObserver = field(default_factory=Observers)
     # PROXY_RESUME (issue 13); None when off.
     resumable: ResumableStreams | None = None
 
@@ -43,23 +58,18 @@ class Services:
 
 
 def build_upstreams(
-    settings: Settings, fallback_url: str = "", metrics: Metrics | None = None
+    settings: Settings,
+    fallback_url: str = "",
+    health: Callable[[str], HealthReporter] | None = None,
 ) -> dict[str, Upstream]:
     """Every configured model, ready to serve; one without URLs is served at fallback_url
-    (the built-in fake upstream). Its replicas' health goes to the metrics from the start."""
-    metrics = metrics or Metrics()
+    (the built-in fake upstream). `health(model)` hears of its replicas from the start."""
     upstreams = {}
-    for spec in settings.models():
-        urls = spec.urls or (fallback_url,)
-        for url in urls:
-            metrics.replica_up(spec.name, url, True)
-        balancer = Balancer(urls, settings.replica_cooldown, _reporter(metrics, spec.name))
+    for spec in settings.models:
+        reporter = health(spec.name) if health is not None else None
+        balancer = Balancer(spec.urls or (fallback_url,), settings.replica_cooldown, reporter)
+        if reporter is not None:
+            for replica in balancer.replicas:
+                reporter(replica.public, True)
         upstreams[spec.name] = Upstream(spec, get_dialect(spec.dialect), balancer)
     return upstreams
-
-
-def _reporter(metrics: Metrics, model: str) -> Callable[[str, bool], None]:
-    def replica_health(url: str, up: bool) -> None:
-        metrics.replica_up(model, url, up)
-
-    return replica_health

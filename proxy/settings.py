@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import limits
@@ -53,6 +54,60 @@ class ModelSpec:
             f"upstream_model={self.upstream_model!r}, max_tokens={self.max_tokens}, "
             f"stream_usage={self.stream_usage})"
         )
+
+
+@dataclass(slots=True, frozen=True)
+class Timeouts:
+    """Seconds: to connect, from the request to the first delta, between two deltas, and
+    for the whole stream."""
+
+    connect: float
+    first_token: float
+    idle: float
+    total: float
+
+
+@dataclass(slots=True, frozen=True)
+class RetryPolicy:
+    """Attempts before the commit point: `retries` more after the first, backing off."""
+
+    retries: int
+    backoff: float
+    max_retry_after: float
+
+
+@dataclass(slots=True, frozen=True)
+class RequestLimits:
+    """What one request may carry, and one upstream event may take."""
+
+    max_body_bytes: int
+    max_prompt_chars: int
+    max_event_bytes: int
+
+
+@dataclass(slots=True, frozen=True)
+class AdmissionPolicy:
+    """Who may stream and how much (proxy/guards.py)."""
+
+    client_keys: tuple[str, ...]
+    max_concurrent_streams: int
+    rate_limit: str | None
+    max_streams_per_key: int | None
+    fail_closed: bool
+    redis_url: str | None
+    # A proxy that dies holding per-key stream slots in Redis must not block a key for ever.
+    slot_expiry: int
+
+
+@dataclass(slots=True, frozen=True)
+class ResumePolicy:
+    """PROXY_RESUME: how long and how much of a stream is kept, and how long a reader waits
+    for its next write before deciding its producer is gone."""
+
+    ttl: float
+    max_bytes: int
+    follow_timeout: float
+    redis_url: str | None
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -204,12 +259,7 @@ class Settings(BaseSettings):
         urls = _split(value)
         return ",".join(_http_url(url) for url in urls) or None
 
-    @property
-    def client_keys(self) -> tuple[str, ...]:
-        """PROXY_API_KEYS as a tuple; empty means the proxy is open."""
-        return _split(self.api_keys.get_secret_value() if self.api_keys else None)
-
-    @property
+    @cached_property
     def cors_origin_list(self) -> tuple[str, ...]:
         return _split(self.cors_origins)
 
@@ -230,6 +280,9 @@ class Settings(BaseSettings):
     def _lower_case(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
+    # The values the code is given, each made once from the fields above.
+
+    @cached_property
     def models(self) -> tuple[ModelSpec, ...]:
         """The configured models; the first one is the default."""
         if self.model_list is not None:
@@ -246,6 +299,42 @@ class Settings(BaseSettings):
                 stream_usage=self.upstream_stream_usage,
             ),
         )
+
+    @cached_property
+    def timeouts(self) -> Timeouts:
+        return Timeouts(
+            self.connect_timeout, self.first_token_timeout, self.idle_timeout, self.total_timeout
+        )
+
+    @cached_property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(self.retries, self.retry_backoff, self.max_retry_after)
+
+    @cached_property
+    def request_limits(self) -> RequestLimits:
+        return RequestLimits(self.max_body_bytes, self.max_prompt_chars, self.max_event_bytes)
+
+    @cached_property
+    def admission(self) -> AdmissionPolicy:
+        return AdmissionPolicy(
+            client_keys=_split(self.api_keys.get_secret_value() if self.api_keys else None),
+            max_concurrent_streams=self.max_concurrent_streams,
+            rate_limit=self.rate_limit,
+            max_streams_per_key=self.max_streams_per_key,
+            fail_closed=self.rate_limit_fail_closed,
+            redis_url=self.redis_url,
+            slot_expiry=int(self.total_timeout) + 60,
+        )
+
+    @cached_property
+    def resume_policy(self) -> ResumePolicy | None:
+        """None unless PROXY_RESUME is on."""
+        if not self.resume:
+            return None
+        # A live producer writes at least every idle timeout (or ends the stream): silence
+        # longer than that, with some slack, means it is gone.
+        follow_timeout = self.idle_timeout + 5.0
+        return ResumePolicy(self.resume_ttl, self.resume_max_bytes, follow_timeout, self.redis_url)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 import httpx
 
 from proxy.errors import UpstreamProtocolError
-from proxy.settings import Settings
 from proxy.upstream_transport import UpstreamTransport
 
 _HEADERS = {
@@ -34,14 +33,10 @@ _INFLATABLE = {"gzip": _GZIP_WBITS, "x-gzip": _GZIP_WBITS, "deflate": _ZLIB_WBIT
 
 
 class UpstreamHTTP:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, connect_timeout: float) -> None:
         self._transport = UpstreamTransport()
         # No read timeout: the session bounds first tokens and idle gaps itself.
-        self._timeouts = {
-            "connect": settings.connect_timeout,
-            "read": None,
-            "write": settings.connect_timeout,
-        }
+        self._timeouts = {"connect": connect_timeout, "read": None, "write": connect_timeout}
 
     async def send(
         self,

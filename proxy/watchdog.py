@@ -9,7 +9,10 @@ the regions that say how to turn that into a ProxyError:
 
 - `guarding()`: the client leaving raises ClientDisconnected here.
 - `waiting_for_upstream()` ... `got_upstream()`: around reads of the upstream, where silence
-  longer than the idle timeout, or the end of the total time, raises UpstreamTimeout.
+  longer than the idle timeout, or the end of the total time, raises UpstreamTimeout, and
+  the client leaving raises ClientDisconnected (the caller turns the cancellation into
+  either with `explain`). A client that left elsewhere (while its response was being
+  written) is raised by the next `waiting_for_upstream()`.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class Watchdog:
         # but the disconnect.
         while (await receive())["type"] != "http.disconnect":
             pass
-        self._fire(ClientDisconnected("client disconnected"), self._guarding)
+        self._fire(ClientDisconnected("client disconnected"), self._guarding or self._waiting)
 
     def _fire(self, reason: ProxyError, interrupt: bool) -> None:
         if self.fired is not None:
@@ -115,7 +118,9 @@ class Watchdog:
         self._waiting = True
         self._idle_due = self._loop.time() + self._idle_timeout
         if self._timer is None:
-            self._timer = self._loop.call_at(min(self._idle_due, self._deadline), self._check)
+            due = min(self._idle_due, self._deadline)
+            if due != math.inf:  # no limits (yet): only the client is watched
+                self._timer = self._loop.call_at(due, self._check)
 
     def got_upstream(self) -> None:
         self._waiting = False

@@ -7,7 +7,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from proxy.chat import ChatRequest
+from proxy.requests import ChatRequest
 from proxy.conversation import Message
 from proxy.fake_upstream import reply_text
 from tests.servers import ProxyServer

@@ -17,23 +17,18 @@ from proxy.formats import (
     STREAM_FORMATS,
     TEXT,
     UI_MESSAGE_STREAM,
-    Done,
-    Failed,
     OutputFormat,
-    Usage,
     negotiate,
-    normalize_finish_reason,
-    upstream_ending,
 )
 from proxy.formats.encoders import Encoder
-from proxy.formats.outcome import Outcome
+from proxy.values import Done, Ending, Failed, Usage, normalize_finish_reason
 from proxy.wire import SSEDecoder
 from tests.splits import token_text
 
 FAILED = Failed(error_body(UpstreamProtocolError("upstream connection dropped"), "req-1"))
 
 
-def render(encoder: Encoder, deltas: list[str], outcome: Outcome) -> bytes | None:
+def render(encoder: Encoder, deltas: list[str], outcome: Ending) -> bytes | None:
     body = encoder.opening() + b"".join(encoder.delta(text) for text in deltas)
     closing = encoder.end(outcome)
     return None if closing is None else body + closing
@@ -281,7 +276,7 @@ def test_accept_chooses_the_format(accept: str | None, chosen: OutputFormat | No
 def _parser(reason: str | None, prompt: int | None, completion: int | None) -> StreamParser:
     parser = get_dialect("openai").parser(1024)
     parser.finish_reason = reason  # type: ignore[misc]
-    parser.usage.prompt, parser.usage.completion = prompt, completion
+    parser.usage = Usage(prompt, completion)  # type: ignore[misc]
     return parser
 
 
@@ -291,8 +286,7 @@ def _parser(reason: str | None, prompt: int | None, completion: int | None) -> S
         (_parser("end_turn", 3, 9), Done("stop", Usage(3, 9))),
         (_parser(None, None, 4), Done(None, Usage(None, 4))),
         (_parser("length", None, None), Done("length", None)),
-        (None, Done()),
     ],
 )
-def test_the_end_says_what_the_parser_learned(parser: StreamParser | None, done: Done) -> None:
-    assert upstream_ending(parser) == done
+def test_the_end_says_what_the_parser_learned(parser: StreamParser, done: Done) -> None:
+    assert Done.reported(parser.finish_reason, parser.usage) == done

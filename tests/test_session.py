@@ -18,22 +18,24 @@ import httpx
 import pytest
 
 from proxy.conversation import Conversation, Message
-from proxy.errors import Overloaded, ProxyError
+from proxy.errors import Overloaded, ProxyError, ShuttingDown
 from proxy.fake_upstream import reply_text
 from proxy.guards import Guards
+from proxy.observers import Observers, StreamObserver
+from proxy.observers.log import StreamLog
 from proxy.record import StreamRecord
 from proxy.services import Services, build_upstreams
 from proxy.session import StreamSession
-from proxy.settings import Settings
 from proxy.upstream_http import UpstreamHTTP
+from proxy.values import Failed
 from tests.servers import FakeUpstreamServer, proxy_settings
 
 
 class RecordingHTTP(UpstreamHTTP):
     """The real upstream client, keeping every response it hands out."""
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def __init__(self, connect_timeout: float) -> None:
+        super().__init__(connect_timeout)
         self.responses: list[httpx.Response] = []
 
     async def send(self, *args: Any, **kwargs: Any) -> httpx.Response:
@@ -62,7 +64,7 @@ class Run:
 
     session: StreamSession
     text: bytes = b""
-    failure: ProxyError | None = None
+    failure: ProxyError | Failed | None = None
     log_lines: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -87,11 +89,40 @@ def stream_log() -> Iterator[list[logging.LogRecord]]:
     logger.setLevel(previous)
 
 
+class CountingObserver(StreamObserver):
+    """How often each request's end was observed (the metrics and any other observer see
+    exactly what the log line does)."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.ended: list[str] = []
+
+    def stream_started(self, record: StreamRecord) -> None:
+        self.started.append(record.request_id)
+
+    def stream_ended(self, record: StreamRecord) -> None:
+        self.ended.append(record.request_id)
+
+
+def counted(services: Services) -> CountingObserver:
+    observers = services.observers
+    assert isinstance(observers, Observers)
+    counter = observers._observers[-1]
+    assert isinstance(counter, CountingObserver)
+    return counter
+
+
 async def start_services(upstream_url: str, **overrides: Any) -> Services:
     # One stream at a time, proxy-wide and per client: a second admission proves a release.
     overrides = {"max_concurrent_streams": 1, "max_streams_per_key": 1, **overrides}
     settings = proxy_settings(upstream_url, **overrides)
-    return Services(settings, build_upstreams(settings), RecordingHTTP(settings), Guards(settings))
+    return Services(
+        settings,
+        build_upstreams(settings),
+        RecordingHTTP(settings.timeouts.connect),
+        Guards(settings.admission),
+        Observers([StreamLog(), CountingObserver()]),
+    )
 
 
 @pytest.fixture
@@ -109,6 +140,7 @@ async def run_session(
     *,
     leave_after: int | None = None,
     leave_early: FakeUpstreamServer | None = None,
+    shut_down_after: int | None = None,
 ) -> Run:
     """One session from admission to close, as the route and the response drive it; the
     client leaves after `leave_after` chunks, or before the first once the `leave_early`
@@ -132,14 +164,24 @@ async def run_session(
             await session.admit("client-a", "127.0.0.1")
             conversation = Conversation(messages=(Message("user", prompt),))
             await session.open(services.default_upstream, conversation)
-        with session.watching_client():
-            async for chunk in session:
-                run.text += chunk
+        async for item in session:
+            if isinstance(item, str):
+                run.text += item.encode()
                 chunks += 1
                 if chunks == leave_after:
                     client_gone.set()
+                if chunks == shut_down_after:
+                    await shut_down(asyncio.current_task())
+            elif isinstance(item, Failed):
+                run.failure = item
     except ProxyError as exc:
         run.failure = exc
+    except asyncio.CancelledError:  # as the stream's dependency does at shutdown
+        session.cancelled()
+        run.failure = ShuttingDown("the shutdown grace ran out")
+        current = asyncio.current_task()
+        assert current is not None
+        current.uncancel()
     finally:
         await session.aclose()
         if leaving is not None:
@@ -148,8 +190,16 @@ async def run_session(
     return run
 
 
+async def shut_down(task: asyncio.Task[Any] | None) -> None:
+    """What uvicorn does to a request still open when the shutdown grace runs out."""
+    assert task is not None
+    task.cancel()
+    await asyncio.sleep(0)
+
+
 async def assert_everything_released(services: Services, run: Run) -> None:
     assert services.guards.slots.open == 0
+    assert counted(services).ended.count(run.session.request_id) == 1  # one metrics end
     assert all(replica.in_flight == 0 for replica in services.default_upstream.balancer.replicas)
     assert responses_of(services), "no upstream request was made"
     assert all(response.is_closed for response in responses_of(services))
@@ -174,6 +224,7 @@ class ExitPath:
     leave_after: int | None = None  # chunks read before the client leaves
     leave_early: bool = False  # the client leaves before the commit point
     proxy_lets_go: bool = True  # the upstream sees the proxy close the connection
+    shut_down_after: int | None = None  # chunks read before the shutdown grace runs out
 
 
 EXIT_PATHS = {
@@ -192,6 +243,9 @@ EXIT_PATHS = {
     ),
     "idle timeout": ExitPath("@fault=hang-mid @after=2", "timeout", 200),
     "first-token timeout": ExitPath("@fault=hang-before", "timeout", 504),
+    "shutdown after the commit point": ExitPath(
+        "@tokens=1000 @delay=0.05", "shutdown", 200, shut_down_after=1
+    ),
 }
 
 
@@ -210,6 +264,7 @@ async def test_every_exit_path_frees_everything_and_logs_one_line(
         stream_log,
         leave_after=exit_path.leave_after,
         leave_early=upstream if exit_path.leave_early else None,
+        shut_down_after=exit_path.shut_down_after,
     )
     assert (run.record.outcome, run.record.status) == (exit_path.outcome, exit_path.status)
     assert (run.failure is None) == (exit_path.outcome == "completed")

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.conversation import Conversation, Message
-from proxy.dialects import TokenUsage, get_dialect
+from proxy.dialects import get_dialect
+from proxy.values import Usage
 from tests.splits import cuts, split_at, token_text
 from tests.test_dialects import STREAMS, model, sse
 
@@ -62,7 +63,7 @@ def with_usage(dialect: str, tokens: list[str], prompt: int, completion: int) ->
 EXPECTED_PROMPT = {"openai": 7, "openai-completions": 7, "ollama": 7, "tgi": None, "anthropic": 7}
 
 
-def parse_usage(dialect: str, pieces: list[bytes]) -> tuple[str, bool, TokenUsage]:
+def parse_usage(dialect: str, pieces: list[bytes]) -> tuple[str, bool, Usage]:
     parser = get_dialect(dialect).parser(1_048_576)
     reads = [parser.feed(piece) for piece in pieces] + [parser.close()]
     assert all(failure is None for _, failure in reads)
@@ -77,14 +78,14 @@ def test_usage_and_the_same_text_for_any_split(
     stream = with_usage(dialect, tokens, prompt=7, completion=11)
     text, complete, usage = parse_usage(dialect, split_at(stream, cut_points))
     assert (text, complete) == ("".join(tokens), True)
-    assert usage == TokenUsage(EXPECTED_PROMPT[dialect], 11)
+    assert usage == Usage(EXPECTED_PROMPT[dialect], 11)
 
 
 @pytest.mark.parametrize("dialect", STREAMS)
 def test_no_usage_reported_gives_none_and_no_error(dialect: str) -> None:
     text, complete, usage = parse_usage(dialect, [STREAMS[dialect](["a", "b"])])
     assert (text, complete) == ("ab", True)
-    assert usage == TokenUsage(None, None)
+    assert usage == Usage(None, None)
 
 
 @pytest.mark.parametrize("dialect", ["openai", "openai-completions"])
@@ -92,7 +93,7 @@ def test_a_usage_only_chunk_is_not_text(dialect: str) -> None:
     """So it can never be taken for the first token, the commit point."""
     parser = get_dialect(dialect).parser(1_048_576)
     assert parser.feed(openai_usage(3, 4)) == ("", None)
-    assert parser.usage == TokenUsage(3, 4)
+    assert parser.usage == Usage(3, 4)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +111,7 @@ def test_counts_that_are_not_counts_are_ignored(counts: object) -> None:
     body += sse({"choices": [], "usage": counts}) + b"data: [DONE]\n\n"
     assert parser.feed(body) == ("a", None)
     assert parser.complete
-    assert parser.usage == TokenUsage(None, None)
+    assert parser.usage == Usage(None, None)
 
 
 @pytest.mark.parametrize("dialect", ["openai", "openai-completions", "tgi"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from proxy.dialects.anthropic import Anthropic
-from proxy.dialects.base import Dialect, Parsed, StreamParser, TokenUsage, UpstreamRequest
+from proxy.dialects.base import Dialect, Parsed, StreamParser, UpstreamRequest
 from proxy.dialects.ollama import Ollama
 from proxy.dialects.openai import OpenAIChat
 from proxy.dialects.openai_completions import OpenAICompletions
@@ -27,7 +27,6 @@ __all__ = [
     "Dialect",
     "Parsed",
     "StreamParser",
-    "TokenUsage",
     "UpstreamRequest",
     "get_dialect",
 ]

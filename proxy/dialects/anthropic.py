@@ -33,9 +33,9 @@ class AnthropicParser(SSETextParser):
         if kind == "message_start":
             message = payload.get("message")
             usage = message.get("usage") if isinstance(message, dict) else None
-            self.usage.read(usage, "input_tokens", "output_tokens")
+            self.usage = self.usage.read(usage, "input_tokens", "output_tokens")
         elif kind == "message_delta":  # cumulative counts, output_tokens always
-            self.usage.read(payload.get("usage"), "input_tokens", "output_tokens")
+            self.usage = self.usage.read(payload.get("usage"), "input_tokens", "output_tokens")
             reason = (payload.get("delta") or {}).get("stop_reason")
             if isinstance(reason, str):
                 self.finish_reason = reason

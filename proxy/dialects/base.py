@@ -2,45 +2,22 @@
 
 An adapter maps a Conversation to the upstream's request, and the upstream's byte stream to
 text. It knows nothing of timeouts, retries, the commit point or our own HTTP statuses:
-those live once, in the stream's session (session.py).
+those live once, in the core (attempt, relay, session).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeGuard
+from typing import Any, Protocol
 
 from proxy.conversation import Conversation
 from proxy.errors import UpstreamProtocolError
 from proxy.settings import ModelSpec
+from proxy.values import Usage
 
 # The text a read completed, and the failure that ended the stream there (None while it
 # goes on). Both can come from one read: the text before an in-band error is still text.
 Parsed = tuple[str, UpstreamProtocolError | None]
-
-
-@dataclass(slots=True)
-class TokenUsage:
-    """Tokens the upstream reported for one response; None where it did not say."""
-
-    prompt: int | None = None
-    completion: int | None = None
-
-    def read(self, counts: object, prompt_key: str | None, completion_key: str) -> None:
-        """Take the counts an event's usage object carries under the API's names; anything
-        but a count is ignored: usage must never fail a stream."""
-        if not isinstance(counts, dict):
-            return
-        prompt = counts.get(prompt_key) if prompt_key else None
-        completion = counts.get(completion_key)
-        if _is_count(prompt):
-            self.prompt = prompt
-        if _is_count(completion):
-            self.completion = completion
-
-
-def _is_count(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 @dataclass(slots=True, frozen=True)
@@ -59,7 +36,7 @@ class StreamParser(Protocol):
         ...
 
     @property
-    def usage(self) -> TokenUsage:
+    def usage(self) -> Usage:
         """The token usage the stream reported so far (never text, never a failure)."""
         ...
 

@@ -7,9 +7,10 @@ from typing import Any
 import orjson
 
 from proxy.conversation import Conversation
-from proxy.dialects.base import Parsed, TokenUsage
+from proxy.dialects.base import Parsed
 from proxy.errors import UpstreamProtocolError
 from proxy.settings import ModelSpec
+from proxy.values import NO_USAGE
 from proxy.wire import ServerSentEvent, SSEDecoder
 
 _MAX_MESSAGE_CHARS = 300
@@ -76,7 +77,7 @@ class SSETextParser:
     def __init__(self, max_event_bytes: int) -> None:
         self._sse = SSEDecoder(max_event_bytes)
         self.complete = False
-        self.usage = TokenUsage()
+        self.usage = NO_USAGE
         self.finish_reason: str | None = None
 
     def feed(self, chunk: bytes) -> Parsed:

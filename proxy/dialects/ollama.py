@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.conversation import Conversation
-from proxy.dialects.base import Parsed, TokenUsage, UpstreamRequest
+from proxy.dialects.base import Parsed, UpstreamRequest
 from proxy.dialects.common import (
     bearer_headers,
     chat_messages,
@@ -15,6 +15,7 @@ from proxy.dialects.common import (
 )
 from proxy.errors import UpstreamProtocolError
 from proxy.settings import ModelSpec
+from proxy.values import NO_USAGE
 from proxy.wire import NDJSONDecoder
 
 
@@ -24,7 +25,7 @@ class OllamaParser:
     def __init__(self, max_event_bytes: int) -> None:
         self._lines = NDJSONDecoder(max_event_bytes)
         self.complete = False
-        self.usage = TokenUsage()
+        self.usage = NO_USAGE
         self.finish_reason: str | None = None
 
     def feed(self, chunk: bytes) -> Parsed:
@@ -52,7 +53,7 @@ class OllamaParser:
             self.complete = True
             reason = payload.get("done_reason")
             self.finish_reason = reason if isinstance(reason, str) else None
-            self.usage.read(payload, "prompt_eval_count", "eval_count")
+            self.usage = self.usage.read(payload, "prompt_eval_count", "eval_count")
         content: str | None = (payload.get("message") or {}).get("content")
         return content
 

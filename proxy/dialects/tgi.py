@@ -29,7 +29,7 @@ class TGIParser(SSETextParser):
         if payload.get("generated_text") is not None:
             self.complete = True
             # TGI's stream counts the generated tokens only, and only when asked (`details`).
-            self.usage.read(payload.get("details"), None, "generated_tokens")
+            self.usage = self.usage.read(payload.get("details"), None, "generated_tokens")
             reason = (payload.get("details") or {}).get("finish_reason")  # with `details` only
             self.finish_reason = reason if isinstance(reason, str) else None
         token = payload.get("token") or {}

@@ -9,15 +9,8 @@ from proxy.formats.encoders import (
     Encoder,
     OutputFormat,
 )
+from proxy.formats.head import Head, Item
 from proxy.formats.negotiation import negotiate
-from proxy.formats.outcome import (
-    Done,
-    Failed,
-    Outcome,
-    Usage,
-    normalize_finish_reason,
-    upstream_ending,
-)
 
 __all__ = [
     "NDJSON",
@@ -25,13 +18,9 @@ __all__ = [
     "STREAM_FORMATS",
     "TEXT",
     "UI_MESSAGE_STREAM",
-    "Done",
     "Encoder",
-    "Failed",
-    "Outcome",
+    "Head",
+    "Item",
     "OutputFormat",
-    "Usage",
     "negotiate",
-    "normalize_finish_reason",
-    "upstream_ending",
 ]

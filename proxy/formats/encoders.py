@@ -1,7 +1,7 @@
 """The framings of one stream of text deltas: raw text, SSE, NDJSON, the AI SDK's UI stream.
 
 An encoder renders one stream, in order: `opening()` at the commit point, `delta(text)` per
-text delta, then `end(outcome)` once. It counts the characters (code points) it has rendered,
+text delta, then `end(ending)` once. It counts the characters (code points) it has rendered,
 starting from the offset it was made with, so a replay from an offset numbers its events like
 the original stream. `keepalive` is what to send while nothing else is (empty: nothing).
 
@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from proxy.formats.outcome import Done, Failed, Outcome
+from proxy.values import Done, Ending, Failed
 
 
 class Encoder(Protocol):
@@ -29,7 +29,7 @@ class Encoder(Protocol):
 
     def delta(self, text: str) -> bytes: ...
 
-    def end(self, outcome: Outcome) -> bytes | None:
+    def end(self, ending: Ending) -> bytes | None:
         """The closing bytes; None when the format cannot say "failed" and must abort."""
         ...
 
@@ -49,15 +49,8 @@ class TextEncoder:
     def delta(self, text: str) -> bytes:
         return text.encode()
 
-    def end(self, outcome: Outcome) -> bytes | None:
-        return b"" if isinstance(outcome, Done) else None
-
-
-def done_json(done: Done) -> dict[str, Any]:
-    return {
-        "finish_reason": done.finish_reason,
-        "usage": done.usage.as_json() if done.usage is not None else None,
-    }
+    def end(self, ending: Ending) -> bytes | None:
+        return b"" if isinstance(ending, Done) else None
 
 
 class _CountingEncoder:
@@ -82,10 +75,10 @@ class SSEEncoder(_CountingEncoder):
         self.offset += len(text)
         return b"event: delta\nid: %d\ndata: %s\n\n" % (self.offset, orjson.dumps({"text": text}))
 
-    def end(self, outcome: Outcome) -> bytes:
-        if isinstance(outcome, Failed):
-            return b"event: error\ndata: %s\n\n" % orjson.dumps(outcome.error)
-        data = orjson.dumps(done_json(outcome))
+    def end(self, ending: Ending) -> bytes:
+        if isinstance(ending, Failed):
+            return b"event: error\ndata: %s\n\n" % orjson.dumps(ending.error)
+        data = orjson.dumps(ending.as_json())
         return b"event: done\nid: %d\ndata: %s\n\n" % (self.offset, data)
 
 
@@ -100,12 +93,12 @@ class NDJSONEncoder(_CountingEncoder):
         self.offset += len(text)
         return orjson.dumps({"event": "delta", "offset": self.offset, "text": text}) + b"\n"
 
-    def end(self, outcome: Outcome) -> bytes:
+    def end(self, ending: Ending) -> bytes:
         line: dict[str, Any]
-        if isinstance(outcome, Failed):
-            line = {"event": "error", **outcome.error}
+        if isinstance(ending, Failed):
+            line = {"event": "error", **ending.error}
         else:
-            line = {"event": "done", "offset": self.offset, **done_json(outcome)}
+            line = {"event": "done", "offset": self.offset, **ending.as_json()}
         return orjson.dumps(line) + b"\n"
 
 
@@ -155,16 +148,16 @@ class UIMessageEncoder:
         self._text_open = True
         return _ui_part({"type": "text-start", "id": _TEXT_PART_ID}) + part
 
-    def end(self, outcome: Outcome) -> bytes:
-        if isinstance(outcome, Failed):
-            return _ui_part({"type": "error", "errorText": outcome.message})
+    def end(self, ending: Ending) -> bytes:
+        if isinstance(ending, Failed):
+            return _ui_part({"type": "error", "errorText": ending.message})
         closing = _ui_part({"type": "text-end", "id": _TEXT_PART_ID}) if self._text_open else b""
         finish: dict[str, Any] = {"type": "finish"}
-        reason = _UI_FINISH_REASONS.get(outcome.finish_reason or "")
+        reason = _UI_FINISH_REASONS.get(ending.finish_reason or "")
         if reason is not None:
             finish["finishReason"] = reason
-        if outcome.usage is not None:
-            finish["messageMetadata"] = {"usage": outcome.usage.as_json()}
+        if ending.usage is not None:
+            finish["messageMetadata"] = {"usage": ending.usage.as_json()}
         return closing + _ui_part({"type": "finish-step"}) + _ui_part(finish) + b"data: [DONE]\n\n"
 
 

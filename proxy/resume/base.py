@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 
 from proxy.errors import InvalidRequest, NotFound, ProxyError, error_body
-from proxy.formats import Done, Failed, Outcome, Usage
+from proxy.values import Ending, Failed, ending_as_json, ending_from_json
 
 
 @dataclass(slots=True, frozen=True)
@@ -31,7 +31,7 @@ class StoredText:
     end: int
 
 
-StoredItem = StoredText | Outcome
+StoredItem = StoredText | Ending
 
 
 class ResumeTooLarge(ProxyError):
@@ -53,7 +53,7 @@ class StreamWriter(Protocol):
         """Queue one delta (non-empty); never waits."""
         ...
 
-    async def end(self, outcome: Outcome) -> None:
+    async def end(self, ending: Ending) -> None:
         """Write everything queued, then the end marker."""
         ...
 
@@ -114,17 +114,9 @@ def text_from(item: StoredText, offset: int) -> StoredText:
     return item if start >= offset else StoredText(item.text[offset - start :], item.end)
 
 
-def dump_outcome(outcome: Outcome) -> bytes:
-    if isinstance(outcome, Failed):
-        return orjson.dumps({"failed": outcome.error})
-    usage = outcome.usage.as_json() if outcome.usage is not None else None
-    return orjson.dumps({"done": {"finish_reason": outcome.finish_reason, "usage": usage}})
+def dump_ending(ending: Ending) -> bytes:
+    return orjson.dumps(ending_as_json(ending))
 
 
-def load_outcome(data: bytes) -> Outcome:
-    value: dict[str, Any] = orjson.loads(data)
-    if "failed" in value:
-        return Failed(value["failed"])
-    done = value["done"]
-    usage = done["usage"]
-    return Done(done["finish_reason"], Usage(**usage) if usage is not None else None)
+def load_ending(data: bytes) -> Ending:
+    return ending_from_json(orjson.loads(data))

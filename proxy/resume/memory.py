@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 
 from proxy.errors import StreamLost
-from proxy.formats import Outcome
 from proxy.resume.base import (
     StoredItem,
     StoredText,
@@ -17,6 +16,7 @@ from proxy.resume.base import (
     text_from,
     too_large,
 )
+from proxy.values import Ending
 
 
 class MemoryStream:
@@ -29,9 +29,9 @@ class MemoryStream:
         "_items",
         "_store",
         "attributes",
+        "ending",
         "expires_at",
         "length",
-        "outcome",
         "owner",
     )
 
@@ -43,16 +43,16 @@ class MemoryStream:
         self._ends: list[int] = []
         self._bytes = 0
         self.length = 0
-        self.outcome: Outcome | None = None
+        self.ending: Ending | None = None
         self._changed = asyncio.Event()
         self.expires_at = store.clock() + store.ttl
 
     @property
     def active(self) -> bool:
-        return self.outcome is None
+        return self.ending is None
 
     def append(self, text: str) -> None:
-        if self.outcome is not None:
+        if self.ending is not None:
             return
         self._bytes += len(text.encode())
         if self._bytes > self._store.max_bytes:
@@ -64,12 +64,12 @@ class MemoryStream:
         self._ends.append(self.length)
         self._wake()
 
-    async def end(self, outcome: Outcome) -> None:
-        if self.outcome is None:
-            self._ended(outcome)
+    async def end(self, ending: Ending) -> None:
+        if self.ending is None:
+            self._ended(ending)
 
-    def _ended(self, outcome: Outcome) -> None:
-        self.outcome = outcome
+    def _ended(self, ending: Ending) -> None:
+        self.ending = ending
         self._wake()
 
     def _wake(self) -> None:
@@ -78,15 +78,15 @@ class MemoryStream:
         self._changed.clear()
 
     async def follow(self, offset: int) -> AsyncGenerator[StoredItem, None]:
-        if self.outcome is not None and offset > self.length:
+        if self.ending is not None and offset > self.length:
             raise past_the_end(offset, self.length)
         index = bisect.bisect_right(self._ends, offset)
         while True:
             while index < len(self._items):
                 yield text_from(self._items[index], offset)
                 index += 1
-            if self.outcome is not None:
-                yield self.outcome
+            if self.ending is not None:
+                yield self.ending
                 return
             follow_timeout = self._store.follow_timeout
             if follow_timeout is None:  # a producer in this process always writes its end

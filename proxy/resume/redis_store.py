@@ -27,17 +27,17 @@ import orjson
 import redis.asyncio as redis
 
 from proxy.errors import StreamLost
-from proxy.formats import Outcome
 from proxy.resume.base import (
     StoredItem,
     StoredText,
-    dump_outcome,
-    load_outcome,
+    dump_ending,
+    load_ending,
     not_found,
     past_the_end,
     text_from,
     too_large,
 )
+from proxy.values import Ending
 
 logger = logging.getLogger("proxy.resume")
 
@@ -70,7 +70,7 @@ def _offset(entry_id: bytes) -> int:
 def _item(entry_id: bytes, fields: Mapping[bytes, bytes], offset: int) -> StoredItem:
     text = fields.get(b"t")
     if text is None:
-        return load_outcome(fields[b"end"])
+        return load_ending(fields[b"end"])
     return text_from(StoredText(text.decode(), _offset(entry_id)), offset)
 
 
@@ -98,7 +98,7 @@ class RedisStreamWriter:
         self._key = key
         self._request_id = request_id
         self._pending: list[tuple[int, str]] = []
-        self._final: Outcome | None = None  # once set, nothing more is stored
+        self._final: Ending | None = None  # once set, nothing more is stored
         self._end_queued = False
         self._flushing: asyncio.Task[None] | None = None
         self._hurry = asyncio.Event()  # the end has come: no more gathering
@@ -118,9 +118,9 @@ class RedisStreamWriter:
             self._pending.append((self.length, text))
         self._kick()
 
-    async def end(self, outcome: Outcome) -> None:
+    async def end(self, ending: Ending) -> None:
         if self._final is None:
-            self._final = outcome
+            self._final = ending
         self._hurry.set()
         self._kick()
         flushing = self._flushing
@@ -148,7 +148,7 @@ class RedisStreamWriter:
                 refresh = loop.time() >= self._due_refresh
                 if self._final is not None and not self._end_queued:
                     self._end_queued = True
-                    end_marker = {"end": dump_outcome(self._final)}
+                    end_marker = {"end": dump_ending(self._final)}
                     pipe.xadd(self._key, end_marker, id=f"{self.length}-1")  # type: ignore[arg-type]
                     refresh = True  # the TTL runs from the end
                 if refresh:

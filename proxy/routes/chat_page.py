@@ -10,7 +10,7 @@ from starlette.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
-STATIC_DIRECTORY: Final = Path(__file__).parent / "static"
+STATIC_DIRECTORY: Final = Path(__file__).parent.parent / "static"
 
 # Only the page's own files: model output is untrusted, so even if some got into the DOM as
 # markup, no inline script, no inline style and no other origin could run or load.

@@ -1,4 +1,4 @@
-"""Prometheus metrics: what an operator watches, recorded once per stream and per attempt.
+"""Prometheus metrics: what an operator watches, observed once per stream and per attempt.
 
 Names carry one prefix, `llm_proxy_`. Labels stay bounded: configured model names (any other
 name a client sends becomes "-"), the log line's outcomes, our own statuses and error types,
@@ -22,30 +22,19 @@ of any worker merges every worker's files.
 
 from __future__ import annotations
 
-import functools
 import os
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-import httpx
-from fastapi import Request, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from proxy.errors import (
-    ClientDisconnected,
-    ProxyError,
-    UpstreamClosedEarly,
-    UpstreamError,
-    UpstreamStatusError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
 from proxy.multiprocess import multiprocess_metrics
+from proxy.observers import StreamObserver
+from proxy.record import AttemptRecord, StreamRecord
 from proxy.settings import ConfigError, Settings
-
-if TYPE_CHECKING:
-    from proxy.record import StreamRecord
+from proxy.urls import PublicURL
 
 PREFIX = "llm_proxy_"
 
@@ -54,79 +43,12 @@ PREFIX = "llm_proxy_"
 TTFB_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # Whole streams: a one-word answer to a ten-minute generation (the total timeout's default).
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-
-AttemptResult = Literal[
-    "ok",
-    "connect_error",
-    "timeout",
-    "status_1xx",
-    "status_2xx",  # anything but 200 is a failed attempt
-    "status_3xx",
-    "status_4xx",
-    "status_5xx",
-    "dropped",
-    "protocol_error",
-    "cancelled",
-]
-_STATUS_CLASSES: dict[int, AttemptResult] = {
-    1: "status_1xx",
-    2: "status_2xx",
-    3: "status_3xx",
-    4: "status_4xx",
-    5: "status_5xx",
-}
 UNKNOWN_MODEL = "-"
 
 _Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
 
 
-def attempt_result(error: UpstreamError) -> AttemptResult:
-    """How an upstream attempt failed, as a label value (`ok` and `cancelled` need no error:
-    the caller knows them)."""
-    if isinstance(error, UpstreamStatusError):
-        return _STATUS_CLASSES[min(max(error.upstream_status // 100, 1), 5)]
-    if isinstance(error, UpstreamTimeout):
-        return "timeout"
-    if isinstance(error, UpstreamUnavailable):
-        return "connect_error"
-    if isinstance(error, UpstreamClosedEarly):
-        return "dropped"
-    return "protocol_error"
-
-
-@functools.lru_cache(maxsize=256)
-def replica_label(url: str) -> str:
-    """host:port of a replica's base URL: no user info, no path, no query."""
-    parsed = httpx.URL(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    return f"{parsed.host}:{port}"
-
-
-class Metrics:
-    """What the proxy tells its metrics, and what it does with them switched off
-    (PROXY_METRICS=false): nothing."""
-
-    def stream_started(self, model: str) -> None:
-        """A stream has its model and goes upstream: it is in flight until it ends."""
-
-    def stream_ended(self, record: StreamRecord, *, started: bool) -> None:
-        """A request is over, refused or streamed (`started`: `stream_started` counted it);
-        called where its one log line is written, with the final record."""
-
-    def rejected(self, error: ProxyError) -> None:
-        """An error answered before the commit point, whoever raised it."""
-
-    def attempt(self, model: str, url: str, result: AttemptResult) -> None:
-        """One upstream attempt ended."""
-
-    def replica_up(self, model: str, url: str, up: bool) -> None:
-        """A replica left or came back from its cool-down."""
-
-    def close(self) -> None:
-        """The worker is stopping."""
-
-
-class PrometheusMetrics(Metrics):
+class PrometheusMetrics(StreamObserver):
     """The metrics of one app, in their own registry (tests run several apps in a process)."""
 
     def __init__(self, models: tuple[str, ...], multiprocess: bool) -> None:
@@ -215,51 +137,59 @@ class PrometheusMetrics(Metrics):
     def _model(self, name: str) -> str:
         return name if name in self._models else UNKNOWN_MODEL
 
-    def stream_started(self, model: str) -> None:
-        self._child(self._in_flight, self._model(model)).inc()
+    def stream_started(self, record: StreamRecord) -> None:
+        self._child(self._in_flight, self._model(record.model)).inc()
 
-    def stream_ended(self, record: StreamRecord, *, started: bool) -> None:
+    def stream_ended(self, record: StreamRecord) -> None:
         model = self._model(record.model)
-        if started:
+        if record.went_upstream:
             self._child(self._in_flight, model).dec()
         self._child(self._streams, model, record.outcome or "client_disconnected").inc()
+        if record.rejected:
+            status, error_type = str(record.status), record.error_type or "-"
+            self._child(self._rejections, status, error_type).inc()
         ttfb, duration = record.ttfb, record.duration
         if record.status == 200 and ttfb is not None and duration is not None:
             self._child(self._ttfb, model).observe(ttfb)
             self._child(self._duration, model).observe(duration)
         if record.bytes:
             self._child(self._bytes, model).inc(record.bytes)
-        if record.prompt_tokens:
-            self._child(self._tokens, model, "prompt").inc(record.prompt_tokens)
-        if record.completion_tokens:
-            self._child(self._tokens, model, "completion").inc(record.completion_tokens)
+        usage = record.usage
+        if usage.prompt_tokens:
+            self._child(self._tokens, model, "prompt").inc(usage.prompt_tokens)
+        if usage.completion_tokens:
+            self._child(self._tokens, model, "completion").inc(usage.completion_tokens)
 
-    def rejected(self, error: ProxyError) -> None:
-        if not isinstance(error, ClientDisconnected):  # nobody was answered
-            self._child(self._rejections, str(error.status_code), error.error_type).inc()
+    def attempt_ended(self, attempt: AttemptRecord) -> None:
+        model = self._model(attempt.model)
+        self._child(self._attempts, model, attempt.replica.label, attempt.result).inc()
 
-    def attempt(self, model: str, url: str, result: AttemptResult) -> None:
-        self._child(self._attempts, self._model(model), replica_label(url), result).inc()
+    def replica_health(self, model: str) -> Callable[[PublicURL, bool], None]:
+        """What a model's balancer tells when a replica leaves or comes back from its
+        cool-down."""
+        model = self._model(model)
 
-    def replica_up(self, model: str, url: str, up: bool) -> None:
-        self._child(self._replica_up, self._model(model), replica_label(url)).set(int(up))
+        def replica_up(replica: PublicURL, up: bool) -> None:
+            self._child(self._replica_up, model, replica.label).set(int(up))
+
+        return replica_up
 
     def close(self) -> None:
         if self._multiprocess:
             # A stopped worker's in-flight and replica gauges must not linger in the merge.
             mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
-    async def endpoint(self, request: Request) -> Response:
+    def exposition(self, accept: str) -> tuple[bytes, str]:
         """GET /metrics: the text format, or OpenMetrics when the scraper asks for it."""
-        encode, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encode(self.registry), headers={"Content-Type": content_type})
+        encode, content_type = choose_encoder(accept)
+        return encode(self.registry), content_type
 
 
-def create_metrics(settings: Settings) -> Metrics:
-    """The app's metrics: Prometheus's, or the no-op ones with PROXY_METRICS=false."""
+def create_metrics(settings: Settings) -> PrometheusMetrics | None:
+    """The app's metrics, or None with PROXY_METRICS=false."""
     if not settings.metrics:
-        return Metrics()
-    names = tuple(spec.name for spec in settings.models())
+        return None
+    names = tuple(spec.name for spec in settings.models)
     try:
         return PrometheusMetrics(names, multiprocess=multiprocess_metrics(settings))
     except ValueError:  # the library found no shared directory

@@ -1,0 +1,176 @@
+"""The one way into a stream, for every route: from the request's id to the commit point.
+
+    id → client key → format (Accept) → admission → body → model → resume, or open
+
+`StreamOpener(route)` is the dependency (with `yield`) of every streaming path operation: it
+takes the request that far, yields the Stream (its Head, then its items), and closes it on
+every exit, after the response has been sent (FastAPI runs a dependency's exit then). A
+route adds only what is its own (StreamRoute): its request model, the formats it offers and
+where its resumable streams are kept. Every refusal on the way, logged once by the session,
+answers with the request's id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from starlette.requests import Request
+
+from proxy.errors import NotAcceptable, ProxyError
+from proxy.formats import Head, OutputFormat, negotiate
+from proxy.guards import Guards
+from proxy.ids import request_id
+from proxy.record import StreamRecord
+from proxy.requests import (
+    StreamRequest,
+    check_prompt_length,
+    choose_upstream,
+    given_request_id,
+    peer_of,
+    read_body,
+)
+from proxy.resume.items import StoredItems
+from proxy.services import Services
+from proxy.session import StreamSession
+from proxy.values import Ending
+
+
+@dataclass(slots=True, frozen=True)
+class StreamRoute:
+    """What a route adds to the one way into a stream."""
+
+    request_model: type[StreamRequest]
+    # The representations it offers, its preferred first; a route that offers one answers
+    # with it whatever Accept says (as the AI SDK's own server helpers do).
+    formats: tuple[OutputFormat, ...]
+    # Where its resumable streams are kept (PROXY_RESUME), apart from other routes'.
+    resume_prefix: str
+
+
+class ItemSource(Protocol):
+    """A live session or a stored stream: its text, then its Ending."""
+
+    def __aiter__(self) -> AsyncIterator[str | Ending]: ...
+
+    async def __anext__(self) -> str | Ending: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True, frozen=True)
+class Stream:
+    """What a streaming path operation yields: its Head, then its items."""
+
+    head: Head
+    items: ItemSource
+
+
+class StreamOpener:
+    def __init__(self, route: StreamRoute) -> None:
+        self.route = route
+
+    async def __call__(self, request: Request) -> AsyncIterator[Stream]:
+        services = services_of(request)
+        session = StreamSession(
+            services, request_id(request.headers.get("x-request-id")), request.receive
+        )
+        async with session.opening():
+            stream = await self._start(request, services, session)
+        try:
+            yield stream
+        except asyncio.CancelledError:
+            if stream.items is session:
+                session.cancelled()
+            raise
+        finally:
+            await stream.items.aclose()
+
+    async def _start(self, request: Request, services: Services, session: StreamSession) -> Stream:
+        route, settings = self.route, services.settings
+        client = identify_client(request, services.guards)
+        output = acceptable(request, route.formats)
+        await session.admit(client, peer_of(request))
+        body = await read_body(request, settings.request_limits, route.request_model)
+        session.name_model(body.model or "-")
+        check_prompt_length(body, settings.request_limits)
+        upstream = choose_upstream(services.upstreams, body)
+        head = Head(
+            output,
+            session.request_id,
+            settings.sse_keepalive,
+            message_id=body.response_message_id(),
+        )
+        resume_id = body.resume_id(given_request_id(request))
+        if services.resumable is None or resume_id is None:
+            await session.open(upstream, body.conversation())
+            return Stream(head, session)
+        attributes = {"request_id": session.request_id}
+        if head.message_id:
+            attributes["message_id"] = head.message_id
+        live = await services.resumable.start(
+            session,
+            functools.partial(session.open, upstream, body.conversation()),
+            route.resume_prefix + resume_id,
+            owner_of(client),
+            attributes,
+        )
+        return Stream(head, StoredItems(live.follow(0), session.request_id, request.receive))
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def identify_client(request: Request, guards: Guards) -> str | None:
+    """The client's short id when keys are configured (401 without a valid one)."""
+    return guards.keys.identify(
+        request.headers.get("authorization"), request.headers.get("x-api-key")
+    )
+
+
+def owner_of(client: str | None) -> str:
+    """Whom a stored stream belongs to: the client key's id ("" on an open proxy)."""
+    return client or ""
+
+
+def acceptable(request: Request, offered: tuple[OutputFormat, ...]) -> OutputFormat:
+    """The format the client's Accept asks for, or 406 (issue 13)."""
+    if len(offered) == 1:
+        return offered[0]
+    output = negotiate(request.headers.get("accept"), offered)
+    if output is None:
+        types = ", ".join(candidate.media_type for candidate in offered)
+        raise NotAcceptable(f"Accept must allow one of: {types}")
+    return output
+
+
+async def authenticate(request: Request) -> str | None:
+    """The client key, for the endpoints that are not streams; a refusal is logged and
+    observed as a stream's is, and answers with the request's id."""
+    services = services_of(request)
+    try:
+        return identify_client(request, services.guards)
+    except ProxyError as exc:
+        exc.request_id = request_id(request.headers.get("x-request-id"))
+        record = StreamRecord(exc.request_id)
+        record.refused(exc)
+        record.finish()
+        services.observers.stream_ended(record)
+        raise
+
+
+@contextmanager
+def answering_as(request_id: str) -> Iterator[None]:
+    """Refusals raised here answer with this request id (the stream's session does this
+    for the refusals it logs)."""
+    try:
+        yield
+    except ProxyError as exc:
+        exc.request_id = request_id
+        raise

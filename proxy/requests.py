@@ -1,0 +1,201 @@
+"""What a client sends: the request models, reading and validating the body, the headers
+the proxy reads, and the model a request names."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
+from starlette.requests import Request
+
+from proxy.conversation import Conversation, Message
+from proxy.errors import (
+    BodyTooLarge,
+    InvalidJSON,
+    InvalidRequest,
+    UnknownModel,
+    UnsupportedMediaType,
+)
+from proxy.ids import ID_PATTERN, sane_id
+from proxy.services import Upstream
+from proxy.settings import RequestLimits
+
+
+class MessagePart(BaseModel):
+    """An AI SDK UI message part; only `text` parts carry prompt text."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    role: Literal["system", "user", "assistant"]
+    content: str | None = None
+    parts: list[MessagePart] | None = None
+
+    @model_validator(mode="after")
+    def _has_text_source(self) -> ChatMessage:
+        if self.content is None and self.parts is None:
+            raise ValueError("a message needs `content` or `parts`")
+        return self
+
+    def text(self) -> str:
+        if self.content is not None:
+            return self.content
+        return "".join(part.text or "" for part in self.parts or () if part.type == "text")
+
+
+class StreamRequest(BaseModel):
+    """POST /v1/stream (SPEC §1)."""
+
+    # Unknown fields are ignored: frontend SDKs send their own (`id`, `trigger`, ...).
+    model_config = ConfigDict(extra="ignore", strict=True)
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    system: str | None = None
+    model: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop: list[str] | None = Field(default=None, max_length=16)
+
+    @model_validator(mode="after")
+    def _prompt_xor_messages(self) -> StreamRequest:
+        if bool(self.prompt) == bool(self.messages):
+            raise ValueError("exactly one of `prompt` and `messages` must be non-empty")
+        return self
+
+    def prompt_chars(self) -> int:
+        conversation = (
+            len(self.prompt) if self.prompt else sum(len(m.text()) for m in self.messages or ())
+        )
+        return len(self.system or "") + conversation
+
+    def conversation(self) -> Conversation:
+        if self.prompt:
+            messages: tuple[Message, ...] = (Message("user", self.prompt),)
+        else:
+            messages = tuple(Message(m.role, m.text()) for m in self.messages or ())
+        return Conversation(
+            messages=messages,
+            system=self.system or None,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=tuple(self.stop) if self.stop else None,
+        )
+
+    def resume_id(self, given_request_id: str | None) -> str | None:
+        """The id a resumable stream of this request is kept under: the client's own
+        X-Request-ID, when it sent one (None: not resumable)."""
+        return given_request_id
+
+    def response_message_id(self) -> str:
+        """The id of the message this request produces, in formats that name one."""
+        return ""
+
+
+class ChatRequest(StreamRequest):
+    """The request `useChat` sends through the AI SDK's DefaultChatTransport (issue 13).
+
+    `{"id": chat id, "messages": [UI messages], "trigger": "submit-message" |
+    "regenerate-message", "messageId": ...}` plus whatever the app put in the transport's
+    `body` (`model`, `system`, `max_tokens`, ...), validated as on POST /v1/stream. The SDK
+    trims the messages itself before a regeneration, so the conversation is always the
+    messages as sent.
+    """
+
+    id: str = Field(pattern=f"^{ID_PATTERN}$")
+    trigger: str | None = None
+    messageId: str | None = Field(default=None, max_length=128)  # the SDK's name
+
+    @field_validator("id")
+    @classmethod
+    def _not_a_path_step(cls, value: str) -> str:
+        if value in (".", ".."):
+            raise ValueError("must not be . or ..")
+        return value
+
+    def resume_id(self, given_request_id: str | None) -> str | None:
+        return self.id  # a chat's answer is resumed by the chat's id
+
+    def response_message_id(self) -> str:
+        """A regeneration replaces the message the client named; anything else is new."""
+        if self.trigger == "regenerate-message" and self.messageId:
+            return self.messageId
+        return "msg-" + os.urandom(12).hex()
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+async def read_body(request: Request, limits: RequestLimits, model: type[R]) -> R:
+    """The JSON body as `model`: 415, 413, 400 or 422 when it is not one."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType("the request body must be application/json")
+    limit = limits.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the request body is larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(f"the request body is larger than {limit} bytes")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        if any(error["type"] == "json_invalid" for error in errors):
+            raise InvalidJSON("the request body is not valid JSON") from None
+        raise InvalidRequest(_describe(errors)) from None
+
+
+def _describe(errors: list[ErrorDetails]) -> str:
+    first = errors[0]
+    location = ".".join(str(part) for part in first["loc"]) or "body"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{location}: {message}{more}"
+
+
+def check_prompt_length(body: StreamRequest, limits: RequestLimits) -> None:
+    if body.prompt_chars() > limits.max_prompt_chars:
+        raise InvalidRequest(f"the prompt is longer than {limits.max_prompt_chars} characters")
+
+
+def choose_upstream(upstreams: Mapping[str, Upstream], body: StreamRequest) -> Upstream:
+    """The model the body names (the default when it names none): 404, or 422 for a
+    max_tokens above the model's ceiling."""
+    if body.model is None:
+        upstream = next(iter(upstreams.values()))
+    elif body.model in upstreams:
+        upstream = upstreams[body.model]
+    else:
+        raise UnknownModel(f"unknown model {body.model[:100]!r}")
+    if body.max_tokens is not None and body.max_tokens > upstream.spec.max_tokens:
+        raise InvalidRequest(f"max_tokens: must be at most {upstream.spec.max_tokens}")
+    return upstream
+
+
+def given_request_id(request: Request) -> str | None:
+    """The client's own X-Request-ID, when it sent a sane one."""
+    return sane_id(request.headers.get("x-request-id"))
+
+
+def resume_offset(request: Request) -> int:
+    """Where a resume starts: SSE's Last-Event-ID, or `?offset=N` (characters)."""
+    value = request.headers.get("last-event-id") or request.query_params.get("offset") or "0"
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise InvalidRequest("offset: must be a whole number of characters, 0 or more")
+    return int(value)
+
+
+def peer_of(request: Request) -> str:
+    return request.client.host if request.client else "-"

@@ -1,0 +1,50 @@
+"""A stored stream read back as a response's items: its text from an offset, followed live,
+then its Ending (proxy/formats/head.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+
+from starlette.types import Receive
+
+from proxy.errors import ClientDisconnected, ProxyError, error_body
+from proxy.resume.base import StoredItem, StoredText
+from proxy.values import Ending, Failed
+from proxy.watchdog import Watchdog
+
+
+class StoredItems:
+    """The request's own watchdog notices its client leaving (ClientDisconnected); the
+    stream's producer goes on regardless. A producer that was lost is a Failed ending."""
+
+    __slots__ = ("_items", "_watchdog", "request_id")
+
+    def __init__(
+        self, items: AsyncGenerator[StoredItem, None], request_id: str, receive: Receive
+    ) -> None:
+        self._items = items
+        self.request_id = request_id
+        self._watchdog = Watchdog(receive)
+
+    def __aiter__(self) -> StoredItems:
+        return self
+
+    async def __anext__(self) -> str | Ending:
+        watchdog = self._watchdog
+        watchdog.waiting_for_upstream()
+        try:
+            item = await anext(self._items)
+        except asyncio.CancelledError as cancelled:
+            raise watchdog.explain(cancelled) from None
+        except ClientDisconnected:
+            raise
+        except ProxyError as exc:
+            return Failed(error_body(exc, self.request_id))
+        finally:
+            watchdog.got_upstream()
+        return item.text if isinstance(item, StoredText) else item
+
+    async def aclose(self) -> None:
+        self._watchdog.close()
+        await self._items.aclose()

@@ -1,0 +1,50 @@
+"""What operators and clients ask of the proxy itself: health, readiness, models, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from proxy.observers.metrics import PrometheusMetrics
+from proxy.opening import authenticate, services_of
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    services = services_of(request)
+    default = services.default_upstream
+    timeout = min(services.settings.timeouts.connect, 2)
+    if await default.reachable(services.http, timeout):
+        return JSONResponse({"status": "ready", "model": default.spec.name})
+    return JSONResponse({"status": "unavailable", "model": default.spec.name}, status_code=503)
+
+
+@router.get("/v1/models", dependencies=[Depends(authenticate)])
+async def list_models(request: Request) -> dict[str, object]:
+    upstreams = services_of(request).upstreams
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "dialect": upstream.spec.dialect}
+            for name, upstream in upstreams.items()
+        ],
+    }
+
+
+def metrics_endpoint(metrics: PrometheusMetrics) -> Callable[[Request], Awaitable[Response]]:
+    """GET /metrics: unauthenticated, like /healthz (scrapers carry no client key)."""
+
+    async def endpoint(request: Request) -> Response:
+        body, content_type = metrics.exposition(request.headers.get("accept", ""))
+        return Response(body, headers={"Content-Type": content_type})
+
+    return endpoint
