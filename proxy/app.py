@@ -24,7 +24,7 @@ from proxy.metrics import PrometheusMetrics, create_metrics
 from proxy.resumable import ResumableStreams
 from proxy.services import Services, build_upstreams
 from proxy.settings import Settings
-from proxy.upstream_http import UpstreamHTTP
+from proxy.upstream import UpstreamHTTP
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -54,7 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
             upstreams = build_upstreams(settings, fake_url, metrics)
             for upstream in upstreams.values():
                 stack.callback(upstream.balancer.close)
-            http = UpstreamHTTP(settings)
+            http = UpstreamHTTP(settings.connect_timeout)
             stack.push_async_callback(http.aclose)
             guards = Guards(settings)
             stack.push_async_callback(guards.aclose)

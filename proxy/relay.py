@@ -26,7 +26,7 @@ from proxy.errors import (
 )
 from proxy.services import Upstream
 from proxy.settings import ModelSpec, Settings
-from proxy.upstream_http import UpstreamHTTP, response_body
+from proxy.upstream import UpstreamHTTP, response_body
 
 _MAX_ERROR_BODY = 16_384
 

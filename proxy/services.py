@@ -11,7 +11,7 @@ from proxy.dialects import Dialect, get_dialect
 from proxy.guards import Guards
 from proxy.metrics import Metrics
 from proxy.settings import ModelSpec, Settings
-from proxy.upstream_http import UpstreamHTTP
+from proxy.upstream import UpstreamHTTP
 
 if TYPE_CHECKING:
     from proxy.resumable import ResumableStreams

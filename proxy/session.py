@@ -44,7 +44,7 @@ from proxy.metrics import AttemptResult, attempt_result
 from proxy.record import StreamRecord
 from proxy.relay import loggable_url, replica_at_fault, retry_delay, send_request, status_error
 from proxy.services import Services, Upstream
-from proxy.upstream_http import response_body
+from proxy.upstream import response_body
 from proxy.watchdog import Watchdog
 
 

@@ -25,7 +25,7 @@ from proxy.record import StreamRecord
 from proxy.services import Services, build_upstreams
 from proxy.session import StreamSession
 from proxy.settings import Settings
-from proxy.upstream_http import UpstreamHTTP
+from proxy.upstream import UpstreamHTTP
 from tests.servers import FakeUpstreamServer, proxy_settings
 
 
@@ -33,7 +33,7 @@ class RecordingHTTP(UpstreamHTTP):
     """The real upstream client, keeping every response it hands out."""
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+        super().__init__(settings.connect_timeout)
         self.responses: list[httpx.Response] = []
 
     async def send(self, *args: Any, **kwargs: Any) -> httpx.Response:
