@@ -159,3 +159,39 @@ async def test_a_kept_alive_tls_connection_is_reused(tmp_path: Path) -> None:
             assert response.content == b"secure"
     await server.close()
     assert server.connections == 1
+
+
+async def test_an_idle_connection_is_closed_when_its_keep_alive_expires(serve: Serve) -> None:
+    closed_by_us = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await answer(reader, writer, b"ok")
+        assert await reader.read() == b""
+        closed_by_us.set()
+
+    url = await serve(handler)
+    transport = UpstreamTransport(keepalive_expiry=0.2)
+    async with httpx.AsyncClient(transport=transport, timeout=5) as client:
+        assert (await client.post(url + "/", content=b"{}")).content == b"ok"
+        assert idle_connections(client) == 1
+        await asyncio.wait_for(closed_by_us.wait(), 5)
+        assert idle_connections(client) == 0
+
+
+async def test_a_request_after_the_keep_alive_expiry_goes_on_a_new_connection(
+    serve: Serve,
+) -> None:
+    upstream = TwoRequestsPerConnection()
+    url = await serve(upstream)
+    transport = UpstreamTransport(keepalive_expiry=0.1)
+    async with httpx.AsyncClient(transport=transport, timeout=5) as client:
+        assert (await client.post(url + "/", content=b"{}")).content == b"0"
+        await asyncio.sleep(0.3)
+        assert (await client.post(url + "/", content=b"{}")).content == b"1"
+    assert upstream.requests_on == [0, 1]
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/", "ws://127.0.0.1/"])
+async def test_other_url_schemes_are_refused(client: httpx.AsyncClient, url: str) -> None:
+    with pytest.raises(httpx.UnsupportedProtocol):
+        await client.post(url, content=b"{}")
