@@ -12,11 +12,23 @@ contract"). Each module holds its part of the contract, and tests/upstream/ mirr
     serialise.py   the request bytes; the methods, bodies and headers never sent
     inflate.py     response_body: gzip and deflate undone incrementally, others refused
 
-Everything the transport raises is httpx's own (httpx.TransportError and below).
+Everything the transport raises is httpx's own (httpx.TransportError and below), and one of
+ours beneath them:
+
+    httpx.RemoteProtocolError
+    └── ResponseHeadTooLarge   the status line and headers (1xx heads included) went past
+                               MAX_RESPONSE_HEAD (16 KiB, as h11's default)
 """
 
 from proxy.upstream.client import UpstreamHTTP
+from proxy.upstream.connection import MAX_RESPONSE_HEAD, ResponseHeadTooLarge
 from proxy.upstream.inflate import response_body
 from proxy.upstream.pool import UpstreamTransport
 
-__all__ = ["UpstreamHTTP", "UpstreamTransport", "response_body"]
+__all__ = [
+    "MAX_RESPONSE_HEAD",
+    "ResponseHeadTooLarge",
+    "UpstreamHTTP",
+    "UpstreamTransport",
+    "response_body",
+]

@@ -40,8 +40,16 @@ _READ_HIGH_WATER = 256 * 1024
 # The most one read hands over: parsing it must not keep the event loop from noticing a
 # client that left.
 _MAX_READ = 64 * 1024
+# The most a response head may take: its status line and header lines, the 1xx interim heads
+# before it included (SPEC §5b). h11's default, so any upstream that httpx's own transport
+# can read fits; nginx, in front of many upstreams, refuses heads over 4 or 8 KiB already.
+MAX_RESPONSE_HEAD = 16 * 1024
 
 Origin = tuple[str, str, int]
+
+
+class ResponseHeadTooLarge(httpx.RemoteProtocolError):
+    """The upstream's response head went past MAX_RESPONSE_HEAD bytes."""
 
 
 class ConnectionState(enum.Enum):

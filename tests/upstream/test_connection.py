@@ -8,6 +8,7 @@ import asyncio
 import httpx
 import pytest
 
+from proxy.upstream import MAX_RESPONSE_HEAD, ResponseHeadTooLarge
 from tests.scripted import LAST_CHUNK, OK_HEAD, Serve, chunk, read_request
 from tests.upstream.support import idle_connections
 
@@ -177,3 +178,109 @@ async def test_a_second_answer_in_the_same_read_is_ignored_and_closes_the_connec
     url = await serve(handler)
     assert (await client.post(url + "/", content=b"{}")).content == b"0!"
     assert (await client.post(url + "/", content=b"{}")).content == b"1!"
+
+
+def head_of(size: int, status: bytes = b"200 OK") -> bytes:
+    """A response head of exactly `size` bytes, its last header padded to fit."""
+    start, end = b"HTTP/1.1 " + status + b"\r\nX-Pad: ", b"\r\n\r\n"
+    return start + b"p" * (size - len(start) - len(end)) + end
+
+
+@pytest.mark.parametrize("size", [MAX_RESPONSE_HEAD - 1, MAX_RESPONSE_HEAD])
+async def test_a_response_head_within_the_bound_is_read(
+    serve: Serve, client: httpx.AsyncClient, size: int
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(head_of(size, b"200 OK\r\nContent-Length: 5") + b"hello")
+        await writer.drain()
+
+    response = await client.post(await serve(handler) + "/", content=b"{}")
+    assert (response.status_code, response.content) == (200, b"hello")
+
+
+async def test_a_response_head_one_byte_over_the_bound_is_refused(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(head_of(MAX_RESPONSE_HEAD + 1, b"200 OK\r\nContent-Length: 5") + b"hello")
+        await writer.drain()
+
+    with pytest.raises(ResponseHeadTooLarge):
+        await client.post(await serve(handler) + "/", content=b"{}")
+
+
+async def test_a_response_head_fails_as_soon_as_it_passes_the_bound_and_closes_the_connection(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    # The head never ends: only a transport that counts as it reads can fail it, and with
+    # the error of its own, not the read timeout.
+    closed_by_us = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Huge: " + b"h" * MAX_RESPONSE_HEAD)
+        await writer.drain()
+        assert await reader.read() == b""
+        closed_by_us.set()
+
+    url = await serve(handler)
+    with pytest.raises(ResponseHeadTooLarge, match=f"over {MAX_RESPONSE_HEAD} bytes"):
+        await client.post(url + "/", content=b"{}")
+    await asyncio.wait_for(closed_by_us.wait(), 5)
+    assert idle_connections(client) == 0
+
+
+async def test_one_huge_header_is_refused_without_reading_it_all(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    # What was tried on the proxy: one 64 MiB header. The transport stops reading at the bound;
+    # what the upstream manages to send past it fits in the kernel's socket buffers.
+    sent = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        nonlocal sent
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Huge: ")
+        piece = b"h" * 65_536
+        for _piece in range(1024):
+            writer.write(piece)
+            await writer.drain()
+            sent += len(piece)
+        writer.write(b"\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    url = await serve(handler)
+    with pytest.raises(ResponseHeadTooLarge):
+        await client.post(url + "/", content=b"{}")
+    assert sent < 32 * 1024 * 1024
+
+
+async def test_interim_heads_count_towards_the_bound(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    interim = head_of(MAX_RESPONSE_HEAD // 3, b"100 Continue")
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(interim * 3 + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        await writer.drain()
+        await reader.read()
+
+    with pytest.raises(ResponseHeadTooLarge):
+        await client.post(await serve(handler) + "/", content=b"{}")
+
+
+async def test_a_small_head_read_together_with_a_large_body_is_not_counted_as_head(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    body = b"b" * (4 * MAX_RESPONSE_HEAD)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+
+    response = await client.post(await serve(handler) + "/", content=b"{}")
+    assert response.content == body
