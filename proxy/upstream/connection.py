@@ -9,13 +9,16 @@ asks (`is_available`, `has_expired`, `is_idle_and_silent`) and tells (`close`).
 Responses
 - framed by Content-Length, chunked encoding or the end of the connection, after any 1xx
   interim answers;
+- a head (status line and headers, 1xx interim heads counted in) of at most
+  MAX_RESPONSE_HEAD bytes, as h11's default: past it, ResponseHeadTooLarge (an
+  httpx.RemoteProtocolError) as soon as the bound is passed, and the connection is closed;
 - the body streamed as it arrives, each read at most 64 KiB, and reading paused while
   256 KiB wait for a slow reader. Bodies are handed over raw, as httpx expects of a transport:
   `aiter_bytes` decodes Content-Encoding, and so does the proxy's `response_body`.
 
 Failures raise httpx's own exceptions: WriteTimeout and ReadTimeout (from the request's
 `timeout` extension), ReadError (dropped mid-answer), RemoteProtocolError (not HTTP, switched
-protocols, closed unanswered).
+protocols, closed unanswered, and ResponseHeadTooLarge).
 
 Never sends a request twice: when a kept-alive connection closes without answering, the
 request may have reached the upstream, so RemoteProtocolError is raised (as httpcore and
@@ -44,6 +47,9 @@ _MAX_READ = 64 * 1024
 # before it included (SPEC §5b). h11's default, so any upstream that httpx's own transport
 # can read fits; nginx, in front of many upstreams, refuses heads over 4 or 8 KiB already.
 MAX_RESPONSE_HEAD = 16 * 1024
+_HEAD_TOO_LARGE = (
+    f"upstream sent a response head (status line and headers) over {MAX_RESPONSE_HEAD} bytes"
+)
 
 Origin = tuple[str, str, int]
 
@@ -138,6 +144,23 @@ class _Response:
         return self.phase is _Phase.COMPLETE and self._keep_alive and not self.body.pending
 
     def feed(self, data: bytes) -> None:
+        allowance = MAX_RESPONSE_HEAD - self._received
+        if len(data) > allowance and self._in_head():
+            # Until the head ends, every byte received is head: parse no more of it than the
+            # bound, so neither httptools nor we hold more (SPEC §5b).
+            head, data = data[:allowance], data[allowance:]
+            if head:
+                self._parse(head)
+            if self._in_head():
+                self.fail(ResponseHeadTooLarge(_HEAD_TOO_LARGE))
+            if self.error is not None:
+                return
+        self._parse(data)
+
+    def _in_head(self) -> bool:
+        return self.phase in (_Phase.HEAD, _Phase.INTERIM)
+
+    def _parse(self, data: bytes) -> None:
         self._received += len(data)
         try:
             self._parser.feed_data(data)
@@ -181,7 +204,7 @@ class _Response:
             self._waiter = None
 
     async def receive_head(self, timeout: float | None) -> None:
-        while self.phase in (_Phase.HEAD, _Phase.INTERIM):
+        while self._in_head():
             try:
                 await self.wait(timeout)
             except TimeoutError:
