@@ -27,7 +27,7 @@ from proxy.routes import chat, operations, stream
 from proxy.routes.chat_page import add_chat_page
 from proxy.services import Services, build_upstreams
 from proxy.settings import Settings
-from proxy.upstream_http import UpstreamHTTP
+from proxy.upstream import UpstreamHTTP
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -29,7 +29,7 @@ from proxy.errors import (
 )
 from proxy.services import Upstream
 from proxy.settings import ModelSpec
-from proxy.upstream_http import UpstreamHTTP, response_body
+from proxy.upstream import ResponseHeadTooLarge, UpstreamHTTP, response_body
 from proxy.values import NO_USAGE, Done, Usage
 
 _MAX_ERROR_BODY = 16_384
@@ -157,6 +157,8 @@ async def send_request(
     except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
         # Never sent (a configured key with a stray space, say): no retry would help.
         raise UpstreamProtocolError(f"request not sent upstream: {exc}") from None
+    except ResponseHeadTooLarge as exc:  # the next attempt would get the same head
+        raise UpstreamProtocolError(str(exc)) from None
     except httpx.HTTPError:
         raise UpstreamUnavailable("could not connect to upstream") from None
 

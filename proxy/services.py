@@ -13,7 +13,7 @@ from proxy.guards import Guards
 from proxy.observers import Observers, StreamObserver
 from proxy.resumable import ResumableStreams
 from proxy.settings import ModelSpec, Settings
-from proxy.upstream_http import UpstreamHTTP
+from proxy.upstream import UpstreamHTTP
 from proxy.urls import PublicURL
 
 # What a model's balancer tells when one of its replicas goes down or comes back.

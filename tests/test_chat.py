@@ -7,9 +7,9 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from proxy.requests import ChatRequest
 from proxy.conversation import Message
 from proxy.fake_upstream import reply_text
+from proxy.requests import ChatRequest
 from tests.servers import ProxyServer
 from tests.test_formats import sse_events
 

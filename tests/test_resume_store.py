@@ -10,10 +10,10 @@ import pytest
 import redis.asyncio as redis
 
 from proxy.errors import InvalidRequest, NotFound, StreamLost, UpstreamTimeout, error_body
-from proxy.values import Done, Failed, Usage
 from proxy.resume import MemoryResumeStore, RedisResumeStore, ResumeStore, StoredText
 from proxy.resume.base import StoredItem, StoredStream
 from proxy.resume.redis_store import PREFIX
+from proxy.values import Done, Failed, Usage
 from tests.redis_server import RedisServer
 
 TTL = 60.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import time
 import zlib
 from collections.abc import Iterator
 
@@ -13,7 +14,7 @@ import pytest
 
 from proxy.dialects import DIALECTS
 from proxy.fake_upstream.formats import FORMATS
-from tests.scripted import LAST_CHUNK, Serve, chunk, read_request
+from tests.scripted import LAST_CHUNK, ScriptedServer, Serve, chunk, read_request
 from tests.servers import ProxyProcess, ProxyServer, proxy_settings
 from tests.test_operations import log_lines  # noqa: F401  (fixture)
 from tests.test_stream import read_into
@@ -205,3 +206,43 @@ async def test_a_credential_outside_the_header_grammar_is_a_clear_error_not_a_re
     assert "Authorization" in message
     assert "sk-pasted" not in message
     assert reached == []
+
+
+async def test_a_huge_response_head_is_a_502_well_before_the_first_token_timeout() -> None:
+    # One 64 MiB header, as tried: the proxy's memory grew by as much and the client waited
+    # for the first-token timeout. Now the attempt fails at the head's bound, and is not
+    # retried: another attempt would only get the same head.
+    async def huge_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Huge: ")
+        piece = b"h" * 65_536
+        for _piece in range(1024):
+            writer.write(piece)
+            await writer.drain()
+        writer.write(b"\r\n" + SSE_HEAD.split(b"\r\n", 1)[1])
+        await writer.drain()
+        await reader.read()
+
+    upstream = ScriptedServer(huge_head)
+    port = await upstream.start()
+    proxy = ProxyProcess(
+        PROXY_UPSTREAM_URL=f"http://127.0.0.1:{port}", PROXY_FIRST_TOKEN_TIMEOUT="20"
+    )
+    try:
+        before = resident_kib(proxy.pid, "VmRSS")
+        started = time.monotonic()
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.post(proxy.url + "/v1/stream", json={"prompt": "hi"})
+        elapsed = time.monotonic() - started
+        peak = resident_kib(proxy.pid, "VmHWM")
+    finally:
+        proxy.close()
+        await upstream.close()
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["type"] == "upstream_protocol_error"
+    assert "response head" in error["message"]
+    assert error["request_id"] == response.headers["X-Request-ID"]
+    assert elapsed < 10, f"answered after {elapsed:.1f} s"
+    assert upstream.connections == 1
+    assert peak - before < 32 * 1024, f"peak RSS grew by {(peak - before) // 1024} MiB"

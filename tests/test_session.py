@@ -26,7 +26,7 @@ from proxy.observers.log import StreamLog
 from proxy.record import StreamRecord
 from proxy.services import Services, build_upstreams
 from proxy.session import StreamSession
-from proxy.upstream_http import UpstreamHTTP
+from proxy.upstream import UpstreamHTTP
 from proxy.values import Failed
 from tests.servers import FakeUpstreamServer, proxy_settings
 

@@ -1,4 +1,5 @@
-"""Upstream response bodies decoded per Content-Encoding, from scripted upstreams."""
+"""Upstream response bodies decoded per Content-Encoding: any split of the bytes in memory
+(hypothesis), and what scripted HTTP servers on loopback sockets send (the `serve` fixture)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.errors import UpstreamProtocolError
-from proxy.upstream_http import UpstreamHTTP, response_body
+from proxy.upstream import UpstreamHTTP, response_body
 from tests.scripted import LAST_CHUNK, Serve, chunk, read_request
-from tests.servers import proxy_settings
 from tests.splits import cuts, split_at
 
 
@@ -79,7 +79,7 @@ def test_any_split_of_an_encoded_body_decodes_to_the_same_bytes(
 
 @pytest.fixture
 async def http() -> AsyncIterator[UpstreamHTTP]:
-    upstream_http = UpstreamHTTP(proxy_settings(None))
+    upstream_http = UpstreamHTTP(connect_timeout=2.0)
     yield upstream_http
     await upstream_http.aclose()
 

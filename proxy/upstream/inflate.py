@@ -1,27 +1,17 @@
-"""Requests to the upstreams: httpx requests, sent through the one UpstreamTransport.
+"""Response bodies with their Content-Encoding undone, incrementally.
 
-No httpx.AsyncClient: its per-request work (URL merging, auth and redirect flows, a cookie
-jar shared by every user's requests) is all unwanted here, and all on every request's path.
-`response_body` hands the stream session a response's body with its Content-Encoding undone.
+The transport hands bodies over raw, as httpx expects of a transport; `response_body` is
+what the stream session reads instead of `aiter_raw`.
 """
 
 from __future__ import annotations
 
-import base64
-import functools
 import zlib
 from collections.abc import AsyncIterator
 
 import httpx
 
 from proxy.errors import UpstreamProtocolError
-from proxy.upstream_transport import UpstreamTransport
-
-_HEADERS = {
-    # What LLM servers send anyway; a gateway that compresses regardless gets inflated.
-    "Accept-Encoding": "identity",
-    "User-Agent": "llm-stream-proxy",
-}
 
 # The most one step of inflating hands over, as the transport's reads: a small compressed
 # read can stand for gigabytes, and none of it may pile up at once.
@@ -30,43 +20,6 @@ _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _ZLIB_WBITS = zlib.MAX_WBITS
 _RAW_DEFLATE_WBITS = -zlib.MAX_WBITS
 _INFLATABLE = {"gzip": _GZIP_WBITS, "x-gzip": _GZIP_WBITS, "deflate": _ZLIB_WBITS}
-
-
-class UpstreamHTTP:
-    def __init__(self, connect_timeout: float) -> None:
-        self._transport = UpstreamTransport()
-        # No read timeout: the session bounds first tokens and idle gaps itself.
-        self._timeouts = {"connect": connect_timeout, "read": None, "write": connect_timeout}
-
-    async def send(
-        self,
-        method: str,
-        url: str,
-        content: bytes = b"",
-        headers: dict[str, str] | None = None,
-        timeout: float | None = None,
-    ) -> httpx.Response:
-        """The response with its body unread: close it (`aclose`) when done."""
-        target, authorization = _target(url)
-        all_headers = {**_HEADERS, **authorization, **(headers or {})}
-        timeouts = self._timeouts if timeout is None else dict.fromkeys(self._timeouts, timeout)
-        request = httpx.Request(
-            method, target, content=content, headers=all_headers, extensions={"timeout": timeouts}
-        )
-        return await self._transport.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self._transport.aclose()
-
-
-@functools.lru_cache(maxsize=256)
-def _target(url: str) -> tuple[httpx.URL, dict[str, str]]:
-    """The parsed URL, and Basic credentials from its user info (`http://user:pw@host`)."""
-    parsed = httpx.URL(url)
-    if not parsed.username:
-        return parsed, {}
-    credentials = f"{parsed.username}:{parsed.password}".encode()
-    return parsed, {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
 
 
 def response_body(response: httpx.Response) -> AsyncIterator[bytes]:
