@@ -105,7 +105,12 @@ def test_sse_unterminated_event_is_not_dispatched() -> None:
     assert decode_sse([b"data: x\n"]) == []
 
 
-@given(st.lists(st.dictionaries(st.text(max_size=5), st.text(max_size=8)), max_size=5), cuts)
+# At most 4 entries: even all escaped (6 bytes a character) a drawn line stays under LIMIT, so
+# the property is about splits, never about the line limit (unbounded, it failed at random).
+@given(
+    st.lists(st.dictionaries(st.text(max_size=5), st.text(max_size=8), max_size=4), max_size=5),
+    cuts,
+)
 def test_ndjson_any_split_gives_the_same_lines(
     values: list[dict[str, str]], cut_points: list[int]
 ) -> None:
