@@ -20,7 +20,7 @@ from proxy.ids import request_id
 from proxy.logs import protect_logs
 from proxy.observers import Observers, StreamObserver
 from proxy.observers.log import StreamLog
-from proxy.observers.metrics import create_metrics
+from proxy.observers.metrics import PrometheusMetrics, create_metrics
 from proxy.responses import error_response
 from proxy.resumable import ResumableStreams
 from proxy.routes import chat, operations, stream
@@ -29,9 +29,10 @@ from proxy.services import Services, build_upstreams
 from proxy.settings import Settings
 from proxy.upstream import UpstreamHTTP
 
+logger = logging.getLogger("proxy")
+
 
 def create_app(settings: Settings) -> FastAPI:
-    specs = settings.models
     metrics = create_metrics(settings)
     # Every stream's observers, in order; a new one is registered here.
     observers: list[StreamObserver] = [StreamLog()]
@@ -45,39 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
         # for its whole life.
         sniffio.thread_local.name = "asyncio"
         async with AsyncExitStack() as stack:
-            fake_url = ""
-            if any(not spec.urls for spec in specs):
-                # Paced like a model, so `curl -N` against `make run` visibly streams.
-                fake = FakeUpstream(token_delay=0.02)
-                await fake.start()
-                stack.push_async_callback(fake.aclose)
-                fake_url = fake.url
-                logging.getLogger("proxy").warning(
-                    "no upstream configured (PROXY_UPSTREAM_URL): serving the built-in fake "
-                    "upstream at %s",
-                    fake_url,
-                )
-            health = None
-            if metrics is not None:
-                stack.callback(metrics.close)
-                health = metrics.replica_health
-            upstreams = build_upstreams(settings, fake_url, health)
-            for upstream in upstreams.values():
-                stack.callback(upstream.balancer.close)
-            http = UpstreamHTTP(settings.timeouts.connect)
-            stack.push_async_callback(http.aclose)
-            guards = Guards(settings.admission)
-            stack.push_async_callback(guards.aclose)
-            resumable = ResumableStreams.from_policy(settings.resume_policy)
-            if resumable is not None:
-                stack.push_async_callback(resumable.aclose)
-            app.state.services = Services(
-                settings, upstreams, http, guards, Observers(observers), resumable
-            )
-            if guards.keys.open:
-                logging.getLogger("proxy").warning(
-                    "PROXY_API_KEYS is not set: the proxy is open to every client"
-                )
+            app.state.services = await _start_services(stack, settings, metrics, observers)
             yield
 
     app = FastAPI(
@@ -116,6 +85,43 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(ProxyError, _proxy_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     return app
+
+
+async def _start_services(
+    stack: AsyncExitStack,
+    settings: Settings,
+    metrics: PrometheusMetrics | None,
+    observers: list[StreamObserver],
+) -> Services:
+    """Everything requests share, each closed by `stack` when the app stops."""
+    fake_url = ""
+    if any(not spec.urls for spec in settings.models):
+        # Paced like a model, so `curl -N` against `make run` visibly streams.
+        fake = FakeUpstream(token_delay=0.02)
+        await fake.start()
+        stack.push_async_callback(fake.aclose)
+        fake_url = fake.url
+        logger.warning(
+            "no upstream configured (PROXY_UPSTREAM_URL): serving the built-in fake upstream at %s",
+            fake_url,
+        )
+    health = None
+    if metrics is not None:
+        stack.callback(metrics.close)
+        health = metrics.replica_health
+    upstreams = build_upstreams(settings, fake_url, health)
+    for upstream in upstreams.values():
+        stack.callback(upstream.balancer.close)
+    http = UpstreamHTTP(settings.timeouts.connect)
+    stack.push_async_callback(http.aclose)
+    guards = Guards(settings.admission)
+    stack.push_async_callback(guards.aclose)
+    resumable = ResumableStreams.from_policy(settings.resume_policy)
+    if resumable is not None:
+        stack.push_async_callback(resumable.aclose)
+    if guards.keys.open:
+        logger.warning("PROXY_API_KEYS is not set: the proxy is open to every client")
+    return Services(settings, upstreams, http, guards, Observers(observers), resumable)
 
 
 async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:

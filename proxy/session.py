@@ -36,7 +36,7 @@ from proxy.guards import AdmissionTicket
 from proxy.record import StreamRecord
 from proxy.relay import Relay
 from proxy.services import Services, Upstream
-from proxy.values import Done, Ending, Failed, utf8_length
+from proxy.values import Ending, Failed, utf8_length
 from proxy.watchdog import Watchdog
 
 
@@ -79,7 +79,7 @@ class StreamSession:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            shutdown = self._shutdown()
+            shutdown = self.cancelled()
             await self._refuse(shutdown)
             raise shutdown from None
         except ProxyError as exc:
@@ -94,13 +94,9 @@ class StreamSession:
         failure.request_id = self.request_id
         await self.aclose()
 
-    def cancelled(self) -> None:
-        """The request's task was cancelled past the commit point: note why."""
-        self._shutdown()
-
-    def _shutdown(self) -> ShuttingDown:
-        # The watchdog claims its own interruptions: any other cancellation is the server
-        # ending the request because its shutdown grace ran out (proxy/drain.py).
+    def cancelled(self) -> ShuttingDown:
+        """The request's task was cancelled: the watchdog claims its own interruptions, so
+        this is the server ending it as its shutdown grace ran out (proxy/drain.py)."""
         shutdown = ShuttingDown("the shutdown grace ran out")
         self.record.failed(shutdown)
         return shutdown
@@ -118,8 +114,7 @@ class StreamSession:
         """Reach the commit point: the first text, or the upstream's clean end without any.
 
         The client is watched from here on (the body is read, so `receive` carries nothing
-        but the disconnect): leaving raises ClientDisconnected.
-        """
+        but the disconnect)."""
         timeouts = self._services.settings.timeouts
         self.record.model = upstream.spec.name
         self.record.went_upstream = True
@@ -183,13 +178,8 @@ class StreamSession:
             raise failure
         return Failed(error_body(failure, self.request_id))
 
-    def ending(self) -> Done:
-        """How the upstream said the text ended, once it has ended whole."""
-        return self._attempt.ending() if self._attempt is not None else Done()
-
     async def aclose(self) -> None:
-        """Let go of every part, then hand the final record to the observers; only the
-        first call does anything."""
+        """Let go of every part, then hand the final record to the observers, once."""
         if self._closed:
             return
         self._closed = True

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import limits
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -162,6 +163,17 @@ class ModelEntry(BaseModel):
         )
 
 
+def _unique_names(entries: tuple[ModelEntry, ...] | None) -> tuple[ModelEntry, ...] | None:
+    if entries is not None:
+        if not entries:
+            raise ValueError("must list at least one model")
+        names = [entry.name for entry in entries]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique: {', '.join(duplicates)}")
+    return entries
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROXY_",
@@ -179,7 +191,9 @@ class Settings(BaseSettings):
     upstream_max_tokens: int = Field(default=4096, ge=1)
     upstream_stream_usage: bool = True
     # Several models at once (JSON list of ModelEntry); replaces the PROXY_UPSTREAM_* model.
-    model_list: tuple[ModelEntry, ...] | None = Field(default=None, validation_alias="PROXY_MODELS")
+    model_list: Annotated[tuple[ModelEntry, ...] | None, AfterValidator(_unique_names)] = Field(
+        default=None, validation_alias="PROXY_MODELS"
+    )
 
     connect_timeout: float = Field(default=5.0, gt=0)
     first_token_timeout: float = Field(default=60.0, gt=0)
@@ -263,18 +277,6 @@ class Settings(BaseSettings):
     def cors_origin_list(self) -> tuple[str, ...]:
         return _split(self.cors_origins)
 
-    @field_validator("model_list")
-    @classmethod
-    def _unique_names(cls, entries: tuple[ModelEntry, ...] | None) -> tuple[ModelEntry, ...] | None:
-        if entries is not None:
-            if not entries:
-                raise ValueError("must list at least one model")
-            names = [entry.name for entry in entries]
-            duplicates = sorted({name for name in names if names.count(name) > 1})
-            if duplicates:
-                raise ValueError(f"model names must be unique: {', '.join(duplicates)}")
-        return entries
-
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
@@ -285,20 +287,7 @@ class Settings(BaseSettings):
     @cached_property
     def models(self) -> tuple[ModelSpec, ...]:
         """The configured models; the first one is the default."""
-        if self.model_list is not None:
-            return tuple(entry.spec() for entry in self.model_list)
-        return (
-            ModelSpec(
-                name=self.upstream_model or DEFAULT_MODEL_NAME,
-                dialect=self.upstream_dialect,
-                urls=_split(self.upstream_urls)
-                or ((self.upstream_url,) if self.upstream_url else ()),
-                api_key=self.upstream_api_key,
-                upstream_model=self.upstream_model,
-                max_tokens=self.upstream_max_tokens,
-                stream_usage=self.upstream_stream_usage,
-            ),
-        )
+        return _model_table(self)
 
     @cached_property
     def timeouts(self) -> Timeouts:
@@ -316,15 +305,7 @@ class Settings(BaseSettings):
 
     @cached_property
     def admission(self) -> AdmissionPolicy:
-        return AdmissionPolicy(
-            client_keys=_split(self.api_keys.get_secret_value() if self.api_keys else None),
-            max_concurrent_streams=self.max_concurrent_streams,
-            rate_limit=self.rate_limit,
-            max_streams_per_key=self.max_streams_per_key,
-            fail_closed=self.rate_limit_fail_closed,
-            redis_url=self.redis_url,
-            slot_expiry=int(self.total_timeout) + 60,
-        )
+        return _admission_policy(self)
 
     @cached_property
     def resume_policy(self) -> ResumePolicy | None:
@@ -335,6 +316,36 @@ class Settings(BaseSettings):
         # longer than that, with some slack, means it is gone.
         follow_timeout = self.idle_timeout + 5.0
         return ResumePolicy(self.resume_ttl, self.resume_max_bytes, follow_timeout, self.redis_url)
+
+
+def _model_table(settings: Settings) -> tuple[ModelSpec, ...]:
+    if settings.model_list is not None:
+        return tuple(entry.spec() for entry in settings.model_list)
+    urls = _split(settings.upstream_urls)
+    return (
+        ModelSpec(
+            name=settings.upstream_model or DEFAULT_MODEL_NAME,
+            dialect=settings.upstream_dialect,
+            urls=urls or ((settings.upstream_url,) if settings.upstream_url else ()),
+            api_key=settings.upstream_api_key,
+            upstream_model=settings.upstream_model,
+            max_tokens=settings.upstream_max_tokens,
+            stream_usage=settings.upstream_stream_usage,
+        ),
+    )
+
+
+def _admission_policy(settings: Settings) -> AdmissionPolicy:
+    keys = settings.api_keys.get_secret_value() if settings.api_keys else None
+    return AdmissionPolicy(
+        client_keys=_split(keys),
+        max_concurrent_streams=settings.max_concurrent_streams,
+        rate_limit=settings.rate_limit,
+        max_streams_per_key=settings.max_streams_per_key,
+        fail_closed=settings.rate_limit_fail_closed,
+        redis_url=settings.redis_url,
+        slot_expiry=int(settings.total_timeout) + 60,
+    )
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -62,6 +62,10 @@ class PrometheusMetrics(StreamObserver):
         own = None if multiprocess else self.registry
         if multiprocess:
             MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+        self._define_stream_metrics(own)
+        self._define_upstream_metrics(own)
+
+    def _define_stream_metrics(self, own: CollectorRegistry | None) -> None:
         self._streams = Counter(
             PREFIX + "streams",
             "Streams by how they ended (the outcome of the stream log line).",
@@ -109,6 +113,8 @@ class PrometheusMetrics(StreamObserver):
             ("model", "kind"),
             registry=own,
         )
+
+    def _define_upstream_metrics(self, own: CollectorRegistry | None) -> None:
         self._attempts = Counter(
             PREFIX + "upstream_attempts",
             "Upstream requests by replica (host:port) and result.",
