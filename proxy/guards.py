@@ -15,6 +15,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from proxy.errors import Overloaded, RateLimited, Unauthorized
+from proxy.redis_retry import reconnecting
 from proxy.settings import Settings
 
 logger = logging.getLogger("proxy.guards")
@@ -221,13 +222,17 @@ def client_limits(settings: Settings) -> tuple[ClientLimits, redis.Redis | None]
         )
         return memory, None
     client = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=BACKEND_TIMEOUT, socket_connect_timeout=BACKEND_TIMEOUT
+        settings.redis_url,
+        socket_timeout=BACKEND_TIMEOUT,
+        socket_connect_timeout=BACKEND_TIMEOUT,
+        **reconnecting(),
     )
     storage = RedisStorage(
         "async+" + settings.redis_url,
         implementation="redispy",
         socket_timeout=BACKEND_TIMEOUT,
         socket_connect_timeout=BACKEND_TIMEOUT,
+        **reconnecting(),  # passed on to redis-py as they are
     )
     counter = RedisStreamCounter(client, expiry=int(settings.total_timeout) + 60)
     shared = ClientLimits(

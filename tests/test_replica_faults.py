@@ -300,10 +300,22 @@ async def ended(proxy: ProxyProcess, request_id: str) -> str:
     return await asyncio.to_thread(proxy.wait_for_line, f"stream request_id={request_id} ")
 
 
+async def one_stream(client: httpx.AsyncClient, proxy: ProxyProcess, request_id: str) -> int:
+    """key-b's status for one short stream, once it has freed its slot
+    (PROXY_MAX_STREAMS_PER_KEY=1 would refuse the next one else)."""
+    response = await client.post(
+        f"{proxy.url}/v1/stream",
+        json={"prompt": request_id},
+        headers=auth("key-b", **{"X-Request-ID": request_id}),
+    )
+    await ended(proxy, request_id)
+    return response.status_code
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="each replica's first Redis call after the restart fails on a stale pooled "
-    "connection, so that request goes unlimited and unstored",
+    reason="a stream admitted before the restart gives its slot back to the new Redis: "
+    "the per-key stream counter goes below zero and admits one stream too many",
 )
 async def test_after_a_redis_restart_streams_complete_and_limits_and_resume_recover(
     start_replicas: Callable[..., Replicas], marker: str
@@ -313,11 +325,11 @@ async def test_after_a_redis_restart_streams_complete_and_limits_and_resume_reco
     first, second = replicas.proxies
     in_flight = f"{marker} @tokens=60 @delay=0.05"
     async with httpx.AsyncClient(timeout=30) as client:
-        for i in range(3):  # key-b's window, forgotten by the restart
-            spent = await client.post(
-                f"{replicas.nginx.url}/v1/stream", json={"prompt": f"{i}"}, headers=auth("key-b")
-            )
-            assert spent.status_code == 200
+        spent = [
+            await one_stream(client, replicas.proxies[i % 2], f"{marker}-before-{i}")
+            for i in range(3)
+        ]
+        assert spent == [200] * 3  # key-b's window, forgotten by the restart
         async with text_stream(
             client, in_flight, auth("key-a", **{"X-Request-ID": marker}), first.url
         ) as reader:
@@ -361,13 +373,7 @@ async def test_after_a_redis_restart_streams_complete_and_limits_and_resume_reco
         # The rate limit counts again from zero (the documented direction: a restart forgets
         # the window), and holds at its limit.
         statuses = [
-            (
-                await client.post(
-                    f"{replicas.nginx.url}/v1/stream",
-                    json={"prompt": f"after {i}"},
-                    headers=auth("key-b"),
-                )
-            ).status_code
+            await one_stream(client, replicas.proxies[i % 2], f"{marker}-{i}")
             for i in range(rate + 1)
         ]
     assert statuses == [200] * rate + [429]
