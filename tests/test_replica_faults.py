@@ -312,11 +312,6 @@ async def one_stream(client: httpx.AsyncClient, proxy: ProxyProcess, request_id:
     return response.status_code
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stream admitted before the restart gives its slot back to the new Redis: "
-    "the per-key stream counter goes below zero and admits one stream too many",
-)
 async def test_after_a_redis_restart_streams_complete_and_limits_and_resume_recover(
     start_replicas: Callable[..., Replicas], marker: str
 ) -> None:
