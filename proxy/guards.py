@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
 import time
 from typing import Protocol
 
@@ -20,6 +21,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from proxy.errors import Overloaded, RateLimited, Unauthorized
+from proxy.redis_retry import reconnecting
 from proxy.settings import AdmissionPolicy
 
 logger = logging.getLogger("proxy.guards")
@@ -99,30 +101,49 @@ class MemoryStreamCounter:
             self._open.pop(client, None)
 
 
+# A slot is a member of the client's sorted set, scored by when it lapses (Redis's clock).
+# A release removes only its own member: a slot taken before a Redis restart gives nothing
+# back to the new one (a counter went below zero there and admitted one stream too many),
+# and the slots of a replica that died lapse one by one, not kept alive by others' streams.
+_ACQUIRE = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
 class RedisStreamCounter:
     """Open streams per client, shared by every proxy replica using the same Redis."""
 
     def __init__(self, client: redis.Redis, expiry: int) -> None:
         self._redis = client
         # A proxy that dies holding slots must not block a client for ever.
-        self._expiry = expiry
+        self._expiry_ms = expiry * 1000
+        self._acquire = client.register_script(_ACQUIRE)
+        self._held: dict[str, list[str]] = {}  # this process's slots, by client
 
     def _key(self, client: str) -> str:
-        return f"llm-stream-proxy:streams:{client}"
+        return f"llm-stream-proxy:stream-slots:{client}"
 
     async def acquire(self, client: str, limit: int) -> bool:
-        key = self._key(client)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, self._expiry)
-            count, _ = await pipe.execute()
-        if count > limit:
-            await self._redis.decr(key)
+        slot = os.urandom(8).hex()
+        if not await self._acquire([self._key(client)], [limit, self._expiry_ms, slot]):
             return False
+        self._held.setdefault(client, []).append(slot)
         return True
 
     async def release(self, client: str) -> None:
-        await self._redis.decr(self._key(client))
+        slots = self._held.get(client)
+        if not slots:
+            return
+        slot = slots.pop()
+        if not slots:
+            del self._held[client]
+        await self._redis.zrem(self._key(client), slot)
 
 
 class ClientLimits:
@@ -267,13 +288,17 @@ def client_limits(policy: AdmissionPolicy) -> tuple[ClientLimits, redis.Redis | 
         )
         return memory, None
     client = redis.Redis.from_url(
-        policy.redis_url, socket_timeout=BACKEND_TIMEOUT, socket_connect_timeout=BACKEND_TIMEOUT
+        policy.redis_url,
+        socket_timeout=BACKEND_TIMEOUT,
+        socket_connect_timeout=BACKEND_TIMEOUT,
+        **reconnecting(),
     )
     storage = RedisStorage(
         "async+" + policy.redis_url,
         implementation="redispy",
         socket_timeout=BACKEND_TIMEOUT,
         socket_connect_timeout=BACKEND_TIMEOUT,
+        **reconnecting(),  # passed on to redis-py as they are
     )
     counter = RedisStreamCounter(client, expiry=policy.slot_expiry)
     shared = ClientLimits(

@@ -15,15 +15,21 @@ def free_port() -> int:
 
 
 class RedisServer:
+    """redis-server without persistence: a restart comes back empty, as a pod's Redis does."""
+
     def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
+        self._binary = shutil.which("redis-server")
+        if self._binary is None:
             raise RuntimeError("redis-server is not installed (CI installs it with apt)")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process = subprocess.Popen(
+        self._process = self._start()
+
+    def _start(self) -> subprocess.Popen[str]:
+        assert self._binary is not None
+        process = subprocess.Popen(
             [
-                binary,
+                self._binary,
                 "--port",
                 str(self.port),
                 "--bind",
@@ -37,13 +43,17 @@ class RedisServer:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        assert self._process.stdout is not None
-        for line in self._process.stdout:  # its own word that it is ready, not a guess
+        assert process.stdout is not None
+        for line in process.stdout:  # its own word that it is ready, not a guess
             if "Ready to accept connections" in line:
-                break
-        else:
-            raise RuntimeError("redis-server exited before it was ready")
+                return process
+        raise RuntimeError("redis-server exited before it was ready")
 
     def kill(self) -> None:
         self._process.kill()
         self._process.wait(5)
+
+    def restart(self) -> None:
+        """Killed (SIGKILL) and started again, empty, on the same port."""
+        self.kill()
+        self._process = self._start()

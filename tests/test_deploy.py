@@ -28,7 +28,8 @@ import httpx
 import pytest
 
 from proxy.fake_upstream import reply_text
-from tests.redis_server import RedisServer, free_port
+from tests.nginx_server import Nginx
+from tests.redis_server import RedisServer
 from tests.servers import FakeUpstreamServer, ProxyProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -224,71 +225,6 @@ def test_the_image_cmd_and_healthcheck_serve_a_stream_from_the_wheel_alone(
 
 
 # --- the scaled topology on loopback --------------------------------------------------------
-
-
-def render_nginx_conf(proxy_ports: list[int], listen_port: int, prefix: Path) -> Path:
-    """docker/nginx.conf with loopback servers, a loopback listener and temp paths in prefix."""
-    lines = []
-    for line in (DOCKER / "nginx.conf").read_text().splitlines():
-        indent = line[: len(line) - len(line.lstrip())]
-        if line.endswith("# upstream servers"):
-            server = line.strip().split()
-            lines += [
-                f"{indent}server 127.0.0.1:{port} {' '.join(server[2:])}" for port in proxy_ports
-            ]
-        elif line.endswith("# listen"):
-            lines.append(f"{indent}listen 127.0.0.1:{listen_port};")
-        elif line.strip() == "http {":
-            lines.append(line)
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-                lines.append(f"    {kind}_temp_path {prefix / kind};")
-        else:
-            lines.append(line)
-    rendered = prefix / "nginx.conf"
-    rendered.write_text("\n".join(lines) + "\n")
-    return rendered
-
-
-class Nginx:
-    def __init__(self, proxy_ports: list[int], prefix: Path) -> None:
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        conf = render_nginx_conf(proxy_ports, self.port, prefix)
-        self._process = subprocess.Popen(
-            [
-                binary,
-                "-p",
-                str(prefix),
-                "-c",
-                str(conf),
-                "-e",
-                "stderr",
-                "-g",
-                f"daemon off; pid {prefix / 'nginx.pid'};",
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 10
-        while True:  # nginx says nothing when it listens: its port answering is the sign
-            if self._process.poll() is not None:
-                raise RuntimeError(f"nginx exited: {self._process.stderr.read()}")  # type: ignore[union-attr]
-            try:
-                httpx.get(f"{self.url}/healthz", timeout=1)
-                return
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def close(self) -> None:
-        self._process.send_signal(signal.SIGQUIT)
-        try:
-            self._process.wait(10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(5)
 
 
 @dataclass

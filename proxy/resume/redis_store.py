@@ -27,6 +27,7 @@ import orjson
 import redis.asyncio as redis
 
 from proxy.errors import StreamLost
+from proxy.redis_retry import reconnecting
 from proxy.resume.base import (
     StoredItem,
     StoredText,
@@ -226,7 +227,7 @@ class RedisResumeStore:
     ) -> RedisResumeStore:
         # Reads block for up to the follow timeout: the socket must wait longer than that.
         client = redis.Redis.from_url(
-            url, socket_connect_timeout=2.0, socket_timeout=follow_timeout + 5.0
+            url, socket_connect_timeout=2.0, socket_timeout=follow_timeout + 5.0, **reconnecting()
         )
         return cls(client, ttl, max_bytes, follow_timeout)
 
