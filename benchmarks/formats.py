@@ -232,9 +232,12 @@ def main() -> int:
     print("| format | proxy CPU per token | vs raw text | chunks/token | bytes/token | TTFB p50 |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, row in rows.items():
-        ratio = row.cpu_us_per_token / raw.cpu_us_per_token
+        # /proc counts CPU in clock ticks (10 ms): a tiny run's raw text can measure as 0.
+        ratio = (
+            f"{row.cpu_us_per_token / raw.cpu_us_per_token:.2f}x" if raw.cpu_us_per_token else "-"
+        )
         print(
-            f"| {name} | {row.cpu_us_per_token:.1f} µs | {ratio:.2f}x | "
+            f"| {name} | {row.cpu_us_per_token:.1f} µs | {ratio} | "
             f"{row.chunks_per_token:.2f} | {row.bytes_per_token:.1f} | {row.ttfb_p50_ms:.1f} ms |"
         )
     return 0

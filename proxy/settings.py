@@ -209,7 +209,7 @@ class Settings(BaseSettings):
     # One upstream event (SSE) or line (NDJSON); bounds a stream's memory.
     max_event_bytes: int = Field(default=1_048_576, ge=1024)
 
-    # Public deployment (README "Public deployment").
+    # Public deployment (docs/deployment.md).
     api_keys: SecretStr | None = None
     cors_origins: str | None = None
     rate_limit: str | None = None
@@ -219,7 +219,7 @@ class Settings(BaseSettings):
     upstream_urls: str | None = None
     replica_cooldown: float = Field(default=10.0, ge=0)
 
-    # The chat page at GET / (README "Chat page"); off for API-only deployments.
+    # The chat page at GET / (docs/api.md); off for API-only deployments.
     chat_page: bool = True
 
     # GET /metrics (Prometheus); false removes the endpoint and records nothing.
