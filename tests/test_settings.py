@@ -61,14 +61,14 @@ def test_upstream_key_is_hidden_from_repr(monkeypatch: pytest.MonkeyPatch) -> No
     settings = load_settings()
     assert "sk-very-secret" not in repr(settings)
     assert "sk-very-secret" not in str(settings)
-    assert "sk-very-secret" not in repr(settings.models())
+    assert "sk-very-secret" not in repr(settings.models)
 
 
 def test_single_model_is_named_after_the_upstream_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROXY_UPSTREAM_MODEL", "llama3")
-    assert [model.name for model in load_settings().models()] == ["llama3"]
+    assert [model.name for model in load_settings().models] == ["llama3"]
     monkeypatch.delenv("PROXY_UPSTREAM_MODEL")
-    assert [model.name for model in load_settings().models()] == ["default"]
+    assert [model.name for model in load_settings().models] == ["default"]
 
 
 def test_command_line_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,7 +84,7 @@ def test_models_list_replaces_the_single_upstream(monkeypatch: pytest.MonkeyPatc
         '[{"name": "fast", "dialect": "ollama", "url": "http://a/", "max_tokens": 100},'
         ' {"name": "smart", "urls": ["http://b", "http://c"], "api_key": "sk-x"}]',
     )
-    fast, smart = load_settings().models()
+    fast, smart = load_settings().models
     assert (fast.name, fast.dialect, fast.urls, fast.max_tokens) == (
         "fast",
         "ollama",
