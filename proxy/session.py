@@ -68,14 +68,12 @@ class StreamSession:
 
     @asynccontextmanager
     async def opening(self) -> AsyncIterator[None]:
-        """The steps before the commit point: a failure in any of them (the caller's too)
-        ends the session here, observed once, and goes on to the error handler with this
-        request's id."""
+        """Before the commit point: a failure here ends the session, observed once, and goes
+        on to the error handler with this request's id."""
         try:
             yield
         except asyncio.CancelledError:
-            # Not the watchdog's (it claims its own): the server's shutdown grace ran out
-            # before the commit point, so the client gets a 503 with this request's id.
+            # The shutdown grace ran out before the commit point: a 503 with this request's id.
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
@@ -112,9 +110,7 @@ class StreamSession:
 
     async def open(self, upstream: Upstream, conversation: Conversation) -> None:
         """Reach the commit point: the first text, or the upstream's clean end without any.
-
-        The client is watched from here on (the body is read, so `receive` carries nothing
-        but the disconnect)."""
+        The client is watched from here on (`receive` now carries only the disconnect)."""
         timeouts = self._services.settings.timeouts
         self.record.model = upstream.spec.name
         self.record.went_upstream = True
@@ -131,8 +127,8 @@ class StreamSession:
 
     def outlive_client(self) -> None:
         """Go on to the end when the client leaves: a resumable stream (issue 13)."""
-        assert self._watchdog is not None, "the session is not open"
-        self._watchdog.forget_client()
+        if self._watchdog is not None:
+            self._watchdog.forget_client()
 
     def __aiter__(self) -> StreamSession:
         return self
@@ -156,8 +152,7 @@ class StreamSession:
 
     async def _read(self) -> str | None:
         attempt, watchdog = self._attempt, self._watchdog
-        assert attempt is not None, "the session is not open"
-        assert watchdog is not None
+        assert attempt is not None and watchdog is not None, "the session is not open"  # noqa: PT018
         watchdog.waiting_for_upstream()
         try:
             return await attempt.read()
@@ -167,8 +162,7 @@ class StreamSession:
             watchdog.got_upstream()
 
     def _end(self, failure: ProxyError | None) -> Ending:
-        self._ended = True
-        attempt = self._attempt
+        self._ended, attempt = True, self._attempt
         assert attempt is not None
         if failure is None or attempt.complete:  # the text was whole; a dirty close is free
             self.record.outcome = "completed"
