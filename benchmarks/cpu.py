@@ -1,0 +1,217 @@
+"""The proxy's CPU against the floor (issue 17): per delta, per request, per token.
+
+Three serving processes read the same fake upstream: the proxy (`python -m proxy serve`),
+the CPU floor (benchmarks/upstream_floor.py, a raw ASGI relay under the same uvicorn
+settings) and, with `--baseline DIR`, the proxy of another checkout (the code before a
+change). Each round runs every load against each of them in turn (floor, proxy, baseline,
+floor, proxy, baseline ...), and reads the serving process's own CPU time (utime + stime in
+/proc/PID/stat) around each run, so the client's and the upstream's CPU are not in it:
+
+    per delta    256 streams x 50 tokens at 20 ms a token (each token its own delta)
+    per request  fitted from 256 streams of 5 and of 50 tokens at that pace: the CPU per
+                 stream, less 5 times the slope between the two
+    per token    16 streams x 2000 tokens with no delay (a read carries many tokens)
+
+Figures are medians over the rounds, with their spread (lowest to highest); ratios are
+the median of each round's ratio, so a round's machine state is shared by both sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.bench import _cpu_seconds, _free_port, _raise_fd_limit, _wait_listening
+from benchmarks.loadgen import Scenario, run_scenario
+
+PACED = Scenario("paced", streams=256, tokens=50, token_delay=0.02)
+SHORT = Scenario("short", streams=256, tokens=5, token_delay=0.02)
+FULL_SPEED = Scenario("full speed", streams=16, tokens=2000, token_delay=0.0)
+QUICK_LOADS = (
+    Scenario("paced", streams=8, tokens=10, token_delay=0.005),
+    Scenario("short", streams=8, tokens=2, token_delay=0.005),
+    Scenario("full speed", streams=2, tokens=200, token_delay=0.0),
+)
+FIGURES = ("per delta", "per request", "per token")
+
+
+@dataclass(slots=True)
+class Server:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    # Each round's figures, in seconds: {"per delta": [...], ...}.
+    figures: dict[str, list[float]] = field(default_factory=dict)
+    errors: int = 0
+    first_error: str | None = None
+
+
+def _uvicorn_floor(upstream: str, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "benchmarks.upstream_floor:app", "--port", str(port),
+         "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+         "--no-access-log", "--backlog", "4096"],
+        env={**os.environ, "BENCH_UPSTREAM": upstream},
+    )  # fmt: skip
+
+
+def _proxy(upstream_url: str, port: int, checkout: Path | None) -> subprocess.Popen[bytes]:
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PROXY_")},
+        "PROXY_UPSTREAM_URL": upstream_url,
+        "PROXY_PORT": str(port),
+        "PROXY_LOG_LEVEL": "warning",
+        "PROXY_MAX_CONCURRENT_STREAMS": "20000",
+    }
+    if checkout is not None:  # its `proxy` package first on the path, before this one's
+        environment["PYTHONPATH"] = str(checkout)
+    return subprocess.Popen([sys.executable, "-m", "proxy", "serve"], env=environment, cwd=checkout)
+
+
+class CpuBench:
+    def __init__(self, baseline: Path | None = None) -> None:
+        _raise_fd_limit()
+        upstream_port = _free_port()
+        self.upstream = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "fake-upstream", "--port", str(upstream_port)],
+            stdout=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{upstream_port}"
+        ports = [_free_port() for _ in range(3)]
+        self.servers = [
+            Server("floor", ports[0], _uvicorn_floor(f"127.0.0.1:{upstream_port}", ports[0])),
+            Server("proxy", ports[1], _proxy(url, ports[1], None)),
+        ]
+        if baseline is not None:
+            self.servers.append(Server("baseline", ports[2], _proxy(url, ports[2], baseline)))
+        self.generator = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            _wait_listening(upstream_port, self.upstream, "fake upstream")
+            for server in self.servers:
+                _wait_listening(server.port, server.process, server.name)
+        except RuntimeError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self.generator.shutdown()
+        for process in [server.process for server in self.servers] + [self.upstream]:
+            process.terminate()
+            process.wait(10)
+
+    async def _cpu_of(self, server: Server, scenario: Scenario) -> float:
+        """The server's CPU seconds over one run of `scenario`; its errors counted."""
+        pid = server.process.pid
+        before = _cpu_seconds(pid)
+        # The floor relays the upstream's own request and SSE: the load generator sends it
+        # what it sends the upstream, and checks the text in the SSE exact.
+        direct = server.name == "floor"
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            self.generator, run_scenario, direct, "127.0.0.1", server.port, scenario
+        )
+        if result.errors:
+            server.errors += result.errors
+            server.first_error = server.first_error or result.first_error
+        return _cpu_seconds(pid) - before
+
+    async def round(self, loads: tuple[Scenario, Scenario, Scenario]) -> None:
+        paced, short, full = loads
+        for server in self.servers:  # warm: a cold process or an empty pool is not steady
+            await self._cpu_of(server, Scenario("warm-up", 16, 2, 0.0))
+        cpu: dict[str, list[float]] = {server.name: [] for server in self.servers}
+        for load in loads:  # interleaved: each load on each server, one after another
+            for server in self.servers:
+                cpu[server.name].append(await self._cpu_of(server, load))
+        for server in self.servers:
+            long_cpu, short_cpu, full_cpu = cpu[server.name]
+            per_stream = long_cpu / paced.streams - short_cpu / short.streams
+            slope = per_stream / (paced.tokens - short.tokens)
+            figures = {
+                "per delta": long_cpu / (paced.streams * paced.tokens),
+                "per request": short_cpu / short.streams - short.tokens * slope,
+                "per token": full_cpu / (full.streams * full.tokens),
+            }
+            for name, value in figures.items():
+                server.figures.setdefault(name, []).append(value)
+
+
+def _spread(values: list[float], scale: float, digits: int = 1) -> str:
+    """The median, and the lowest and highest, of one figure's rounds."""
+    low, middle, high = (
+        f"{v * scale:.{digits}f}" for v in (min(values), statistics.median(values), max(values))
+    )
+    return f"{middle} ({low}-{high})"
+
+
+def _paired(mine: list[float], theirs: list[float]) -> list[float]:
+    # A tiny run may show no clock tick at all: no ratio then.
+    return [a / b if b > 0 else math.nan for a, b in zip(mine, theirs, strict=True)]
+
+
+def report(servers: list[Server]) -> tuple[str, dict[str, dict[str, float]]]:
+    """The markdown table, and the medians (seconds) and ratios of each round's figures:
+    each server's to the floor's and, with a baseline, the proxy's to the baseline's."""
+    by_name = {server.name: server for server in servers}
+    pairs = [(s.name, "floor") for s in servers[1:]]
+    if "baseline" in by_name:
+        pairs.append(("proxy", "baseline"))
+    header = " | ".join(["figure"] + [f"{s.name} µs" for s in servers])
+    header += "".join(f" | {mine} / {theirs}" for mine, theirs in pairs)
+    lines = [f"| {header} |", "|" + " --- |" * (1 + len(servers) + len(pairs))]
+    summary: dict[str, dict[str, float]] = {}
+    for figure in FIGURES:
+        row = [figure] + [_spread(s.figures[figure], 1e6) for s in servers]
+        medians = summary[figure] = {}
+        for server in servers:
+            medians[server.name] = statistics.median(server.figures[figure])
+        for mine, theirs in pairs:
+            ratios = _paired(by_name[mine].figures[figure], by_name[theirs].figures[figure])
+            row.append(_spread(ratios, 1, 2))
+            medians[f"{mine}/{theirs}"] = statistics.median(ratios)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines), summary
+
+
+async def run_cpu(rounds: int, quick: bool, baseline: Path | None) -> tuple[list[Server], str]:
+    loads = QUICK_LOADS if quick else (PACED, SHORT, FULL_SPEED)
+    bench = CpuBench(baseline)
+    try:
+        for index in range(rounds):
+            await bench.round(loads)
+            print(f"  CPU round {index + 1}/{rounds} done", flush=True)
+    finally:
+        bench.close()
+    table, _ = report(bench.servers)
+    return bench.servers, table
+
+
+def main(rounds: int, quick: bool, output: str, baseline: Path | None = None) -> int:
+    servers, table = asyncio.run(run_cpu(rounds, quick, baseline))
+    _, summary = report(servers)
+    result = {
+        "rounds": rounds,
+        "figures_seconds": {s.name: s.figures for s in servers},
+        "medians": summary,
+        "errors": {s.name: s.errors for s in servers},
+        "first_errors": {s.name: s.first_error for s in servers},
+    }
+    folder = Path(output)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cpu.json").write_text(json.dumps(result, indent=2))
+    print(table)
+    errors = sum(s.errors for s in servers)
+    for server in servers:
+        if server.errors:
+            print(f"{server.name}: {server.errors} errors, first: {server.first_error}")
+    print(f"CPU figures: {folder / 'cpu.json'}; errors: {errors}")
+    return 1 if errors else 0
