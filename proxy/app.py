@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import Receive, Scope, Send
 
 from proxy.drain import AbortOnShutdown
 from proxy.errors import ClientDisconnected, ProxyError, RequestError
@@ -21,7 +22,7 @@ from proxy.logs import protect_logs
 from proxy.observers import Observers, StreamObserver
 from proxy.observers.log import StreamLog
 from proxy.observers.metrics import PrometheusMetrics, create_metrics
-from proxy.responses import error_response
+from proxy.responses import SERVER_SEND, error_response
 from proxy.resumable import ResumableStreams
 from proxy.routes import chat, operations, stream
 from proxy.routes.chat_page import add_chat_page
@@ -49,7 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.services = await _start_services(stack, settings, metrics, observers)
             yield
 
-    app = FastAPI(
+    app = ProxyApp(
         title="llm-stream-proxy",
         lifespan=lifespan,
         docs_url=None,
@@ -85,6 +86,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(ProxyError, _proxy_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     return app
+
+
+class ProxyApp(FastAPI):
+    """FastAPI, with the server's own `send` in each request's scope for StreamResponse's
+    deltas (proxy/responses.py SERVER_SEND)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[SERVER_SEND] = send
+        await super().__call__(scope, receive, send)
 
 
 async def _start_services(

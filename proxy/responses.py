@@ -20,6 +20,13 @@ ABORT_LINGER = 0.05
 
 _END = {"type": "http.response.body", "body": b"", "more_body": False}
 
+# The server's own `send`, put in the scope by the app (proxy/app.py ProxyApp) before any
+# middleware wraps it. Starlette's error and exception middlewares wrap `send` in a coroutine
+# each (three awaits per chunk) only to see whether the response has started: the response's
+# start and its end still go through the wrapped `send`, the deltas between them straight to
+# the server.
+SERVER_SEND = "proxy.server_send"
+
 
 class StreamResponse(StreamingResponse):
     """A stream's items (proxy/formats/head.py) written in its Head's format: the head at the
@@ -58,7 +65,7 @@ class StreamResponse(StreamingResponse):
             encoder = head.encoder()
             headers = self._start_headers(head)
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            keepalive = KeepAlive(send, encoder.keepalive, head.keepalive)
+            keepalive = KeepAlive(scope.get(SERVER_SEND, send), encoder.keepalive, head.keepalive)
             write = keepalive.send
             await write(encoder.opening())
             async for item in items:
