@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Mapping
+from types import AsyncGeneratorType
 
 from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, StreamingResponse
@@ -50,7 +51,7 @@ class StreamResponse(StreamingResponse):
         media_type: str | None = None,
         background: BackgroundTask | None = None,
     ) -> None:
-        self.items = content
+        self.items = _unwrapped(content)
         self.status_code = status_code
         self.background = background
         self.init_headers(headers)
@@ -96,6 +97,24 @@ class StreamResponse(StreamingResponse):
         # The route's own headers (FastAPI's), but the Head says what the body is.
         extra = [header for header in self.raw_headers if header[0] != b"content-type"]
         return head.raw_headers() + extra
+
+
+def _unwrapped(content: AsyncGenerator[Item, None]) -> AsyncGenerator[Item, None]:
+    """The path operation's own generator, from inside FastAPI's wrapper around it.
+
+    FastAPI wraps a `yield` path operation's generator in one that awaits `anyio.sleep(0)`
+    after every item (FastAPI's `_async_stream_raw`, for fastapi#14680: cancellation must
+    land even when the producer never waits). The proxy's items come from upstream reads
+    that already step through the event loop when they did not wait (proxy/upstream/
+    connection.py ResponseStream), so the wrapper's generator step and task step per delta
+    are skipped. The wrapper, never started, holds nothing; any other generator is kept.
+    """
+    if not isinstance(content, AsyncGeneratorType) or content.ag_frame is None:
+        return content
+    if content.ag_code.co_name != "_async_stream_raw":
+        return content
+    inner = content.ag_frame.f_locals.get("async_gen")
+    return inner if isinstance(inner, AsyncGeneratorType) else content
 
 
 def error_response(exc: ProxyError, request_id: str) -> JSONResponse:
