@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="a setting of the proxy under test, e.g. PROXY_METRICS=false (repeatable)",
     )
+    parser.add_argument(
+        "--granian", action="store_true", help="also the proxy under granian in the CPU figures"
+    )
     args = parser.parse_args(argv)
     settings = dict(item.partition("=")[::2] for item in args.proxy_env)
     only = tuple(args.only)
@@ -46,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     if not only or any(part in s.name for s in scenarios for part in only):
         status = bench_main(args.quick, args.workers, args.output, only, settings)
     if not only or any("cpu" in part.lower() for part in only):
-        status = cpu_main(args.cpu_rounds, args.quick, args.output, args.baseline) or status
+        status = (
+            cpu_main(args.cpu_rounds, args.quick, args.output, args.baseline, args.granian)
+            or status
+        )
     return status
 
 

@@ -30,7 +30,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.bench import _cpu_seconds, _free_port, _raise_fd_limit, _wait_listening
+from benchmarks.bench import (
+    _cpu_seconds,
+    _free_port,
+    _process_tree,
+    _raise_fd_limit,
+    _wait_listening,
+)
 from benchmarks.loadgen import Scenario, run_scenario
 
 PACED = Scenario("paced", streams=256, tokens=50, token_delay=0.02)
@@ -64,21 +70,35 @@ def _uvicorn_floor(upstream: str, port: int) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-def _proxy(upstream_url: str, port: int, checkout: Path | None) -> subprocess.Popen[bytes]:
-    environment = {
+def _proxy_environment(upstream_url: str, port: int) -> dict[str, str]:
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith("PROXY_")},
         "PROXY_UPSTREAM_URL": upstream_url,
         "PROXY_PORT": str(port),
         "PROXY_LOG_LEVEL": "warning",
         "PROXY_MAX_CONCURRENT_STREAMS": "20000",
     }
+
+
+def _proxy(upstream_url: str, port: int, checkout: Path | None) -> subprocess.Popen[bytes]:
+    environment = _proxy_environment(upstream_url, port)
     if checkout is not None:  # its `proxy` package first on the path, before this one's
         environment["PYTHONPATH"] = str(checkout)
     return subprocess.Popen([sys.executable, "-m", "proxy", "serve"], env=environment, cwd=checkout)
 
 
+def _granian_proxy(upstream_url: str, port: int) -> subprocess.Popen[bytes]:
+    """The proxy under granian (a Rust ASGI server), one worker, uvloop: to compare servers."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "granian", "--interface", "asgi", "--factory",
+         "proxy.app:app_from_environment", "--port", str(port), "--workers", "1",
+         "--loop", "uvloop", "--no-ws", "--log-level", "warning", "--backlog", "4096"],
+        env=_proxy_environment(upstream_url, port),
+    )  # fmt: skip
+
+
 class CpuBench:
-    def __init__(self, baseline: Path | None = None) -> None:
+    def __init__(self, baseline: Path | None = None, granian: bool = False) -> None:
         _raise_fd_limit()
         upstream_port = _free_port()
         self.upstream = subprocess.Popen(
@@ -93,6 +113,9 @@ class CpuBench:
         ]
         if baseline is not None:
             self.servers.append(Server("baseline", ports[2], _proxy(url, ports[2], baseline)))
+        if granian:
+            port = _free_port()
+            self.servers.append(Server("granian", port, _granian_proxy(url, port)))
         self.generator = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         try:
             _wait_listening(upstream_port, self.upstream, "fake upstream")
@@ -110,8 +133,8 @@ class CpuBench:
 
     async def _cpu_of(self, server: Server, scenario: Scenario) -> float:
         """The server's CPU seconds over one run of `scenario`; its errors counted."""
-        pid = server.process.pid
-        before = _cpu_seconds(pid)
+        pids = _process_tree(server.process.pid)  # granian serves from a child process
+        before = sum(map(_cpu_seconds, pids))
         # The floor relays the upstream's own request and SSE: the load generator sends it
         # what it sends the upstream, and checks the text in the SSE exact.
         direct = server.name == "floor"
@@ -122,7 +145,7 @@ class CpuBench:
         if result.errors:
             server.errors += result.errors
             server.first_error = server.first_error or result.first_error
-        return _cpu_seconds(pid) - before
+        return sum(map(_cpu_seconds, pids)) - before
 
     async def round(self, loads: tuple[Scenario, Scenario, Scenario]) -> None:
         paced, short, full = loads
@@ -163,6 +186,7 @@ def report(servers: list[Server]) -> tuple[str, dict[str, dict[str, float]]]:
     each server's to the floor's and, with a baseline, the proxy's to the baseline's."""
     by_name = {server.name: server for server in servers}
     pairs = [(s.name, "floor") for s in servers[1:]]
+    pairs += [(name, "proxy") for name in ("granian",) if name in by_name]
     if "baseline" in by_name:
         pairs.append(("proxy", "baseline"))
     header = " | ".join(["figure"] + [f"{s.name} µs" for s in servers])
@@ -182,9 +206,11 @@ def report(servers: list[Server]) -> tuple[str, dict[str, dict[str, float]]]:
     return "\n".join(lines), summary
 
 
-async def run_cpu(rounds: int, quick: bool, baseline: Path | None) -> tuple[list[Server], str]:
+async def run_cpu(
+    rounds: int, quick: bool, baseline: Path | None, granian: bool = False
+) -> tuple[list[Server], str]:
     loads = QUICK_LOADS if quick else (PACED, SHORT, FULL_SPEED)
-    bench = CpuBench(baseline)
+    bench = CpuBench(baseline, granian)
     try:
         for index in range(rounds):
             await bench.round(loads)
@@ -195,8 +221,10 @@ async def run_cpu(rounds: int, quick: bool, baseline: Path | None) -> tuple[list
     return bench.servers, table
 
 
-def main(rounds: int, quick: bool, output: str, baseline: Path | None = None) -> int:
-    servers, table = asyncio.run(run_cpu(rounds, quick, baseline))
+def main(
+    rounds: int, quick: bool, output: str, baseline: Path | None = None, granian: bool = False
+) -> int:
+    servers, table = asyncio.run(run_cpu(rounds, quick, baseline, granian))
     _, summary = report(servers)
     result = {
         "rounds": rounds,

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from benchmarks.bench import QUICK, Row
-
-REPOSITORY = Path(__file__).parents[2]
+from tests.benchmarks.runs import run_module
 
 
 def test_quick_bench_reports_every_field_and_no_errors(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(tmp_path)],
-        cwd=REPOSITORY,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_module("benchmarks", "--quick", "--output", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((tmp_path / "latest.json").read_text())
     assert report["machine"]["cpus"] >= 1

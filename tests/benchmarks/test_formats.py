@@ -3,25 +3,13 @@ format without Redis (the Redis row needs --redis-url). Not a timing test."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 from benchmarks.formats import FORMATS
-
-REPOSITORY = Path(__file__).parents[2]
+from tests.benchmarks.runs import run_module
 
 
 def test_a_tiny_run_reports_every_format_it_can_reach() -> None:
-    command = ["-m", "benchmarks.formats", "--streams", "2", "--tokens", "20", "--rounds", "1"]
-    result = subprocess.run(
-        [sys.executable, *command],
-        cwd=REPOSITORY,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    command = ["benchmarks.formats", "--streams", "2", "--tokens", "20", "--rounds", "1"]
+    result = run_module(*command)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")][2:]
     assert [row.split(" | ")[0][2:] for row in rows] == [
