@@ -1,16 +1,18 @@
 """The proxy's CPU against the floor (issue 17): per delta, per request, per token.
 
-Three serving processes read the same fake upstream: the proxy (`python -m proxy serve`),
+Serving processes that read the same fake upstream: the proxy (`python -m proxy serve`),
 the CPU floor (benchmarks/upstream_floor.py, a raw ASGI relay under the same uvicorn
-settings) and, with `--baseline DIR`, the proxy of another checkout (the code before a
-change). Each round runs every load against each of them in turn (floor, proxy, baseline,
-floor, proxy, baseline ...), and reads the serving process's own CPU time (utime + stime in
-/proc/PID/stat) around each run, so the client's and the upstream's CPU are not in it:
+settings), with `--baseline DIR` the proxy of another checkout (the code before a change),
+and with `--granian` the proxy under granian instead of uvicorn. Each round runs every load against each of them in turn (floor, proxy, baseline,
+floor, proxy, baseline ...), each run after an unmeasured one that opens as many kept-alive
+connections, and reads the serving process's own CPU time (its threads' run time in
+/proc/PID/task/TID/schedstat, in nanoseconds) around each run, so the client's and the
+upstream's CPU are not in it:
 
     per delta    256 streams x 50 tokens at 20 ms a token (each token its own delta)
     per request  fitted from 256 streams of 5 and of 50 tokens at that pace: the CPU per
                  stream, less 5 times the slope between the two
-    per token    16 streams x 2000 tokens with no delay (a read carries many tokens)
+    per token    16 streams x 8000 tokens with no delay (a read carries many tokens)
 
 Figures are medians over the rounds, with their spread (lowest to highest); ratios are
 the median of each round's ratio, so a round's machine state is shared by both sides.
@@ -19,6 +21,7 @@ the median of each round's ratio, so a round's machine state is shared by both s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import multiprocessing
@@ -31,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.bench import (
-    _cpu_seconds,
     _free_port,
     _process_tree,
     _raise_fd_limit,
@@ -41,7 +43,7 @@ from benchmarks.loadgen import Scenario, run_scenario
 
 PACED = Scenario("paced", streams=256, tokens=50, token_delay=0.02)
 SHORT = Scenario("short", streams=256, tokens=5, token_delay=0.02)
-FULL_SPEED = Scenario("full speed", streams=16, tokens=2000, token_delay=0.0)
+FULL_SPEED = Scenario("full speed", streams=16, tokens=8000, token_delay=0.0)
 QUICK_LOADS = (
     Scenario("paced", streams=8, tokens=10, token_delay=0.005),
     Scenario("short", streams=8, tokens=2, token_delay=0.005),
@@ -59,6 +61,17 @@ class Server:
     figures: dict[str, list[float]] = field(default_factory=dict)
     errors: int = 0
     first_error: str | None = None
+
+
+def _run_time(pid: int) -> float:
+    """The CPU seconds of all of a process's threads so far, to the nanosecond: the first
+    field of each /proc/PID/task/TID/schedstat (utime + stime in /proc/PID/stat move in clock
+    ticks of 10 ms, too coarse for the floor's few ms per run)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 def _uvicorn_floor(upstream: str, port: int) -> subprocess.Popen[bytes]:
@@ -134,7 +147,7 @@ class CpuBench:
     async def _cpu_of(self, server: Server, scenario: Scenario) -> float:
         """The server's CPU seconds over one run of `scenario`; its errors counted."""
         pids = _process_tree(server.process.pid)  # granian serves from a child process
-        before = sum(map(_cpu_seconds, pids))
+        before = sum(map(_run_time, pids))
         # The floor relays the upstream's own request and SSE: the load generator sends it
         # what it sends the upstream, and checks the text in the SSE exact.
         direct = server.name == "floor"
@@ -145,15 +158,16 @@ class CpuBench:
         if result.errors:
             server.errors += result.errors
             server.first_error = server.first_error or result.first_error
-        return sum(map(_cpu_seconds, pids)) - before
+        return sum(map(_run_time, pids)) - before
 
     async def round(self, loads: tuple[Scenario, Scenario, Scenario]) -> None:
         paced, short, full = loads
-        for server in self.servers:  # warm: a cold process or an empty pool is not steady
-            await self._cpu_of(server, Scenario("warm-up", 16, 2, 0.0))
         cpu: dict[str, list[float]] = {server.name: [] for server in self.servers}
         for load in loads:  # interleaved: each load on each server, one after another
             for server in self.servers:
+                # Unmeasured first: as many connections as the load, each kept alive from
+                # here (the proxy's pool lets an idle one go after 4 s, the floor never).
+                await self._cpu_of(server, Scenario("warm-up", load.streams, 1, 0.0))
                 cpu[server.name].append(await self._cpu_of(server, load))
         for server in self.servers:
             long_cpu, short_cpu, full_cpu = cpu[server.name]
