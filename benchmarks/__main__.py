@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--granian", action="store_true", help="also the proxy under granian in the CPU figures"
     )
+    parser.add_argument(
+        "--fastapi-floor",
+        action="store_true",
+        help="also a bare FastAPI yield path operation, no upstream, in the CPU figures",
+    )
     args = parser.parse_args(argv)
     settings = dict(item.partition("=")[::2] for item in args.proxy_env)
     only = tuple(args.only)
@@ -49,10 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     if not only or any(part in s.name for s in scenarios for part in only):
         status = bench_main(args.quick, args.workers, args.output, only, settings)
     if not only or any("cpu" in part.lower() for part in only):
-        status = (
-            cpu_main(args.cpu_rounds, args.quick, args.output, args.baseline, args.granian)
-            or status
-        )
+        figures = (args.cpu_rounds, args.quick, args.output, args.baseline)
+        status = cpu_main(*figures, args.granian, args.fastapi_floor) or status
     return status
 
 

@@ -3,11 +3,12 @@
 Serving processes that read the same fake upstream: the proxy (`python -m proxy serve`),
 the CPU floor (benchmarks/upstream_floor.py, a raw ASGI relay under the same uvicorn
 settings), with `--baseline DIR` the proxy of another checkout (the code before a change),
-and with `--granian` the proxy under granian instead of uvicorn. Each round runs every load against each of them in turn (floor, proxy, baseline,
-floor, proxy, baseline ...), each run after an unmeasured one that opens as many kept-alive
-connections, and reads the serving process's own CPU time (its threads' run time in
-/proc/PID/task/TID/schedstat, in nanoseconds) around each run, so the client's and the
-upstream's CPU are not in it:
+with `--granian` the proxy under granian instead of uvicorn, and with `--fastapi-floor` a
+bare FastAPI `yield` path operation with no upstream (benchmarks/floor.py). Each round runs
+every load against each of them in turn (floor, proxy, baseline, floor, proxy, baseline
+...), each run after an unmeasured one that opens as many kept-alive connections, and reads
+the serving process's own CPU time (its threads' run time in /proc/PID/task/TID/schedstat,
+in nanoseconds) around each run, so the client's and the upstream's CPU are not in it:
 
     per delta    256 streams x 50 tokens at 20 ms a token (each token its own delta)
     per request  fitted from 256 streams of 5 and of 50 tokens at that pace: the CPU per
@@ -110,8 +111,20 @@ def _granian_proxy(upstream_url: str, port: int) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
+def _fastapi_floor(port: int) -> subprocess.Popen[bytes]:
+    """benchmarks/floor.py: the fake's text from a bare FastAPI `yield` path operation, no
+    upstream: what FastAPI and uvicorn alone cost per request and per delta."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "benchmarks.floor:app", "--port", str(port),
+         "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+         "--no-access-log", "--backlog", "4096"],
+    )  # fmt: skip
+
+
 class CpuBench:
-    def __init__(self, baseline: Path | None = None, granian: bool = False) -> None:
+    def __init__(
+        self, baseline: Path | None = None, granian: bool = False, fastapi_floor: bool = False
+    ) -> None:
         _raise_fd_limit()
         upstream_port = _free_port()
         self.upstream = subprocess.Popen(
@@ -129,6 +142,9 @@ class CpuBench:
         if granian:
             port = _free_port()
             self.servers.append(Server("granian", port, _granian_proxy(url, port)))
+        if fastapi_floor:
+            port = _free_port()
+            self.servers.append(Server("fastapi", port, _fastapi_floor(port)))
         self.generator = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         try:
             _wait_listening(upstream_port, self.upstream, "fake upstream")
@@ -150,7 +166,7 @@ class CpuBench:
         before = sum(map(_run_time, pids))
         # The floor relays the upstream's own request and SSE: the load generator sends it
         # what it sends the upstream, and checks the text in the SSE exact.
-        direct = server.name == "floor"
+        direct = server.name == "floor"  # (the FastAPI floor answers as the proxy does)
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(
             self.generator, run_scenario, direct, "127.0.0.1", server.port, scenario
@@ -200,7 +216,7 @@ def report(servers: list[Server]) -> tuple[str, dict[str, dict[str, float]]]:
     each server's to the floor's and, with a baseline, the proxy's to the baseline's."""
     by_name = {server.name: server for server in servers}
     pairs = [(s.name, "floor") for s in servers[1:]]
-    pairs += [(name, "proxy") for name in ("granian",) if name in by_name]
+    pairs += [(name, "proxy") for name in ("granian", "fastapi") if name in by_name]
     if "baseline" in by_name:
         pairs.append(("proxy", "baseline"))
     header = " | ".join(["figure"] + [f"{s.name} µs" for s in servers])
@@ -221,10 +237,14 @@ def report(servers: list[Server]) -> tuple[str, dict[str, dict[str, float]]]:
 
 
 async def run_cpu(
-    rounds: int, quick: bool, baseline: Path | None, granian: bool = False
+    rounds: int,
+    quick: bool,
+    baseline: Path | None,
+    granian: bool = False,
+    fastapi_floor: bool = False,
 ) -> tuple[list[Server], str]:
     loads = QUICK_LOADS if quick else (PACED, SHORT, FULL_SPEED)
-    bench = CpuBench(baseline, granian)
+    bench = CpuBench(baseline, granian, fastapi_floor)
     try:
         for index in range(rounds):
             await bench.round(loads)
@@ -236,9 +256,14 @@ async def run_cpu(
 
 
 def main(
-    rounds: int, quick: bool, output: str, baseline: Path | None = None, granian: bool = False
+    rounds: int,
+    quick: bool,
+    output: str,
+    baseline: Path | None = None,
+    granian: bool = False,
+    fastapi_floor: bool = False,
 ) -> int:
-    servers, table = asyncio.run(run_cpu(rounds, quick, baseline, granian))
+    servers, table = asyncio.run(run_cpu(rounds, quick, baseline, granian, fastapi_floor))
     _, summary = report(servers)
     result = {
         "rounds": rounds,
