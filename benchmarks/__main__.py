@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         help='scenarios whose name contains any ("cpu": the CPU figures against the floor)',
     )
     parser.add_argument(
-        "--cpu-rounds", type=int, default=5, help="interleaved rounds of the CPU figures"
+        "--cpu-rounds", type=int, default=5, help="interleaved rounds of the CPU figures (0: none)"
     )
     parser.add_argument(
         "--baseline",
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = QUICK if args.quick else FULL
     if not only or any(part in s.name for s in scenarios for part in only):
         status = bench_main(args.quick, args.workers, args.output, only, settings)
-    if not only or any("cpu" in part.lower() for part in only):
+    if args.cpu_rounds > 0 and (not only or any("cpu" in part.lower() for part in only)):
         figures = (args.cpu_rounds, args.quick, args.output, args.baseline)
         status = cpu_main(*figures, args.granian, args.fastapi_floor) or status
     return status
