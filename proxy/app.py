@@ -23,7 +23,7 @@ from proxy.observers.log import StreamLog
 from proxy.observers.metrics import PrometheusMetrics, create_metrics
 from proxy.responses import error_response
 from proxy.resumable import ResumableStreams
-from proxy.routes import chat, operations, stream
+from proxy.routes import chat, operations, stream, usage
 from proxy.routes.chat_page import add_chat_page
 from proxy.services import Services, build_upstreams
 from proxy.settings import Settings
@@ -57,7 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     protect_logs()
-    for routes in (stream.router, chat.router, operations.router):
+    for routes in (stream.router, chat.router, operations.router, usage.router):
         app.include_router(routes)
     if metrics is not None:
         endpoint = operations.metrics_endpoint(metrics)

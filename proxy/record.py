@@ -20,6 +20,22 @@ from proxy.values import NO_USAGE, Outcome, Usage, outcome_of
 
 
 @dataclass(slots=True)
+class BudgetNote:
+    """What a named key's budget did for a stream (proxy/budgets/)."""
+
+    reserved_tokens: int  # the prompt estimate plus the output allowance
+    settled_tokens: int | None = None  # what it was charged, once settled
+    estimated: bool = False  # settled from the proxy's estimate, not the upstream's count
+    spend: float | None = None  # what it was charged in a spend window
+    refused: str | None = None  # the window that refused it
+    headers: tuple[tuple[str, str], ...] = ()  # x-ratelimit-* for its response
+
+    @property
+    def refunded_tokens(self) -> int:
+        return max(0, self.reserved_tokens - (self.settled_tokens or 0))
+
+
+@dataclass(slots=True)
 class StreamRecord:
     """Filled in as the stream goes; final once `finish` has run (then `outcome` and
     `ended` are set). Times are `time.monotonic()` seconds."""
@@ -40,6 +56,7 @@ class StreamRecord:
     bytes: int = 0
     usage: Usage = NO_USAGE  # as the upstream reported it
     went_upstream: bool = False  # `stream_started` was observed
+    budget: BudgetNote | None = None  # a named key with budgets
 
     @property
     def ttfb(self) -> float | None:
@@ -91,6 +108,11 @@ class StreamRecord:
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
         }
+        budget = self.budget
+        if budget is not None and budget.settled_tokens is not None:
+            fields["reserved_tokens"] = budget.reserved_tokens
+            fields["settled_tokens"] = budget.settled_tokens
+            fields["usage_source"] = "estimated" if budget.estimated else "reported"
         if self.error:
             fields["error"] = self.error
         return fields
