@@ -22,6 +22,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from proxy.budgets import Budgets, Reservation, budgets_of
+from proxy.budgets.headers import reset_duration
 from proxy.conversation import Conversation
 from proxy.errors import Overloaded, RateLimited, Unauthorized
 from proxy.record import StreamRecord
@@ -215,6 +216,22 @@ class ClientLimits:
         except (TimeoutError, OSError, redis.RedisError) as exc:
             self._warn(exc)
 
+    async def request_headers(self, client: str) -> tuple[tuple[str, str], ...]:
+        """OpenAI's x-ratelimit-*-requests of PROXY_RATE_LIMIT for this client (none when
+        there is no rate limit, or its backend does not answer)."""
+        if self._rate is None:
+            return ()
+        try:
+            async with asyncio.timeout(BACKEND_TIMEOUT):
+                stats = await self._limiter.get_window_stats(self._rate, client)
+        except (TimeoutError, OSError, redis.RedisError):
+            return ()
+        return (
+            ("x-ratelimit-limit-requests", str(self._rate.amount)),
+            ("x-ratelimit-remaining-requests", str(stats.remaining)),
+            ("x-ratelimit-reset-requests", reset_duration(stats.reset_time - time.time())),
+        )
+
     def _backend_failed(self, exc: BaseException) -> bool:
         self._warn(exc)
         if self._fail_closed:
@@ -237,13 +254,14 @@ class AdmissionTicket:
     per-client stream slot where that limit is on, and a budgeted key's reservation
     (settled on release). Released once."""
 
-    __slots__ = ("_client_slot", "_guards", "_holds_slot", "_reservation")
+    __slots__ = ("_client_slot", "_guards", "_holds_slot", "_request_headers", "_reservation")
 
     def __init__(self, guards: Guards) -> None:
         self._guards = guards
         self._holds_slot = False
         self._client_slot: str | None = None  # whose per-client slot, if one is held
         self._reservation: Reservation | None = None
+        self._request_headers: tuple[tuple[str, str], ...] = ()
 
     async def take(self, client: str | None, peer: str) -> None:
         """Called once, by Guards.admit."""
@@ -254,6 +272,8 @@ class AdmissionTicket:
             identity = client or f"ip:{peer}"
             if await guards.client_limits.admit(identity):
                 self._client_slot = identity
+            if guards.budgets.limits(client) is not None:  # told on its response
+                self._request_headers = await guards.client_limits.request_headers(identity)
 
     async def reserve(
         self, model: ModelSpec, conversation: Conversation, record: StreamRecord
@@ -263,8 +283,10 @@ class AdmissionTicket:
         budgets = self._guards.budgets
         if budgets.limits(record.client) is None or record.client is None:
             return conversation
-        self._reservation = await budgets.reserve(record.client, model, conversation, record)
-        return self._reservation.conversation
+        reservation = await budgets.reserve(record.client, model, conversation, record)
+        self._reservation = reservation
+        reservation.note.headers = self._request_headers + reservation.note.headers
+        return reservation.conversation
 
     def check_output(self, produced_bytes: int) -> None:
         """OutputLimitReached once a budgeted stream's output has passed its allowance."""

@@ -32,6 +32,7 @@ from proxy.fake_upstream import prompt_tokens
 from proxy.settings import KeyLimits, ModelSpec
 from tests.redis_server import RedisServer
 from tests.servers import FakeUpstreamServer, ProxyProcess, ProxyServer
+from tests.test_metrics import scrape_when
 from tests.test_operations import log_lines  # noqa: F401  (fixture)
 
 MODEL = ModelSpec("m", "openai", (), None, None, 4096, True, 2.5, 10.0)
@@ -193,7 +194,7 @@ def stream_lines(lines: list[str], marker: str = "") -> list[dict[str, Any]]:
 async def test_the_upstream_is_asked_for_the_allowance_and_the_stream_settles_exactly(
     start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, marker: str
 ) -> None:
-    proxy = start_proxy(key_list=alice(tokens_per_minute=200))
+    proxy = start_proxy(key_list=alice(tokens_per_minute=200), rate_limit="10/minute")
     prompt = f"{marker} @tokens=30"
     response = await post_stream(proxy, {"prompt": prompt})
     assert response.status_code == 200
@@ -202,6 +203,9 @@ async def test_the_upstream_is_asked_for_the_allowance_and_the_stream_settles_ex
     assert received.json["max_tokens"] == 200 - reserved  # what is left after the prompt
     assert response.headers["x-ratelimit-limit-tokens"] == "200"
     assert response.headers["x-ratelimit-remaining-tokens"] == "0"  # all of it reserved
+    assert response.headers["x-ratelimit-reset-tokens"].endswith("s")
+    limit, left = (response.headers[f"x-ratelimit-{w}-requests"] for w in ("limit", "remaining"))
+    assert (limit, left) == ("10", "9")
     minute = (await usage_of(proxy))["tokens_per_minute"]
     used = prompt_tokens(prompt) + 30  # what the fake reported: settled, the rest refunded
     assert (minute["limit"], minute["used"], minute["remaining"]) == (200, used, 200 - used)
@@ -428,3 +432,45 @@ async def test_budget_fail_open_serves_a_budgeted_key_while_redis_is_down(
     response = await post_stream(proxy, {"prompt": marker, "max_tokens": 50})
     assert response.status_code == 200
     assert upstream.find(marker)[0].json["max_tokens"] == 50
+
+
+async def test_metrics_count_reserved_settled_refunded_refusals_and_spend(
+    start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, marker: str
+) -> None:
+    priced = {"name": "priced", "url": upstream.url}
+    priced |= {"input_price_per_mtok": 2.0, "output_price_per_mtok": 8.0}
+    keys = [
+        *alice(tokens_per_day=1000, spend_per_day=0.001),
+        {"name": "dave", "key": "sk-dave-SECRET", "tokens_per_day": 20},
+    ]
+    proxy = start_proxy(model_list=[priced], key_list=keys)
+    prompt = f"{marker} @tokens=30"
+    assert (await post_stream(proxy, {"prompt": prompt, "max_tokens": 50})).status_code == 200
+    dave = {"Authorization": "Bearer sk-dave-SECRET"}
+    assert (await post_stream(proxy, {"prompt": prompt}, dave)).status_code == 429
+    result = await scrape_when(
+        proxy, lambda scrape: scrape.value("llm_proxy_budget_refusals_total") >= 1
+    )
+    reserved, settled = prompt_estimate(len(prompt), 1) + 50, prompt_tokens(prompt) + 30
+    assert result.table("llm_proxy_budget_tokens_total", "key", "model", "step") == {
+        ("alice", "priced", "reserved"): reserved,
+        ("alice", "priced", "settled"): settled,
+        ("alice", "priced", "refunded"): reserved - settled,
+    }
+    assert result.table("llm_proxy_budget_refusals_total", "key", "window") == {
+        ("dave", "tokens_per_day"): 1
+    }
+    spend = (prompt_tokens(prompt) * 2.0 + 30 * 8.0) / 1_000_000
+    assert result.value("llm_proxy_budget_spend_total", key="alice") == pytest.approx(spend)
+    windows_ = await usage_of(proxy)
+    assert windows_["spend_per_day"]["used"] == pytest.approx(spend)
+    assert windows_["tokens_per_day"]["used"] == settled
+
+
+async def test_an_error_before_any_text_refunds_the_whole_reservation(
+    start_proxy: Callable[..., ProxyServer], marker: str
+) -> None:
+    proxy = start_proxy(key_list=alice(tokens_per_day=1000), retries=0)
+    failed = await post_stream(proxy, {"prompt": f"{marker} @fault=status @status=500"})
+    assert failed.status_code == 502
+    assert (await usage_of(proxy))["tokens_per_day"]["used"] == 0
