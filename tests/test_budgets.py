@@ -233,7 +233,7 @@ async def test_an_upstream_that_ignores_max_tokens_is_cut_at_the_allowance_as_a_
     start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, marker: str
 ) -> None:
     proxy = start_proxy(key_list=alice(tokens_per_minute=1000))
-    prompt = f"{marker} @ignore_max_tokens=1 @tokens=5000"
+    prompt = f"{marker} @ignore_max_tokens=1 @tokens=5000 @delay=0.002"
     async with httpx.AsyncClient(base_url=proxy.url, timeout=20) as client:
         sse = await client.post(
             "/v1/stream",
@@ -248,7 +248,8 @@ async def test_an_upstream_that_ignores_max_tokens_is_cut_at_the_allowance_as_a_
     events = [line for line in sse.text.splitlines() if line.startswith("data:")]
     assert "output_limit_reached" in events[-1]
     text = "".join(orjson.loads(line[5:]).get("text", "") for line in events[:-1])
-    assert 20 * 8 < len(text.encode()) < 5000 * 4  # past the allowance, and no further
+    # Past the allowance (20 tokens at 8 bytes each), and cut soon after: not 5000 tokens.
+    assert 20 * 8 < len(text.encode()) < 20 * 8 * 4
 
 
 async def test_a_client_that_leaves_mid_stream_is_settled_from_what_was_produced(
@@ -363,8 +364,11 @@ async def test_thirty_concurrent_streams_on_two_replicas_never_spend_past_the_bu
         # Every stream has ended: only what was used is counted, the rest is back.
         day = (await usage_of(replicas[1]))["tokens_per_day"]
         assert day["used"] == reported
-        again = await post_stream(replicas[0], {"prompt": f"{marker} again", "max_tokens": 8})
-        assert again.status_code == 200
+        # 300 more tokens: far more than was left while the ten streams held their reservations.
+        again = f"{marker} again"
+        response = await post_stream(replicas[0], {"prompt": again, "max_tokens": 300})
+        assert response.status_code == 200
+        assert upstream.find(again)[0].json["max_tokens"] == 300
     finally:
         for replica in replicas:
             replica.close()
