@@ -347,6 +347,10 @@ class Settings(BaseSettings):
         for entry in self.key_list or ():
             if entry.digest() in digests:
                 raise ValueError(f"PROXY_KEYS: key {entry.name!r} is also in PROXY_API_KEYS")
+        budgeted = any(entry.spec().limits.any for entry in self.key_list or ())
+        if budgeted and self.workers > 1 and self.redis_url is None:
+            # Each worker would keep its own counts: a key could spend its budget once per worker.
+            raise ValueError("PROXY_KEYS: budgets with PROXY_WORKERS > 1 need PROXY_REDIS_URL")
         return self
 
     @field_validator("upstream_url")

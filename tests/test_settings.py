@@ -107,6 +107,7 @@ def test_models_list_replaces_the_single_upstream(monkeypatch: pytest.MonkeyPatc
         ('[{"name": "a", "key": "k-SECRET", "tokens_per_day": 0}]', "", "tokens_per_day"),
         ('[{"name": "a", "key": "k-SECRET", "tokens_per_hour": 5}]', "", "tokens_per_hour"),
         ("[{not json", "", "JSON list of keys"),
+        ('[{"name": "a", "key": "k-SECRET", "tokens_per_day": 9}]', "", "need PROXY_REDIS_URL"),
     ],
 )
 def test_a_bad_client_key_fails_start_up_naming_it_never_the_key(
@@ -114,6 +115,7 @@ def test_a_bad_client_key_fails_start_up_naming_it_never_the_key(
 ) -> None:
     monkeypatch.setenv("PROXY_KEYS", keys)
     monkeypatch.setenv("PROXY_API_KEYS", api_keys)
+    monkeypatch.setenv("PROXY_WORKERS", "2")
     with pytest.raises(ConfigError) as raised:
         load_settings()
     message = str(raised.value)
