@@ -281,7 +281,7 @@ class AdmissionTicket:
         """A budgeted key's reservation for this stream (429 when its budget is spent): the
         conversation asks for at most its allowance. Others' conversations pass as they are."""
         budgets = self._guards.budgets
-        if budgets.limits(record.client) is None or record.client is None:
+        if record.client is None or budgets.limits(record.client) is None:
             return conversation
         reservation = await budgets.reserve(record.client, model, conversation, record)
         self._reservation = reservation

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -112,7 +113,8 @@ async def check_store_properties(store: Any, steps_: list[tuple[int, int, float,
     limits = KeyLimits(tokens_per_minute=2_000, spend_per_day=0.05)
     now = 1_800_000_000.0
     found = windows(limits, MODEL, now)
-    keys = tuple(f"k:{window.name}:{window.period}:{id(steps_)}" for window in found)
+    run = uuid.uuid4().hex  # a fresh set of keys: Redis outlives each example
+    keys = tuple(f"k:{window.name}:{window.period}:{run}" for window in found)
     open_holds: list[tuple[Claim, Grant]] = []
     settled = [0] * len(found)
     for number, (prompt, requested, fraction, settles) in enumerate(steps_):
