@@ -190,6 +190,19 @@ async def usage_of(proxy: ProxyServer | Any, headers: dict[str, str] = BEARER) -
     return windows_
 
 
+async def usage_when(
+    proxy: ProxyServer | Any, window: str, used: int, headers: dict[str, str] = BEARER
+) -> dict[str, Any]:
+    """The window once `used` is what it shows: a stream settles as its session closes,
+    just after its response has ended."""
+    for _ in range(500):
+        shown: dict[str, Any] = (await usage_of(proxy, headers))[window]
+        if shown["used"] == used:
+            break
+        await asyncio.sleep(0.01)
+    return shown
+
+
 def stream_lines(lines: list[str], marker: str = "") -> list[dict[str, Any]]:
     found = [orjson.loads(line) for line in lines if '"logger":"proxy.stream"' in line]
     return [line for line in found if marker in str(line.get("request_id", ""))]
@@ -210,8 +223,8 @@ async def test_the_upstream_is_asked_for_the_allowance_and_the_stream_settles_ex
     assert response.headers["x-ratelimit-reset-tokens"].endswith("s")
     limit, left = (response.headers[f"x-ratelimit-{w}-requests"] for w in ("limit", "remaining"))
     assert (limit, left) == ("10", "9")
-    minute = (await usage_of(proxy))["tokens_per_minute"]
     used = prompt_tokens(prompt) + 30  # what the fake reported: settled, the rest refunded
+    minute = await usage_when(proxy, "tokens_per_minute", used)
     assert (minute["limit"], minute["used"], minute["remaining"]) == (200, used, 200 - used)
 
 
@@ -285,7 +298,7 @@ async def test_a_client_that_leaves_mid_stream_is_settled_from_what_was_produced
     assert line["usage_source"] == "estimated"
     expected = prompt_estimate(len(prompt), 1) + output_estimate(line["bytes"])
     assert line["settled_tokens"] == expected < line["reserved_tokens"]
-    assert (await usage_of(proxy))["tokens_per_day"]["used"] == expected
+    assert (await usage_when(proxy, "tokens_per_day", expected))["used"] == expected
 
 
 async def test_plain_keys_and_keys_without_budgets_are_served_as_before(
@@ -364,8 +377,7 @@ async def test_thirty_concurrent_streams_on_two_replicas_never_spend_past_the_bu
         reported = sum(prompt_tokens(prompt) + tokens for prompt in admitted)
         assert reported <= budget
         # Every stream has ended: only what was used is counted, the rest is back.
-        day = (await usage_of(replicas[1]))["tokens_per_day"]
-        assert day["used"] == reported
+        assert (await usage_when(replicas[1], "tokens_per_day", reported))["used"] == reported
         # 300 more tokens: far more than was left while the ten streams held their reservations.
         again = f"{marker} again"
         response = await post_stream(replicas[0], {"prompt": again, "max_tokens": 300})
@@ -445,8 +457,8 @@ async def test_budget_fail_open_serves_a_budgeted_key_while_redis_is_down(
 async def test_metrics_count_reserved_settled_refunded_refusals_and_spend(
     start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, marker: str
 ) -> None:
-    priced = {"name": "priced", "url": upstream.url}
-    priced |= {"input_price_per_mtok": 2.0, "output_price_per_mtok": 8.0}
+    prices = {"input_price_per_mtok": 2.0, "output_price_per_mtok": 8.0}
+    priced: dict[str, Any] = {"name": "priced", "url": upstream.url, **prices}
     keys = [
         *alice(tokens_per_day=1000, spend_per_day=0.001),
         {"name": "dave", "key": "sk-dave-SECRET", "tokens_per_day": 20},
@@ -457,7 +469,11 @@ async def test_metrics_count_reserved_settled_refunded_refusals_and_spend(
     dave = {"Authorization": "Bearer sk-dave-SECRET"}
     assert (await post_stream(proxy, {"prompt": prompt}, dave)).status_code == 429
     result = await scrape_when(
-        proxy, lambda scrape: scrape.value("llm_proxy_budget_refusals_total") >= 1
+        proxy,
+        lambda scrape: (
+            scrape.value("llm_proxy_budget_refusals_total") >= 1
+            and scrape.value("llm_proxy_budget_tokens_total", step="settled") > 0
+        ),
     )
     reserved, settled = prompt_estimate(len(prompt), 1) + 50, prompt_tokens(prompt) + 30
     assert result.table("llm_proxy_budget_tokens_total", "key", "model", "step") == {
@@ -470,9 +486,8 @@ async def test_metrics_count_reserved_settled_refunded_refusals_and_spend(
     }
     spend = (prompt_tokens(prompt) * 2.0 + 30 * 8.0) / 1_000_000
     assert result.value("llm_proxy_budget_spend_total", key="alice") == pytest.approx(spend)
-    windows_ = await usage_of(proxy)
-    assert windows_["spend_per_day"]["used"] == pytest.approx(spend)
-    assert windows_["tokens_per_day"]["used"] == settled
+    assert (await usage_when(proxy, "tokens_per_day", settled))["used"] == settled
+    assert (await usage_of(proxy))["spend_per_day"]["used"] == pytest.approx(spend)
 
 
 async def test_an_error_before_any_text_refunds_the_whole_reservation(
@@ -482,3 +497,16 @@ async def test_an_error_before_any_text_refunds_the_whole_reservation(
     failed = await post_stream(proxy, {"prompt": f"{marker} @fault=status @status=500"})
     assert failed.status_code == 502
     assert (await usage_of(proxy))["tokens_per_day"]["used"] == 0
+
+
+async def test_a_resumable_stream_is_budgeted_and_settled_by_its_producer(
+    start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, marker: str
+) -> None:
+    proxy = start_proxy(key_list=alice(tokens_per_day=1000), resume=True)
+    prompt = f"{marker} @tokens=20"
+    response = await post_stream(proxy, {"prompt": prompt}, {**BEARER, "X-Request-ID": marker})
+    assert response.status_code == 200
+    assert response.headers["x-ratelimit-limit-tokens"] == "1000"
+    assert upstream.find(marker)[0].json["max_tokens"] == 1000 - prompt_estimate(len(prompt), 1)
+    used = prompt_tokens(prompt) + 20
+    assert (await usage_when(proxy, "tokens_per_day", used))["used"] == used
