@@ -26,7 +26,7 @@ class BudgetNote:
     reserved_tokens: int  # the prompt estimate plus the output allowance
     settled_tokens: int | None = None  # what it was charged, once settled
     estimated: bool = False  # settled from the proxy's estimate, not the upstream's count
-    spend: float | None = None  # what it was charged in a spend window
+    spend: float | None = None  # its settled cost at the model's prices (currency units)
     refused: str | None = None  # the window that refused it
     headers: tuple[tuple[str, str], ...] = ()  # x-ratelimit-* for its response
 

@@ -25,6 +25,7 @@ from proxy.budgets.ledger import (
     Refusal,
     output_estimate,
     prompt_estimate,
+    token_rate,
     windows,
 )
 from proxy.budgets.store import BudgetStore, Claim
@@ -58,7 +59,16 @@ def unavailable() -> BudgetUnavailable:
 class Reservation:
     """What one stream holds of its key's budgets, from admission to its settlement."""
 
-    __slots__ = ("_budgets", "_claim", "_stored", "conversation", "cutoff", "note", "record")
+    __slots__ = (
+        "_budgets",
+        "_claim",
+        "_rates",
+        "_stored",
+        "conversation",
+        "cutoff",
+        "note",
+        "record",
+    )
 
     def __init__(
         self,
@@ -66,10 +76,15 @@ class Reservation:
         record: StreamRecord,
         conversation: Conversation,
         claim: Claim,
+        model: ModelSpec,
         *,
         stored: bool,
     ) -> None:
         self._budgets = budgets
+        self._rates = (
+            token_rate(model.input_price_per_mtok),
+            token_rate(model.output_price_per_mtok),
+        )
         self.record = record
         self.conversation = conversation
         self._claim = claim
@@ -105,10 +120,8 @@ class Reservation:
         note = self.note
         note.settled_tokens, note.estimated = prompt + output, estimated
         charges = tuple(window.cost(prompt, output) for window in self._claim.windows)
-        spent = [
-            c for w, c in zip(self._claim.windows, charges, strict=True) if not w.counts_tokens
-        ]
-        note.spend = spent[0] / NANO if spent else None
+        rate_in, rate_out = self._rates
+        note.spend = (prompt * rate_in + output * rate_out) / NANO
         if self._stored:
             await self._budgets.settle(self._claim, charges)
 
@@ -158,7 +171,7 @@ class Budgets:
             if not self._fail_open:
                 raise unavailable() from None
             capped = dataclasses.replace(conversation, max_tokens=requested)
-            return Reservation(self, record, capped, claim, stored=False)
+            return Reservation(self, record, capped, claim, model, stored=False)
         if isinstance(decision, Refusal):
             window = claim.windows[decision.window]
             record.budget = BudgetNote(0, refused=window.name)
@@ -168,7 +181,7 @@ class Budgets:
                 headers=rate_limit_headers(claim.windows, None, now, refused=decision.window),
             )
         capped = dataclasses.replace(conversation, max_tokens=decision.allowance)
-        reservation = Reservation(self, record, capped, claim, stored=True)
+        reservation = Reservation(self, record, capped, claim, model, stored=True)
         reservation.note.headers = rate_limit_headers(claim.windows, counts, now)
         return reservation
 
