@@ -1,0 +1,81 @@
+"""POST /v1/chat/completions: OpenAI's Chat Completions API over every dialect (SPEC §5c).
+
+One more framing of the one way into a stream: the same opener (keys, admission, limits,
+model, retries up to the commit point), then `chat.completion.chunk` events (`stream: true`)
+or one `chat.completion` object built from the same items (`stream: false`). Errors answer
+in OpenAI's error object (app.py picks the shape by this route's path). Not resumable:
+OpenAI's API has no resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import replace
+from typing import Annotated, Final
+
+from fastapi import APIRouter, Depends
+from starlette.responses import JSONResponse, Response
+
+from proxy.errors import UpstreamError
+from proxy.formats import Head, Item
+from proxy.formats.completions import (
+    CHAT_COMPLETION_CHUNKS,
+    Completion,
+    chat_completion_chunks,
+    completion_json,
+)
+from proxy.openai_request import ChatCompletionRequest
+from proxy.opening import ItemSource, Stream, StreamOpener, StreamRoute
+from proxy.responses import StreamResponse
+from proxy.values import Done, Failed
+
+router = APIRouter()
+
+COMPLETIONS_ROUTE = StreamRoute(
+    ChatCompletionRequest, (CHAT_COMPLETION_CHUNKS,), resume_prefix="completions:"
+)
+# The paths whose errors answer in OpenAI's shape.
+OPENAI_PATHS: Final = frozenset({"/v1/chat/completions"})
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(
+    stream: Annotated[Stream, Depends(StreamOpener(COMPLETIONS_ROUTE))],
+) -> Response:
+    body = stream.request
+    assert isinstance(body, ChatCompletionRequest)
+    completion = Completion.new(stream.head.message_id, body.model)
+    if body.stream:
+        output = chat_completion_chunks(completion, body.include_usage)
+        return StreamResponse(chunks(replace(stream.head, format=output), stream.items))
+    return await whole_completion(stream.head.request_id, completion, stream.items)
+
+
+async def chunks(head: Head, items: ItemSource) -> AsyncGenerator[Item, None]:
+    """The stream as a response's content; the opener closes the stream itself."""
+    yield head
+    async for item in items:
+        yield item
+
+
+async def whole_completion(request_id: str, completion: Completion, items: ItemSource) -> Response:
+    """`stream: false`: the whole text once it has ended. Nothing was sent before the end, so a
+    failure after the first token is still an error status (502, SPEC §5c)."""
+    texts: list[str] = []
+    async for item in items:
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, Failed):
+            raise _failure(item, request_id)
+        else:
+            done: Done = item
+            body = completion_json(completion, "".join(texts), done)
+            return JSONResponse(body, headers={"X-Request-ID": request_id})
+    raise AssertionError("a stream ends with its Ending")
+
+
+def _failure(failed: Failed, request_id: str) -> UpstreamError:
+    error = UpstreamError(failed.message)
+    error.error_type = failed.error["error"]["type"]
+    error.request_id = request_id
+    return error
