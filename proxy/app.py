@@ -76,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
                 "x-api-key",
                 "x-request-id",
                 "last-event-id",  # an SSE client resuming (issue 13)
+                *completions.OPENAI_SDK_HEADERS,
             ],
             expose_headers=["X-Request-ID"],
             max_age=600,

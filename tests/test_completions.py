@@ -133,6 +133,23 @@ async def test_stream_is_sse_ending_in_done_with_the_proxys_headers(
     assert all(event.startswith("data: {") for event in events[:-2])
 
 
+async def test_a_waiting_stream_sends_keepalives_that_the_sdk_skips(
+    start_proxy: Callable[..., ProxyServer], marker: str
+) -> None:
+    proxy = start_proxy(sse_keepalive=0.05, idle_timeout=5)
+    prompt = f"{marker} @text=tricky @tokens=3 @delay=0.4"
+    body = {"model": "default", "messages": user(prompt), "stream": True}
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as client:
+        raw = await client.post("/v1/chat/completions", json=body)
+    async with async_client(proxy) as client:
+        stream = await client.chat.completions.create(
+            model="default", messages=user(prompt), stream=True
+        )
+        deltas = [chunk.choices[0].delta.content or "" async for chunk in stream]
+    assert b"\n\n: ping\n\n" in raw.content
+    assert "".join(deltas) == reply_text(prompt, 3)
+
+
 # --- not streamed --------------------------------------------------------------------------
 
 
@@ -574,3 +591,47 @@ async def test_the_npm_sdk_raises_on_a_failure_mid_stream(
     assert seen["deltas"]
     assert reply_text(prompt, 20).startswith(seen["text"])
     assert seen["finishReason"] is None
+
+
+async def test_a_browser_may_call_it_with_openais_sdk_headers(
+    start_proxy: Callable[..., ProxyServer],
+) -> None:
+    proxy = start_proxy(cors_origins="https://chat.example")
+    requested = "authorization, content-type, x-stainless-os, x-stainless-retry-count"
+    async with httpx.AsyncClient(base_url=proxy.url) as client:
+        preflight = await client.options(
+            "/v1/chat/completions",
+            headers={
+                "Origin": "https://chat.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": requested,
+            },
+        )
+    assert preflight.status_code == 200
+    allowed = preflight.headers["access-control-allow-headers"].lower()
+    assert all(header in allowed for header in requested.split(", "))
+
+
+async def test_a_request_shaped_as_librechat_sends_it_is_answered(
+    proxy: ProxyServer, marker: str
+) -> None:
+    """LibreChat's custom endpoints send OpenAI's defaults (its docs' "Default Parameters"):
+    penalties, a `user` id, and a `name` on system and assistant messages."""
+    body = {
+        "model": "default",
+        "temperature": 1,
+        "top_p": 1,
+        "presence_penalty": 0,
+        "frequency_penalty": 0,
+        "user": "LibreChat_User_ID",
+        "stream": True,
+        "messages": [
+            {"role": "system", "content": "Be brief.", "name": "Helper"},
+            {"role": "user", "content": f"{marker} @text=tricky"},
+        ],
+    }
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as client:
+        response = await client.post("/v1/chat/completions", json=body)
+    events = [orjson.loads(data) for data in sse_data(response.text)[:-1]]
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events)
+    assert text == reply_text(f"{marker} @text=tricky", 12)

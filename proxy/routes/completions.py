@@ -36,6 +36,18 @@ COMPLETIONS_ROUTE = StreamRoute(
 )
 # The paths whose errors answer in OpenAI's shape.
 OPENAI_PATHS: Final = frozenset({"/v1/chat/completions"})
+# What OpenAI's SDKs send with every request, from a browser too (openai-node's platform
+# headers): a CORS preflight that did not allow them would refuse every call.
+OPENAI_SDK_HEADERS: Final = (
+    "x-stainless-arch",
+    "x-stainless-lang",
+    "x-stainless-os",
+    "x-stainless-package-version",
+    "x-stainless-retry-count",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-timeout",
+)
 
 
 @router.post("/v1/chat/completions")
