@@ -258,6 +258,28 @@ def test_a_failure_after_the_first_token_is_a_502_when_not_streamed(
     assert raised.value.response.headers["x-request-id"]
 
 
+async def test_a_failed_stream_ends_with_the_error_event_and_no_done(
+    proxy: ProxyServer, marker: str
+) -> None:
+    prompt = f"{marker} @fault=error-event @after=3"
+    body = {"model": "default", "messages": user(prompt), "stream": True}
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as client:
+        response = await client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200
+    *chunks, last = sse_data(response.text)
+    assert "[DONE]" not in response.text
+    assert orjson.loads(last) == {
+        "error": {
+            "message": orjson.loads(last)["error"]["message"],
+            "type": "server_error",
+            "param": None,
+            "code": "upstream_protocol_error",
+        }
+    }
+    text = "".join(orjson.loads(data)["choices"][0]["delta"].get("content", "") for data in chunks)
+    assert text == reply_text(prompt, 3)
+
+
 # --- typed errors before the commit point --------------------------------------------------
 
 
@@ -416,16 +438,51 @@ async def test_other_routes_keep_the_proxys_error_shape(proxy: ProxyServer) -> N
     assert set(response.json()["error"]) == {"type", "message", "request_id"}
 
 
+def test_the_upstream_gets_the_conversation_and_options_as_asked(
+    proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str
+) -> None:
+    messages: Any = [
+        {"role": "developer", "content": "Answer in French."},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "one "}, {"type": "text", "text": marker}],
+        },
+    ]
+    with sync_client(proxy) as client:
+        client.chat.completions.create(
+            model="default",
+            messages=messages,
+            max_completion_tokens=50,
+            stop="END",
+            temperature=0.5,
+            user="user-7",
+        )
+    (received,) = upstream.find(marker)
+    assert received.json["messages"] == [
+        {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": f"one {marker}"},
+    ]
+    assert (received.json["max_tokens"], received.json["stop"]) == (50, ["END"])
+    assert received.json["temperature"] == 0.5
+    assert "user" not in received.json
+
+
 # --- the client leaving --------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("resume", [False, True])
 async def test_closing_the_sdk_stream_closes_the_upstream_within_100ms(
-    proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str
+    start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, marker: str, resume: bool
 ) -> None:
+    # With PROXY_RESUME a resumable stream outlives its client: this route's never is one.
+    proxy = start_proxy(resume=resume)
     prompt = f"{marker} @tokens=1000 @delay=0.05"
     async with async_client(proxy) as client:
         stream = await client.chat.completions.create(
-            model="default", messages=user(prompt), stream=True
+            model="default",
+            messages=user(prompt),
+            stream=True,
+            extra_headers={"X-Request-ID": marker},
         )
         async for chunk in stream:
             if chunk.choices[0].delta.content:
