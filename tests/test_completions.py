@@ -692,3 +692,16 @@ async def test_a_request_shaped_as_librechat_sends_it_is_answered(
     events = [orjson.loads(data) for data in sse_data(response.text)[:-1]]
     text = "".join(e["choices"][0]["delta"].get("content", "") for e in events)
     assert text == reply_text(f"{marker} @text=tricky", 12)
+
+
+def test_the_rest_of_openais_api_is_refused_naming_what_is_not_relayed(
+    proxy: ProxyServer,
+) -> None:
+    with sync_client(proxy) as client:
+        with pytest.raises(openai.NotFoundError) as embeddings:
+            client.embeddings.create(model="default", input="hi")
+        with pytest.raises(openai.NotFoundError) as responses:
+            client.responses.create(model="default", input="hi")
+    assert "embeddings is not relayed" in embeddings.value.message
+    assert "the Responses API is not relayed" in responses.value.message
+    assert responses.value.body["param"] is None  # type: ignore[index]

@@ -9,14 +9,14 @@ OpenAI's API has no resume.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import replace
 from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends
 from starlette.responses import JSONResponse, Response
 
-from proxy.errors import UpstreamError
+from proxy.errors import NotFound, UpstreamError
 from proxy.formats import Head, Item
 from proxy.formats.completions import (
     CHAT_COMPLETION_CHUNKS,
@@ -34,8 +34,18 @@ router = APIRouter()
 COMPLETIONS_ROUTE = StreamRoute(
     ChatCompletionRequest, (CHAT_COMPLETION_CHUNKS,), resume_prefix="completions:"
 )
+# The rest of OpenAI's API that clients may call: refused clearly (404, naming what is not
+# relayed) rather than with a bare "Not Found".
+NOT_RELAYED: Final = {
+    "/v1/responses": "the Responses API",
+    "/v1/completions": "the legacy Completions API",
+    "/v1/embeddings": "embeddings",
+    "/v1/images/generations": "image generation",
+    "/v1/audio/speech": "speech",
+    "/v1/audio/transcriptions": "transcription",
+}
 # The paths whose errors answer in OpenAI's shape.
-OPENAI_PATHS: Final = frozenset({"/v1/chat/completions"})
+OPENAI_PATHS: Final = frozenset({"/v1/chat/completions", *NOT_RELAYED})
 # What OpenAI's SDKs send with every request, from a browser too (openai-node's platform
 # headers): a CORS preflight that did not allow them would refuse every call.
 OPENAI_SDK_HEADERS: Final = (
@@ -84,6 +94,17 @@ async def whole_completion(request_id: str, completion: Completion, items: ItemS
             body = completion_json(completion, "".join(texts), done)
             return JSONResponse(body, headers={"X-Request-ID": request_id})
     raise AssertionError("a stream ends with its Ending")
+
+
+def _not_relayed(what: str) -> Callable[[], Awaitable[Response]]:
+    async def refuse() -> Response:
+        raise NotFound(f"{what} is not relayed: the proxy relays text, on /v1/chat/completions")
+
+    return refuse
+
+
+for _path, _what in NOT_RELAYED.items():
+    router.add_api_route(_path, _not_relayed(_what), methods=["POST"], include_in_schema=False)
 
 
 def _failure(failed: Failed, request_id: str) -> UpstreamError:
