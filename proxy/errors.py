@@ -19,7 +19,8 @@
         ├── UpstreamUnavailable      503 (no upstream reachable: refused, reset, unresolvable)
         ├── UpstreamProtocolError    502 (unreadable stream, in-band error, no end marker)
         ├── UpstreamTimeout          504 (connect, first token); idle, total after the commit
-        └── StreamLost               502 a resumed stream stopped without its end (issue 13)
+        ├── StreamLost               502 a resumed stream stopped without its end (issue 13)
+        └── CompletionTooLarge       502 a `stream: false` answer over what is held in memory
 
 Exceptions are raised where the failure happens; the JSON shapes (`error_body`, and
 OpenAI's `openai_error_body` for the OpenAI-compatible route), the status and the headers of
@@ -211,6 +212,13 @@ def _openai_type(status: int) -> str:
     if status == 429:
         return "rate_limit_error"
     return "server_error" if status >= 500 else "invalid_request_error"
+
+
+class CompletionTooLarge(UpstreamError):
+    """A `stream: false` completion grew past what one request may hold (SPEC §5b: memory per
+    stream is bounded); the whole answer is only ever sent at its end."""
+
+    error_type = "completion_too_large"
 
 
 class ClientDisconnected(ProxyError):

@@ -20,6 +20,7 @@ from openai import AsyncOpenAI, OpenAI
 
 from proxy.fake_upstream import reply_text
 from proxy.fake_upstream.replies import prompt_tokens
+from proxy.routes import completions
 from proxy.settings import ModelEntry
 from tests.frontends import AI_SDK_DIRECTORY, install_ai_sdk, run_node_script
 from tests.scripted import LAST_CHUNK, OK_HEAD, Serve, read_request
@@ -705,3 +706,18 @@ def test_the_rest_of_openais_api_is_refused_naming_what_is_not_relayed(
     assert "embeddings is not relayed" in embeddings.value.message
     assert "the Responses API is not relayed" in responses.value.message
     assert responses.value.body["param"] is None  # type: ignore[index]
+
+
+async def test_a_non_streamed_answer_over_the_memory_bound_is_a_502_and_closes_the_upstream(
+    proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SPEC §5b: memory per stream is bounded, even for an answer held until its end.
+    monkeypatch.setattr(completions, "MAX_COMPLETION_BYTES", 200)
+    prompt = f"{marker} @tokens=100000 @delay=0.005"
+    async with async_client(proxy) as client:
+        with pytest.raises(openai.InternalServerError) as raised:
+            await client.chat.completions.create(model="default", messages=user(prompt))
+    assert raised.value.status_code == 502
+    assert raised.value.body["code"] == "completion_too_large"  # type: ignore[index]
+    record = await upstream.wait_disconnected(marker)
+    assert record.disconnected_at is not None  # long before its 100000 tokens

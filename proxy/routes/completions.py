@@ -16,7 +16,7 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Depends
 from starlette.responses import JSONResponse, Response
 
-from proxy.errors import NotFound, UpstreamError
+from proxy.errors import CompletionTooLarge, NotFound, UpstreamError
 from proxy.formats import Head, Item
 from proxy.formats.completions import (
     CHAT_COMPLETION_CHUNKS,
@@ -25,15 +25,19 @@ from proxy.formats.completions import (
     completion_json,
 )
 from proxy.openai_request import ChatCompletionRequest
-from proxy.opening import ItemSource, Stream, StreamOpener, StreamRoute
+from proxy.opening import ItemSource, Stream, StreamOpener, StreamRoute, answering_as
 from proxy.responses import StreamResponse
-from proxy.values import Done, Failed
+from proxy.values import Failed, utf8_length
 
 router = APIRouter()
 
 COMPLETIONS_ROUTE = StreamRoute(
     ChatCompletionRequest, (CHAT_COMPLETION_CHUNKS,), resume_prefix="completions:"
 )
+# What a `stream: false` answer may hold in memory until its end (SPEC §5b), in UTF-8 bytes:
+# far above any model's output limit, far below what would hurt the proxy.
+MAX_COMPLETION_BYTES: Final = 16 * 1024 * 1024
+
 # The rest of OpenAI's API that clients may call: refused clearly (404, naming what is not
 # relayed) rather than with a bare "Not Found".
 NOT_RELAYED: Final = {
@@ -84,16 +88,28 @@ async def whole_completion(request_id: str, completion: Completion, items: ItemS
     """`stream: false`: the whole text once it has ended. Nothing was sent before the end, so a
     failure after the first token is still an error status (502, SPEC §5c)."""
     texts: list[str] = []
-    async for item in items:
-        if isinstance(item, str):
-            texts.append(item)
-        elif isinstance(item, Failed):
-            raise _failure(item, request_id)
-        else:
-            done: Done = item
-            body = completion_json(completion, "".join(texts), done)
-            return JSONResponse(body, headers={"X-Request-ID": request_id})
+    size, limit = 0, MAX_COMPLETION_BYTES
+    with answering_as(request_id):
+        async for item in items:
+            if isinstance(item, str):
+                texts.append(item)
+                size += utf8_length(item)
+                if size > limit:
+                    message = f"the answer is longer than {limit} bytes: ask with stream: true"
+                    raise CompletionTooLarge(message)
+            elif isinstance(item, Failed):
+                raise _failure(item)
+            else:
+                body = completion_json(completion, "".join(texts), item)
+                return JSONResponse(body, headers={"X-Request-ID": request_id})
     raise AssertionError("a stream ends with its Ending")
+
+
+def _failure(failed: Failed) -> UpstreamError:
+    """The stream's failure as the error it would have been before the commit point."""
+    error = UpstreamError(failed.message)
+    error.error_type = failed.error["error"]["type"]
+    return error
 
 
 def _not_relayed(what: str) -> Callable[[], Awaitable[Response]]:
@@ -105,10 +121,3 @@ def _not_relayed(what: str) -> Callable[[], Awaitable[Response]]:
 
 for _path, _what in NOT_RELAYED.items():
     router.add_api_route(_path, _not_relayed(_what), methods=["POST"], include_in_schema=False)
-
-
-def _failure(failed: Failed, request_id: str) -> UpstreamError:
-    error = UpstreamError(failed.message)
-    error.error_type = failed.error["error"]["type"]
-    error.request_id = request_id
-    return error
