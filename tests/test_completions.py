@@ -26,6 +26,7 @@ from tests.frontends import AI_SDK_DIRECTORY, install_ai_sdk, run_node_script
 from tests.scripted import LAST_CHUNK, OK_HEAD, Serve, read_request
 from tests.scripted import chunk as http_chunk
 from tests.servers import FakeUpstreamServer, ProxyServer, proxy_settings
+from tests.test_metrics import scrape_when, total_streams
 from tests.test_models import MODELS
 from tests.test_operations import log_lines  # noqa: F401  (fixture)
 
@@ -721,3 +722,63 @@ async def test_a_non_streamed_answer_over_the_memory_bound_is_a_502_and_closes_t
     assert raised.value.body["code"] == "completion_too_large"  # type: ignore[index]
     record = await upstream.wait_disconnected(marker)
     assert record.disconnected_at is not None  # long before its 100000 tokens
+
+
+# --- the same guards as every stream -------------------------------------------------------
+
+
+async def test_the_stream_cap_holds_here_too(
+    start_proxy: Callable[..., ProxyServer], marker: str
+) -> None:
+    proxy = start_proxy(max_concurrent_streams=1, idle_timeout=10)
+    async with async_client(proxy) as client:
+        held = await client.chat.completions.create(
+            model="default", messages=user(f"{marker} @fault=hang-mid @after=1"), stream=True
+        )
+        with pytest.raises(openai.InternalServerError) as raised:
+            await client.chat.completions.create(model="default", messages=user(marker))
+        await held.close()
+    assert raised.value.status_code == 503
+    assert raised.value.body["code"] == "overloaded"  # type: ignore[index]
+    assert raised.value.response.headers["retry-after"] == "1"
+
+
+def test_a_client_keys_rate_limit_holds_here_too(
+    start_proxy: Callable[..., ProxyServer], marker: str
+) -> None:
+    proxy = start_proxy(api_keys=KEY, rate_limit="2/minute")
+    with sync_client(proxy) as client:
+        for _ in range(2):
+            client.chat.completions.create(model="default", messages=user(marker))
+        with pytest.raises(openai.RateLimitError) as raised:
+            client.chat.completions.create(model="default", messages=user(marker))
+    assert raised.value.body["code"] == "rate_limited"  # type: ignore[index]
+    assert int(raised.value.response.headers["retry-after"]) >= 1
+
+
+def test_failed_attempts_before_the_first_token_are_retried(
+    proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str
+) -> None:
+    prompt = f"{marker} @text=tricky @fault=status @status=503 @fail_times=2"
+    with sync_client(proxy) as client:
+        stream = client.chat.completions.create(model="default", messages=user(prompt), stream=True)
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+    assert text == reply_text(prompt, 12)
+    assert len(upstream.find(marker)) == 3
+
+
+async def test_its_streams_are_counted_in_the_metrics(
+    start_proxy: Callable[..., ProxyServer], marker: str
+) -> None:
+    proxy = start_proxy()
+    async with async_client(proxy) as client:
+        await client.chat.completions.create(model="default", messages=user(marker))
+        stream = await client.chat.completions.create(
+            model="default", messages=user(marker), stream=True
+        )
+        [chunk async for chunk in stream]
+    result = await scrape_when(proxy, lambda scrape: total_streams(scrape) >= 2)
+    assert result.table("llm_proxy_streams_total", "model", "outcome") == {
+        ("default", "completed"): 2
+    }
+    assert result.value("llm_proxy_stream_bytes_total") == 2 * len(reply_text(marker, 12).encode())
