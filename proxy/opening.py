@@ -29,7 +29,7 @@ from proxy.guards import Guards
 from proxy.ids import request_id
 from proxy.record import StreamRecord
 from proxy.requests import (
-    StreamRequest,
+    StreamBody,
     check_prompt_length,
     choose_upstream,
     given_request_id,
@@ -46,7 +46,7 @@ from proxy.values import Ending
 class StreamRoute:
     """What a route adds to the one way into a stream."""
 
-    request_model: type[StreamRequest]
+    request_model: type[StreamBody]
     # The representations it offers, its preferred first; a route that offers one answers
     # with it whatever Accept says (as the AI SDK's own server helpers do).
     formats: tuple[OutputFormat, ...]
@@ -66,10 +66,12 @@ class ItemSource(Protocol):
 
 @dataclass(slots=True, frozen=True)
 class Stream:
-    """What a streaming path operation yields: its Head, then its items."""
+    """What a streaming path operation yields: its Head, then its items; and the request
+    that asked for them, for a route whose framing depends on it (None: a stored stream's)."""
 
     head: Head
     items: ItemSource
+    request: StreamBody | None = None
 
 
 class StreamOpener:
@@ -81,6 +83,7 @@ class StreamOpener:
         session = StreamSession(
             services, request_id(request.headers.get("x-request-id")), request.receive
         )
+        session.record.route = request.url.path  # one of the streaming routes' own paths
         async with session.opening():
             stream = await self._start(request, services, session)
         try:
@@ -110,7 +113,7 @@ class StreamOpener:
         resume_id = body.resume_id(given_request_id(request))
         if services.resumable is None or resume_id is None:
             await session.open(upstream, body.conversation())
-            return Stream(with_budget(head, session.record), session)
+            return Stream(with_budget(head, session.record), session, body)
         attributes = {"request_id": session.request_id}
         if head.message_id:
             attributes["message_id"] = head.message_id
@@ -122,7 +125,7 @@ class StreamOpener:
             attributes,
         )
         items = StoredItems(live.follow(0), session.request_id, request.receive)
-        return Stream(with_budget(head, session.record), items)
+        return Stream(with_budget(head, session.record), items, body)
 
 
 def with_budget(head: Head, record: StreamRecord) -> Head:

@@ -41,6 +41,7 @@ class StreamRecord:
     `ended` are set). Times are `time.monotonic()` seconds."""
 
     request_id: str
+    route: str = "-"  # the path the stream was asked for (/v1/stream, /v1/chat/completions, ...)
     model: str = "-"
     client: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -95,6 +96,7 @@ class StreamRecord:
         ttfb, duration = self.ttfb, self.duration
         fields: dict[str, Any] = {
             "request_id": self.request_id,
+            "route": self.route,
             "model": self.model,
             "client": self.client,
             "upstream": self.upstream,

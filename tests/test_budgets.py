@@ -510,3 +510,24 @@ async def test_a_resumable_stream_is_budgeted_and_settled_by_its_producer(
     assert upstream.find(marker)[0].json["max_tokens"] == 1000 - prompt_estimate(len(prompt), 1)
     used = prompt_tokens(prompt) + 20
     assert (await usage_when(proxy, "tokens_per_day", used))["used"] == used
+
+
+async def test_openais_route_is_budgeted_with_its_headers_and_error_shape(
+    start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, marker: str
+) -> None:
+    proxy = start_proxy(key_list=alice(tokens_per_day=200))
+    prompt = f"{marker} @tokens=20"
+    body = {"model": "default", "messages": [{"role": "user", "content": prompt}]}
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=20) as client:
+        answer = await client.post("/v1/chat/completions", json=body, headers=BEARER)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-ratelimit-limit-tokens"] == "200"
+        allowance = upstream.find(marker)[0].json["max_tokens"]
+        assert allowance == 200 - prompt_estimate(len(prompt), 1)
+        await usage_when(proxy, "tokens_per_day", prompt_tokens(prompt) + 20)
+        big = {**body, "messages": [{"role": "user", "content": "x" * 300}]}
+        refused = await client.post("/v1/chat/completions", json=big, headers=BEARER)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["type"] == "rate_limit_error"  # what OpenAI's SDKs expect
+    assert refused.json()["error"]["code"] == "budget_exceeded"
+    assert "retry-after" in refused.headers
