@@ -21,6 +21,7 @@ from proxy.logs import protect_logs
 from proxy.observers import Observers, StreamObserver
 from proxy.observers.log import StreamLog
 from proxy.observers.metrics import PrometheusMetrics, create_metrics
+from proxy.observers.tracing import create_tracer
 from proxy.responses import error_response
 from proxy.resumable import ResumableStreams
 from proxy.routes import chat, operations, stream
@@ -38,6 +39,9 @@ def create_app(settings: Settings) -> FastAPI:
     observers: list[StreamObserver] = [StreamLog()]
     if metrics is not None:
         observers.append(metrics)
+    tracer = create_tracer(settings)
+    if tracer is not None:
+        observers.append(tracer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,6 +50,8 @@ def create_app(settings: Settings) -> FastAPI:
         # for its whole life.
         sniffio.thread_local.name = "asyncio"
         async with AsyncExitStack() as stack:
+            if tracer is not None:  # last out: the spans of every stream are flushed
+                stack.push_async_callback(tracer.aclose)
             app.state.services = await _start_services(stack, settings, metrics, observers)
             yield
 
