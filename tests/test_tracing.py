@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from proxy.fake_upstream import reply_text
 from proxy.settings import Settings
 from proxy.tracing_settings import tracing_policy
 from tests.otlp_receiver import CLIENT, ERROR, SERVER, UNSET, OTLPReceiver, ReceivedSpan
+from tests.redis_server import free_port
 from tests.servers import FakeUpstreamServer, ProxyProcess, ProxyServer, proxy_settings
 
 CLIENT_KEY = "sk-client-TRACE-0123456789"
@@ -273,6 +276,28 @@ async def test_pending_spans_are_flushed_at_shutdown(
         await asyncio.to_thread(proxy.close)
     spans = await receiver.trace_of(request_id, timeout=1)
     assert len(spans) == 2
+
+
+async def test_an_unreachable_collector_never_holds_a_stream_up(
+    upstream: FakeUpstreamServer, marker: str
+) -> None:
+    environment = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",  # nothing listens
+        "OTEL_BSP_SCHEDULE_DELAY": "1",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "200",
+    }
+    proxy = ProxyServer(proxy_settings(upstream.url, tracing=tracing_policy(environment)))
+    try:
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as client:
+            for _ in range(3):
+                response = await client.post("/v1/stream", json={"prompt": marker})
+                assert response.status_code == 200
+                assert response.text == reply_text(marker, 12)
+    finally:
+        started = time.monotonic()
+        await asyncio.to_thread(proxy.close)
+    # The last flush gives up within the export timeout: the process is not held up.
+    assert time.monotonic() - started < 5
 
 
 async def test_tracing_off_exports_nothing_and_opens_no_connection(
