@@ -224,6 +224,25 @@ async def test_a_client_that_leaves_ends_both_spans_as_client_disconnected(
     await assert_both_failed(receiver, request_id, "client_disconnected", "client_disconnected")
 
 
+async def test_a_client_that_leaves_before_the_first_token_ends_its_attempt_the_same_way(
+    traced: ProxyServer, receiver: OTLPReceiver, upstream: FakeUpstreamServer, marker: str
+) -> None:
+    request_id = new_request_id()
+    headers = {"Authorization": f"Bearer {CLIENT_KEY}", "X-Request-ID": request_id}
+    async with httpx.AsyncClient(base_url=traced.url, timeout=10) as client:
+        request = client.build_request(
+            "POST", "/v1/stream", json={"prompt": f"{marker} @fault=hang-before"}, headers=headers
+        )
+        sending = asyncio.create_task(client.send(request, stream=True))
+        await upstream.wait_received(marker)  # the attempt is waiting for its first token
+        sending.cancel()
+    await upstream.wait_disconnected(marker)
+    attempt = await assert_both_failed(
+        receiver, request_id, "client_disconnected", "client_disconnected"
+    )
+    assert "gen_ai.response.time_to_first_chunk" not in attempt.attributes
+
+
 async def test_an_incoming_traceparent_makes_the_server_span_its_child(
     traced: ProxyServer, receiver: OTLPReceiver, upstream: FakeUpstreamServer, marker: str
 ) -> None:

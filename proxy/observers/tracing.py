@@ -114,6 +114,8 @@ class StreamTracer(StreamObserver):
                 "gen_ai.response.time_to_first_chunk", time.monotonic() - live.attempt_began
             )
             return
+        if attempt.result == "cancelled":  # the stream's end says why: the client, a shutdown
+            return
         live.attempt = None
         error_type: str = attempt.result
         status = getattr(attempt.error, "upstream_status", None)
