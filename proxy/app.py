@@ -39,9 +39,6 @@ def create_app(settings: Settings) -> FastAPI:
     observers: list[StreamObserver] = [StreamLog()]
     if metrics is not None:
         observers.append(metrics)
-    tracer = create_tracer(settings)
-    if tracer is not None:
-        observers.append(tracer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,9 +47,13 @@ def create_app(settings: Settings) -> FastAPI:
         # for its whole life.
         sniffio.thread_local.name = "asyncio"
         async with AsyncExitStack() as stack:
-            if tracer is not None:  # last out: the spans of every stream are flushed
+            # Made here, not with the app: an app that never serves (the parent of several
+            # workers) starts no export thread. Closed last: every stream's spans are flushed.
+            tracer = create_tracer(settings)
+            if tracer is not None:
                 stack.push_async_callback(tracer.aclose)
-            app.state.services = await _start_services(stack, settings, metrics, observers)
+            traced = observers if tracer is None else [*observers, tracer]
+            app.state.services = await _start_services(stack, settings, metrics, traced)
             yield
 
     app = FastAPI(

@@ -344,10 +344,12 @@ async def test_tracing_off_exports_nothing_and_opens_no_connection(
         receiver.close()
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 async def test_the_otel_environment_configures_a_proxy_process(
-    receiver: OTLPReceiver, upstream: FakeUpstreamServer, marker: str
+    receiver: OTLPReceiver, upstream: FakeUpstreamServer, marker: str, workers: str
 ) -> None:
     proxy = ProxyProcess(
+        PROXY_WORKERS=workers,  # each worker reads the environment and exports its own spans
         PROXY_UPSTREAM_URL=upstream.url,
         OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=receiver.url + "/custom/traces",
         OTEL_SERVICE_NAME="edge-proxy",
