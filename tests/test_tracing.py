@@ -162,6 +162,9 @@ async def test_an_upstream_error_before_the_commit_point_fails_both_spans(
     assert server.attributes["http.response.status_code"] == 502
     (received,) = upstream.find(marker)
     assert named(received.headers["traceparent"]) == ids(attempt)
+    # The upstream's error text (which may quote the request) stays in the log line.
+    assert (server.status_message, attempt.status_message) == ("", "")
+    assert_nothing_secret(receiver, "fake upstream error", marker)
 
 
 async def test_a_retry_that_succeeds_is_two_sibling_attempt_spans(
