@@ -27,7 +27,7 @@ from proxy.guards import Guards
 from proxy.ids import request_id
 from proxy.record import Arrival, StreamRecord
 from proxy.requests import (
-    StreamRequest,
+    StreamBody,
     check_prompt_length,
     choose_upstream,
     given_request_id,
@@ -44,7 +44,7 @@ from proxy.values import Ending
 class StreamRoute:
     """What a route adds to the one way into a stream."""
 
-    request_model: type[StreamRequest]
+    request_model: type[StreamBody]
     # The representations it offers, its preferred first; a route that offers one answers
     # with it whatever Accept says (as the AI SDK's own server helpers do).
     formats: tuple[OutputFormat, ...]
@@ -64,10 +64,12 @@ class ItemSource(Protocol):
 
 @dataclass(slots=True, frozen=True)
 class Stream:
-    """What a streaming path operation yields: its Head, then its items."""
+    """What a streaming path operation yields: its Head, then its items; and the request
+    that asked for them, for a route whose framing depends on it (None: a stored stream's)."""
 
     head: Head
     items: ItemSource
+    request: StreamBody | None = None
 
 
 class StreamOpener:
@@ -79,6 +81,7 @@ class StreamOpener:
         session = StreamSession(
             services, request_id(request.headers.get("x-request-id")), request.receive
         )
+        session.record.route = request.url.path  # one of the streaming routes' own paths
         session.record.arrival = arrival_of(request)
         async with session.opening():
             stream = await self._start(request, services, session)
@@ -110,7 +113,7 @@ class StreamOpener:
         resume_id = body.resume_id(given_request_id(request))
         if services.resumable is None or resume_id is None:
             await session.open(upstream, body.conversation())
-            return Stream(head, session)
+            return Stream(head, session, body)
         session.record.resumable = True
         attributes = {"request_id": session.request_id}
         if head.message_id:
@@ -122,17 +125,13 @@ class StreamOpener:
             owner_of(client),
             attributes,
         )
-        return Stream(head, StoredItems(live.follow(0), session.request_id, request.receive))
+        return Stream(head, StoredItems(live.follow(0), session.request_id, request.receive), body)
 
 
 def arrival_of(request: Request) -> Arrival:
-    """The request's route, and the trace context its caller sent."""
-    route = request.scope.get("route")
-    path = getattr(route, "path", None) or request.url.path
+    """The request's method, and the trace context its caller sent."""
     headers = request.headers
-    return Arrival(
-        f"{request.method} {path}", headers.get("traceparent"), headers.get("tracestate")
-    )
+    return Arrival(request.method, headers.get("traceparent"), headers.get("tracestate"))
 
 
 def services_of(request: Request) -> Services:
@@ -171,7 +170,7 @@ async def authenticate(request: Request) -> str | None:
         return identify_client(request, services.guards)
     except ProxyError as exc:
         exc.request_id = request_id(request.headers.get("x-request-id"))
-        record = StreamRecord(exc.request_id, arrival=arrival_of(request))
+        record = StreamRecord(exc.request_id, request.url.path, arrival=arrival_of(request))
         record.refused(exc)
         record.finish()
         services.observers.stream_ended(record)

@@ -22,10 +22,10 @@ from proxy.values import NO_USAGE, Done, Outcome, Usage, outcome_of
 
 @dataclass(slots=True, frozen=True)
 class Arrival:
-    """How the request came in, as a trace names it: its route and the W3C trace context
+    """How the request came in, as a trace names it: its method and the W3C trace context
     its caller sent (the traceparent and tracestate headers)."""
 
-    route: str = "-"  # "POST /v1/stream"
+    method: str = "-"
     traceparent: str | None = None
     tracestate: str | None = None
 
@@ -39,6 +39,7 @@ class StreamRecord:
     `ended` are set). Times are `time.monotonic()` seconds."""
 
     request_id: str
+    route: str = "-"  # the path the stream was asked for (/v1/stream, /v1/chat/completions, ...)
     model: str = "-"
     client: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -101,6 +102,7 @@ class StreamRecord:
         ttfb, duration = self.ttfb, self.duration
         fields: dict[str, Any] = {
             "request_id": self.request_id,
+            "route": self.route,
             "model": self.model,
             "client": self.client,
             "upstream": self.upstream,

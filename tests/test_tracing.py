@@ -144,6 +144,23 @@ async def test_a_success_is_a_server_span_over_one_attempt_span(
     assert_nothing_secret(receiver, marker)
 
 
+async def test_the_openai_route_is_traced_the_same_way(
+    traced: ProxyServer, receiver: OTLPReceiver, upstream: FakeUpstreamServer, marker: str
+) -> None:
+    request_id = new_request_id()
+    body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": marker}]}
+    headers = {"Authorization": f"Bearer {CLIENT_KEY}", "X-Request-ID": request_id}
+    async with httpx.AsyncClient(base_url=traced.url, timeout=10) as client:
+        response = await client.post("/v1/chat/completions", json=body, headers=headers)
+    assert response.status_code == 200
+    server, (attempt,) = split(await receiver.trace_of(request_id))
+    assert server.name == "POST /v1/chat/completions"
+    assert attempt.name == f"chat {MODEL}"
+    (received,) = upstream.find(marker)
+    assert named(received.headers["traceparent"]) == ids(attempt)
+    assert_nothing_secret(receiver, marker)
+
+
 async def test_an_upstream_error_before_the_commit_point_fails_both_spans(
     traced: ProxyServer, receiver: OTLPReceiver, upstream: FakeUpstreamServer, marker: str
 ) -> None:

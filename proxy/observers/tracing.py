@@ -168,10 +168,13 @@ class StreamTracer(StreamObserver):
             if arrival.tracestate:
                 carrier["tracestate"] = arrival.tracestate
         parent = _PROPAGATOR.extract(carrier, Context()) if carrier else Context()
-        method, _, route = arrival.route.partition(" ")
-        attributes = {"http.request.method": method, "http.route": route} if route else {}
+        attributes = {"http.request.method": arrival.method, "http.route": record.route}
         return self._tracer.start_span(
-            arrival.route, parent, SpanKind.SERVER, attributes, start_time=_wall_ns(record.started)
+            f"{arrival.method} {record.route}",
+            parent,
+            SpanKind.SERVER,
+            attributes,
+            start_time=_wall_ns(record.started),
         )
 
     async def aclose(self) -> None:
