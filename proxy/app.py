@@ -21,6 +21,7 @@ from proxy.logs import protect_logs
 from proxy.observers import Observers, StreamObserver
 from proxy.observers.log import StreamLog
 from proxy.observers.metrics import PrometheusMetrics, create_metrics
+from proxy.observers.tracing import create_tracer
 from proxy.responses import error_response
 from proxy.resumable import ResumableStreams
 from proxy.routes import chat, completions, operations, stream, usage
@@ -46,7 +47,13 @@ def create_app(settings: Settings) -> FastAPI:
         # for its whole life.
         sniffio.thread_local.name = "asyncio"
         async with AsyncExitStack() as stack:
-            app.state.services = await _start_services(stack, settings, metrics, observers)
+            # Made here, not with the app: an app that never serves (the parent of several
+            # workers) starts no export thread. Closed last: every stream's spans are flushed.
+            tracer = create_tracer(settings)
+            if tracer is not None:
+                stack.push_async_callback(tracer.aclose)
+            traced = observers if tracer is None else [*observers, tracer]
+            app.state.services = await _start_services(stack, settings, metrics, traced)
             yield
 
     app = FastAPI(

@@ -27,7 +27,7 @@ from proxy.errors import NotAcceptable, ProxyError
 from proxy.formats import Head, OutputFormat, negotiate
 from proxy.guards import Guards
 from proxy.ids import request_id
-from proxy.record import StreamRecord
+from proxy.record import Arrival, StreamRecord
 from proxy.requests import (
     StreamBody,
     check_prompt_length,
@@ -84,6 +84,7 @@ class StreamOpener:
             services, request_id(request.headers.get("x-request-id")), request.receive
         )
         session.record.route = request.url.path  # one of the streaming routes' own paths
+        session.record.arrival = arrival_of(request)
         async with session.opening():
             stream = await self._start(request, services, session)
         try:
@@ -99,6 +100,7 @@ class StreamOpener:
         route, settings = self.route, services.settings
         client = identify_client(request, services.guards)
         output = acceptable(request, route.formats)
+        session.record.output_format = output.name
         await session.admit(client, peer_of(request))
         body = await read_body(request, settings.request_limits, route.request_model)
         session.name_model(body.model or "-")
@@ -114,6 +116,7 @@ class StreamOpener:
         if services.resumable is None or resume_id is None:
             await session.open(upstream, body.conversation())
             return Stream(with_budget(head, session.record), session, body)
+        session.record.resumable = True
         attributes = {"request_id": session.request_id}
         if head.message_id:
             attributes["message_id"] = head.message_id
@@ -133,6 +136,12 @@ def with_budget(head: Head, record: StreamRecord) -> Head:
     if record.budget is None or not record.budget.headers:
         return head
     return dataclasses.replace(head, extra=record.budget.headers)
+
+
+def arrival_of(request: Request) -> Arrival:
+    """The request's method, and the trace context its caller sent."""
+    headers = request.headers
+    return Arrival(request.method, headers.get("traceparent"), headers.get("tracestate"))
 
 
 def services_of(request: Request) -> Services:
@@ -171,7 +180,7 @@ async def authenticate(request: Request) -> str | None:
         return identify_client(request, services.guards)
     except ProxyError as exc:
         exc.request_id = request_id(request.headers.get("x-request-id"))
-        record = StreamRecord(exc.request_id)
+        record = StreamRecord(exc.request_id, request.url.path, arrival=arrival_of(request))
         record.refused(exc)
         record.finish()
         services.observers.stream_ended(record)

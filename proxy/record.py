@@ -4,6 +4,7 @@ its observers (proxy/observers/) are handed."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,7 +17,20 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 from proxy.urls import PublicURL
-from proxy.values import NO_USAGE, Outcome, Usage, outcome_of
+from proxy.values import NO_USAGE, Done, Outcome, Usage, outcome_of
+
+
+@dataclass(slots=True, frozen=True)
+class Arrival:
+    """How the request came in, as a trace names it: its method and the W3C trace context
+    its caller sent (the traceparent and tracestate headers)."""
+
+    method: str = "-"
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+
+NO_ARRIVAL = Arrival()
 
 
 @dataclass(slots=True)
@@ -56,7 +70,11 @@ class StreamRecord:
     deltas: int = 0
     bytes: int = 0
     usage: Usage = NO_USAGE  # as the upstream reported it
+    finish_reason: str | None = None  # as the upstream reported it, normalised
     went_upstream: bool = False  # `stream_started` was observed
+    arrival: Arrival = NO_ARRIVAL
+    output_format: str | None = None  # the representation negotiated (formats/)
+    resumable: bool = False  # kept for a resume (PROXY_RESUME)
     budget: BudgetNote | None = None  # a named key with budgets
 
     @property
@@ -84,6 +102,11 @@ class StreamRecord:
         """The request ends with this error, answered before the commit point."""
         self.status = exc.status_code
         self.failed(exc)
+
+    def reported(self, ending: Done) -> None:
+        """What the attempt that reached the commit point said of its end."""
+        self.finish_reason = ending.finish_reason
+        self.usage = ending.usage or NO_USAGE
 
     def finish(self) -> None:
         """The stream is over: stamp the end."""
@@ -161,9 +184,24 @@ def attempt_result(error: UpstreamError) -> AttemptResult:
 
 
 @dataclass(slots=True, frozen=True)
+class AttemptStarted:
+    """One upstream attempt, about to send its request."""
+
+    stream: StreamRecord
+    model: str  # as configured
+    dialect: str
+    upstream_model: str  # as the upstream is asked for it
+    replica: PublicURL
+    # The request's JSON body: its parameters, and the prompt, which observers never keep.
+    body: Mapping[str, Any]
+
+
+@dataclass(slots=True, frozen=True)
 class AttemptRecord:
     """One upstream attempt, once it has ended."""
 
     model: str
     replica: PublicURL
     result: AttemptResult
+    stream: StreamRecord | None = None  # whose attempt it was
+    error: UpstreamError | None = None  # what failed it

@@ -180,7 +180,7 @@ class StreamSession:
         attempt, ticket, watchdog = self._attempt, self._ticket, self._watchdog
         try:
             if attempt is not None:
-                self.record.usage = attempt.usage
+                self.record.reported(attempt.ending())
                 await attempt.aclose()
             if watchdog is not None:
                 watchdog.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -19,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from proxy.tracing_settings import TracingPolicy, TracingSettingError, tracing_policy
 
 DialectName = Literal["openai", "openai-completions", "ollama", "tgi", "anthropic"]
 LogFormat = Literal["json", "text"]
@@ -322,6 +325,9 @@ class Settings(BaseSettings):
     # GET /metrics (Prometheus); false removes the endpoint and records nothing.
     metrics: bool = True
 
+    # Traces (docs/tracing.md): the standard OTEL_* variables, read with the rest; None is off.
+    tracing: TracingPolicy | None = Field(default_factory=lambda: _tracing_from_environment())
+
     # Output formats and resumable streams (issue 13).
     sse_keepalive: float = Field(default=15.0, gt=0)
     resume: bool = False
@@ -427,6 +433,13 @@ class Settings(BaseSettings):
         # longer than that, with some slack, means it is gone.
         follow_timeout = self.idle_timeout + 5.0
         return ResumePolicy(self.resume_ttl, self.resume_max_bytes, follow_timeout, self.redis_url)
+
+
+def _tracing_from_environment() -> TracingPolicy | None:
+    try:
+        return tracing_policy(os.environ)
+    except TracingSettingError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _model_table(settings: Settings) -> tuple[ModelSpec, ...]:

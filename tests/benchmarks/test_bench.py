@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from benchmarks.bench import QUICK, Row
-
-REPOSITORY = Path(__file__).parents[2]
+from tests.benchmarks import run_benchmark
 
 
 def test_quick_bench_reports_every_field_and_no_errors(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(tmp_path)],
-        cwd=REPOSITORY,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    output = run_benchmark("benchmarks", "--quick", "--output", str(tmp_path))
     report = json.loads((tmp_path / "latest.json").read_text())
     assert report["machine"]["cpus"] >= 1
     fields = {field.name for field in dataclasses.fields(Row)}
@@ -32,4 +21,4 @@ def test_quick_bench_reports_every_field_and_no_errors(tmp_path: Path) -> None:
         assert row["errors"] == 0, row["first_error"]
         assert row["direct_tokens_per_s"] > 0
         assert row["proxy_tokens_per_s"] > 0
-    assert "tok/s proxy" in result.stdout
+    assert "tok/s proxy" in output

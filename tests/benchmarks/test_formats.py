@@ -3,27 +3,12 @@ format without Redis (the Redis row needs --redis-url). Not a timing test."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 from benchmarks.formats import FORMATS
-
-REPOSITORY = Path(__file__).parents[2]
+from tests.benchmarks import run_benchmark, table_rows
 
 
 def test_a_tiny_run_reports_every_format_it_can_reach() -> None:
-    command = ["-m", "benchmarks.formats", "--streams", "2", "--tokens", "20", "--rounds", "1"]
-    result = subprocess.run(
-        [sys.executable, *command],
-        cwd=REPOSITORY,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    output = run_benchmark(
+        "benchmarks.formats", "--streams", "2", "--tokens", "20", "--rounds", "1"
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")][2:]
-    assert [row.split(" | ")[0][2:] for row in rows] == [
-        fmt.name for fmt in FORMATS if fmt.store != "redis"
-    ]
+    assert table_rows(output) == [fmt.name for fmt in FORMATS if fmt.store != "redis"]
