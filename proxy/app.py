@@ -24,7 +24,7 @@ from proxy.observers.metrics import PrometheusMetrics, create_metrics
 from proxy.observers.tracing import create_tracer
 from proxy.responses import error_response
 from proxy.resumable import ResumableStreams
-from proxy.routes import chat, completions, operations, stream
+from proxy.routes import chat, completions, operations, stream, usage
 from proxy.routes.chat_page import add_chat_page
 from proxy.services import Services, build_upstreams
 from proxy.settings import Settings
@@ -64,7 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     protect_logs()
-    for routes in (stream.router, chat.router, completions.router, operations.router):
+    for routes in (stream.router, chat.router, completions.router, operations.router, usage.router):
         app.include_router(routes)
     if metrics is not None:
         endpoint = operations.metrics_endpoint(metrics)

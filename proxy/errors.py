@@ -12,13 +12,16 @@
     │   ├── UnsupportedMediaType     415
     │   ├── InvalidRequest           422
     │   ├── RateLimited              429  Retry-After
+    │   │   └── BudgetExceeded       429  Retry-After, x-ratelimit-* (a key's budget is spent)
     │   └── Overloaded               503  Retry-After
+    │       └── BudgetUnavailable    503  (the budgets' Redis is down; fail closed)
     ├── ShuttingDown                 503, or aborted after the commit (shutdown grace ran out)
     └── UpstreamError                the upstream failed us
         ├── UpstreamStatusError      502, or 429 + Retry-After when the upstream said 429
         ├── UpstreamUnavailable      503 (no upstream reachable: refused, reset, unresolvable)
         ├── UpstreamProtocolError    502 (unreadable stream, in-band error, no end marker)
         ├── UpstreamTimeout          504 (connect, first token); idle, total after the commit
+        ├── OutputLimitReached       after the commit: output past the key's allowance
         ├── StreamLost               502 a resumed stream stopped without its end (issue 13)
         └── CompletionTooLarge       502 a `stream: false` answer over what is held in memory
 
@@ -123,6 +126,25 @@ class Overloaded(RequestError):
     error_type = "overloaded"
 
 
+class BudgetExceeded(RateLimited):
+    """A client key's token or spend budget has too little left (proxy/budgets/)."""
+
+    error_type = "budget_exceeded"
+
+    def __init__(
+        self, message: str, *, retry_after: float, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.rate_limit_headers = headers
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), **dict(self.rate_limit_headers)}
+
+
+class BudgetUnavailable(Overloaded):
+    error_type = "budget_unavailable"
+
+
 class UpstreamError(ProxyError):
     status_code = 502
     error_type = "upstream_error"
@@ -165,6 +187,13 @@ class UpstreamClosedEarly(UpstreamProtocolError):
 class UpstreamTimeout(UpstreamError):
     status_code = 504
     error_type = "upstream_timeout"
+
+
+class OutputLimitReached(UpstreamError):
+    """The upstream went on past the max tokens it was asked for, and so past the key's
+    allowance: the proxy ends the stream there (proxy/budgets/)."""
+
+    error_type = "output_limit_reached"
 
 
 class UpstreamConnectTimeout(UpstreamTimeout):

@@ -1,6 +1,7 @@
 """The one way into a stream, for every route: from the request's id to the commit point.
 
     id → client key → format (Accept) → admission → body → model → resume, or open
+                                                                   (budget, attempts)
 
 `StreamOpener(route)` is the dependency (with `yield`) of every streaming path operation: it
 takes the request that far, yields the Stream (its Head, then its items), and closes it on
@@ -13,6 +14,7 @@ answers with the request's id.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -113,7 +115,7 @@ class StreamOpener:
         resume_id = body.resume_id(given_request_id(request))
         if services.resumable is None or resume_id is None:
             await session.open(upstream, body.conversation())
-            return Stream(head, session, body)
+            return Stream(with_budget(head, session.record), session, body)
         session.record.resumable = True
         attributes = {"request_id": session.request_id}
         if head.message_id:
@@ -125,7 +127,15 @@ class StreamOpener:
             owner_of(client),
             attributes,
         )
-        return Stream(head, StoredItems(live.follow(0), session.request_id, request.receive), body)
+        items = StoredItems(live.follow(0), session.request_id, request.receive)
+        return Stream(with_budget(head, session.record), items, body)
+
+
+def with_budget(head: Head, record: StreamRecord) -> Head:
+    """A budgeted key's stream tells what is left of its budget (docs/budgets.md)."""
+    if record.budget is None or not record.budget.headers:
+        return head
+    return dataclasses.replace(head, extra=record.budget.headers)
 
 
 def arrival_of(request: Request) -> Arrival:

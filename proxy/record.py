@@ -34,6 +34,22 @@ NO_ARRIVAL = Arrival()
 
 
 @dataclass(slots=True)
+class BudgetNote:
+    """What a named key's budget did for a stream (proxy/budgets/)."""
+
+    reserved_tokens: int  # the prompt estimate plus the output allowance
+    settled_tokens: int | None = None  # what it was charged, once settled
+    estimated: bool = False  # settled from the proxy's estimate, not the upstream's count
+    spend: float | None = None  # its settled cost at the model's prices (currency units)
+    refused: str | None = None  # the window that refused it
+    headers: tuple[tuple[str, str], ...] = ()  # x-ratelimit-* for its response
+
+    @property
+    def refunded_tokens(self) -> int:
+        return max(0, self.reserved_tokens - (self.settled_tokens or 0))
+
+
+@dataclass(slots=True)
 class StreamRecord:
     """Filled in as the stream goes; final once `finish` has run (then `outcome` and
     `ended` are set). Times are `time.monotonic()` seconds."""
@@ -59,6 +75,7 @@ class StreamRecord:
     arrival: Arrival = NO_ARRIVAL
     output_format: str | None = None  # the representation negotiated (formats/)
     resumable: bool = False  # kept for a resume (PROXY_RESUME)
+    budget: BudgetNote | None = None  # a named key with budgets
 
     @property
     def ttfb(self) -> float | None:
@@ -116,6 +133,11 @@ class StreamRecord:
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
         }
+        budget = self.budget
+        if budget is not None and budget.settled_tokens is not None:
+            fields["reserved_tokens"] = budget.reserved_tokens
+            fields["settled_tokens"] = budget.settled_tokens
+            fields["usage_source"] = "estimated" if budget.estimated else "reported"
         if self.error:
             fields["error"] = self.error
         return fields

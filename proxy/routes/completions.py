@@ -74,7 +74,8 @@ async def chat_completions(
     if body.stream:
         output = chat_completion_chunks(completion, body.include_usage)
         return StreamResponse(chunks(replace(stream.head, format=output), stream.items))
-    return await whole_completion(stream.head.request_id, completion, stream.items)
+    head = stream.head
+    return await whole_completion(head.request_id, completion, stream.items, head.extra)
 
 
 async def chunks(head: Head, items: ItemSource) -> AsyncGenerator[Item, None]:
@@ -84,7 +85,12 @@ async def chunks(head: Head, items: ItemSource) -> AsyncGenerator[Item, None]:
         yield item
 
 
-async def whole_completion(request_id: str, completion: Completion, items: ItemSource) -> Response:
+async def whole_completion(
+    request_id: str,
+    completion: Completion,
+    items: ItemSource,
+    extra: tuple[tuple[str, str], ...] = (),  # a budgeted key's x-ratelimit-* headers
+) -> Response:
     """`stream: false`: the whole text once it has ended. Nothing was sent before the end, so a
     failure after the first token is still an error status (502, SPEC §5c)."""
     texts: list[str] = []
@@ -101,7 +107,7 @@ async def whole_completion(request_id: str, completion: Completion, items: ItemS
                 raise _failure(item)
             else:
                 body = completion_json(completion, "".join(texts), item)
-                return JSONResponse(body, headers={"X-Request-ID": request_id})
+                return JSONResponse(body, headers={"X-Request-ID": request_id, **dict(extra)})
     raise AssertionError("a stream ends with its Ending")
 
 

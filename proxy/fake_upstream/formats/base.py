@@ -35,6 +35,10 @@ class WireFormat:
                 return _text_of(message.get("content"))
         return ""
 
+    def max_tokens(self, body: dict[str, Any]) -> int | None:
+        """The most tokens the request asks for, where it says."""
+        return count_of(body.get("max_tokens"))
+
     def wants_usage(self, body: dict[str, Any]) -> bool:
         """Whether the request asked for usage, for APIs that report it only when asked."""
         return True
@@ -63,6 +67,10 @@ class WireFormat:
     def error_body(self, status: int, message: str) -> Any:
         kind = "rate_limit_error" if status == 429 else "server_error"
         return {"error": {"message": message, "type": kind, "code": None}}
+
+
+def count_of(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _text_of(content: Any) -> str:

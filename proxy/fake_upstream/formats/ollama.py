@@ -6,12 +6,16 @@ from typing import Any
 
 import orjson
 
-from proxy.fake_upstream.formats.base import Usage, WireFormat
+from proxy.fake_upstream.formats.base import Usage, WireFormat, count_of
 
 
 class OllamaFormat(WireFormat):
     path = "/api/chat"
     content_type = b"application/x-ndjson"
+
+    def max_tokens(self, body: dict[str, Any]) -> int | None:
+        options = body.get("options")
+        return count_of(options.get("num_predict")) if isinstance(options, dict) else None
 
     def _line(self, model: str, content: str, **fields: Any) -> bytes:
         line = {

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from proxy.fake_upstream.formats.base import Usage, WireFormat, sse
+from proxy.fake_upstream.formats.base import Usage, WireFormat, count_of, sse
 
 
 class TGIFormat(WireFormat):
     path = "/generate_stream"
     _SPECIAL: Final = {"id": 0, "text": "<|special|>", "logprob": 0.0, "special": True}
     _END_OF_SEQUENCE: Final = {"id": 2, "text": "</s>", "logprob": 0.0, "special": True}
+
+    def max_tokens(self, body: dict[str, Any]) -> int | None:
+        options = body.get("parameters")
+        return count_of(options.get("max_new_tokens")) if isinstance(options, dict) else None
 
     def prompt(self, body: dict[str, Any]) -> str:
         inputs = body.get("inputs")
