@@ -67,11 +67,13 @@ class ItemSource(Protocol):
 @dataclass(slots=True, frozen=True)
 class Stream:
     """What a streaming path operation yields: its Head, then its items; and the request
-    that asked for them, for a route whose framing depends on it (None: a stored stream's)."""
+    that asked for them and its record, for a route whose framing depends on the request
+    (None: a stored stream's)."""
 
     head: Head
     items: ItemSource
     request: StreamBody | None = None
+    record: StreamRecord | None = None
 
 
 class StreamOpener:
@@ -115,7 +117,7 @@ class StreamOpener:
         resume_id = body.resume_id(given_request_id(request))
         if services.resumable is None or resume_id is None:
             await session.open(upstream, body.conversation())
-            return Stream(with_budget(head, session.record), session, body)
+            return Stream(with_budget(head, session.record), session, body, session.record)
         session.record.resumable = True
         attributes = {"request_id": session.request_id}
         if head.message_id:
@@ -128,7 +130,7 @@ class StreamOpener:
             attributes,
         )
         items = StoredItems(live.follow(0), session.request_id, request.receive)
-        return Stream(with_budget(head, session.record), items, body)
+        return Stream(with_budget(head, session.record), items, body, session.record)
 
 
 def with_budget(head: Head, record: StreamRecord) -> Head:

@@ -532,6 +532,36 @@ async def test_the_log_line_names_the_route(
     assert line["outcome"] == "completed"
 
 
+async def test_a_non_streamed_failure_logs_the_status_the_client_got(
+    proxy: ProxyServer,
+    marker: str,
+    log_lines: list[str],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Nothing was sent before the end: the log line says 502, as the client saw, not 200.
+    monkeypatch.setattr(completions, "MAX_COMPLETION_BYTES", 200)
+    prompts = {
+        f"{marker}-drop": f"{marker}-drop @fault=drop-mid @after=4",
+        f"{marker}-long": f"{marker}-long @tokens=100000 @delay=0.005",
+    }
+    async with async_client(proxy) as client:
+        for rid, prompt in prompts.items():
+            with pytest.raises(openai.InternalServerError):
+                await client.chat.completions.create(
+                    model="default", messages=user(prompt), extra_headers={"X-Request-ID": rid}
+                )
+    lines = {
+        line["request_id"]: line
+        for line in map(orjson.loads, (line for line in log_lines if '"proxy.stream"' in line))
+        if line.get("request_id") in prompts
+    }
+    assert lines[f"{marker}-drop"]["status"] == 502
+    assert lines[f"{marker}-drop"]["outcome"] == "upstream_error"
+    assert lines[f"{marker}-long"]["status"] == 502
+    assert lines[f"{marker}-long"]["outcome"] == "upstream_error"
+    assert "longer than 200 bytes" in lines[f"{marker}-long"]["error"]
+
+
 # --- the model list ------------------------------------------------------------------------
 
 

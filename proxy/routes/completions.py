@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import replace
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends
 from starlette.responses import JSONResponse, Response
@@ -74,8 +74,7 @@ async def chat_completions(
     if body.stream:
         output = chat_completion_chunks(completion, body.include_usage)
         return StreamResponse(chunks(replace(stream.head, format=output), stream.items))
-    head = stream.head
-    return await whole_completion(head.request_id, completion, stream.items, head.extra)
+    return await whole_completion(stream, completion)
 
 
 async def chunks(head: Head, items: ItemSource) -> AsyncGenerator[Item, None]:
@@ -85,29 +84,36 @@ async def chunks(head: Head, items: ItemSource) -> AsyncGenerator[Item, None]:
         yield item
 
 
-async def whole_completion(
-    request_id: str,
-    completion: Completion,
-    items: ItemSource,
-    extra: tuple[tuple[str, str], ...] = (),  # a budgeted key's x-ratelimit-* headers
-) -> Response:
+async def whole_completion(stream: Stream, completion: Completion) -> Response:
     """`stream: false`: the whole text once it has ended. Nothing was sent before the end, so a
-    failure after the first token is still an error status (502, SPEC §5c)."""
+    failure after the first token is still an error status (502, SPEC §5c), and the stream's
+    log line says so."""
+    head, record = stream.head, stream.record
+    assert record is not None
+    try:
+        with answering_as(head.request_id):
+            body = await _collect(completion, stream.items)
+    except UpstreamError as exc:
+        record.refused(exc)
+        raise
+    # A budgeted key's x-ratelimit-* headers go with it.
+    return JSONResponse(body, headers={"X-Request-ID": head.request_id, **dict(head.extra)})
+
+
+async def _collect(completion: Completion, items: ItemSource) -> dict[str, Any]:
     texts: list[str] = []
     size, limit = 0, MAX_COMPLETION_BYTES
-    with answering_as(request_id):
-        async for item in items:
-            if isinstance(item, str):
-                texts.append(item)
-                size += utf8_length(item)
-                if size > limit:
-                    message = f"the answer is longer than {limit} bytes: ask with stream: true"
-                    raise CompletionTooLarge(message)
-            elif isinstance(item, Failed):
-                raise _failure(item)
-            else:
-                body = completion_json(completion, "".join(texts), item)
-                return JSONResponse(body, headers={"X-Request-ID": request_id, **dict(extra)})
+    async for item in items:
+        if isinstance(item, str):
+            texts.append(item)
+            size += utf8_length(item)
+            if size > limit:
+                message = f"the answer is longer than {limit} bytes: ask with stream: true"
+                raise CompletionTooLarge(message)
+        elif isinstance(item, Failed):
+            raise _failure(item)
+        else:
+            return completion_json(completion, "".join(texts), item)
     raise AssertionError("a stream ends with its Ending")
 
 
