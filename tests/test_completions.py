@@ -172,6 +172,21 @@ def test_sync_sdk_gets_the_whole_completion_for_every_dialect(
     assert completion.usage.completion_tokens == 20
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_an_answer_cut_at_max_tokens_finishes_with_length_for_every_dialect(
+    dialects_proxy: ProxyServer, marker: str, model: str
+) -> None:
+    # The fake upstream stops at the max tokens it is sent, in each dialect's own field and
+    # with its own words for why (length, max_tokens, ...): the client reads "length".
+    prompt = f"{marker} @tokens=30"
+    with sync_client(dialects_proxy) as client:
+        completion = client.chat.completions.create(
+            model=model, messages=user(prompt), max_tokens=5
+        )
+    assert completion.choices[0].message.content == reply_text(prompt, 5)
+    assert completion.choices[0].finish_reason == "length"
+
+
 async def test_async_sdk_gets_the_whole_completion(proxy: ProxyServer, marker: str) -> None:
     prompt = f"{marker} @text=tricky"
     async with async_client(proxy) as client:

@@ -135,6 +135,7 @@ class _Stream:
         self._fault = fault
         self._model = model
         self._reply = Reply(record.prompt, directives.text, directives.tokens)
+        self._capped = max_tokens is not None and max_tokens < self._reply.total
         if max_tokens is not None:
             self._reply.total = min(self._reply.total, max_tokens)
         self._usage = (
@@ -161,7 +162,7 @@ class _Stream:
         await self._send(wire.epilogue())
         if fault != "no-end":
             text = "".join(self._reply.tokens(0, total))
-            await self._send(wire.end(self._model, text, total, self._usage))
+            await self._send(wire.end(self._model, text, total, self._usage, capped=self._capped))
         self._finish()
 
     async def _send_tokens(self, start: int, stop: int) -> None:

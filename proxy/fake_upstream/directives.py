@@ -13,7 +13,7 @@
     @model_missing=1   ollama only: the 404 of a model that was never pulled
     @usage=0           report no token usage, as some servers do not
     @ignore_max_tokens=1  stream on past the request's max tokens (a reply is otherwise cut
-                       there, as real servers do)
+                       there, as real servers do, and its end says so: length, max_tokens)
 
 Unknown directives are ignored; directives stay part of the prompt (and of its reply's seed).
 """

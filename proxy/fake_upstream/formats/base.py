@@ -22,6 +22,9 @@ class Usage:
 
 
 class WireFormat:
+    # Why a reply ended, in the API's own words: on its own, or at the request's max tokens.
+    finished = "stop"
+    capped = "length"
     """How one upstream API frames a streamed reply; a subclass per dialect fills it in."""
 
     path = ""
@@ -39,6 +42,9 @@ class WireFormat:
         """The most tokens the request asks for, where it says."""
         return count_of(body.get("max_tokens"))
 
+    def finish_reason(self, capped: bool) -> str:
+        return self.capped if capped else self.finished
+
     def wants_usage(self, body: dict[str, Any]) -> bool:
         """Whether the request asked for usage, for APIs that report it only when asked."""
         return True
@@ -53,9 +59,12 @@ class WireFormat:
         """What follows the last token even in a reply cut short of its end marker."""
         return b""
 
-    def end(self, model: str, text: str, total: int, usage: Usage | None = None) -> bytes:
+    def end(
+        self, model: str, text: str, total: int, usage: Usage | None = None, *, capped: bool = False
+    ) -> bytes:
         """The end marker, and the usage where the API reports it: a client that never sees
-        the marker must take the reply as cut short."""
+        the marker must take the reply as cut short. `capped`: the reply stopped at the
+        request's max tokens, and the marker says so in the API's words."""
         raise NotImplementedError
 
     def error_event(self) -> bytes:

@@ -9,6 +9,7 @@ from proxy.fake_upstream.formats.base import Usage, WireFormat, count_of, sse
 
 class TGIFormat(WireFormat):
     path = "/generate_stream"
+    finished = "eos_token"
     _SPECIAL: Final = {"id": 0, "text": "<|special|>", "logprob": 0.0, "special": True}
     _END_OF_SEQUENCE: Final = {"id": 2, "text": "</s>", "logprob": 0.0, "special": True}
 
@@ -45,11 +46,13 @@ class TGIFormat(WireFormat):
             event += self._event(self._SPECIAL)  # a client must not show special tokens
         return event
 
-    def end(self, model: str, text: str, total: int, usage: Usage | None = None) -> bytes:
+    def end(
+        self, model: str, text: str, total: int, usage: Usage | None = None, *, capped: bool = False
+    ) -> bytes:
         # TGI's stream counts generated tokens only (the end-of-sequence token among them).
         details = (
             {
-                "finish_reason": "eos_token",
+                "finish_reason": self.finish_reason(capped),
                 "generated_tokens": usage.completion_tokens,
                 "seed": None,
             }
