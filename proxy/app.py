@@ -23,9 +23,10 @@ from proxy.logs import protect_logs
 from proxy.observers import Observers, StreamObserver
 from proxy.observers.log import StreamLog
 from proxy.observers.metrics import PrometheusMetrics, create_metrics
+from proxy.observers.tracing import create_tracer
 from proxy.responses import SERVER_SEND, error_response
 from proxy.resumable import ResumableStreams
-from proxy.routes import chat, operations, stream
+from proxy.routes import chat, completions, operations, stream, usage
 from proxy.routes.chat_page import add_chat_page
 from proxy.services import Services, build_upstreams
 from proxy.settings import Settings
@@ -48,7 +49,13 @@ def create_app(settings: Settings) -> FastAPI:
         # for its whole life.
         sniffio.thread_local.name = "asyncio"
         async with AsyncExitStack() as stack:
-            app.state.services = await _start_services(stack, settings, metrics, observers)
+            # Made here, not with the app: an app that never serves (the parent of several
+            # workers) starts no export thread. Closed last: every stream's spans are flushed.
+            tracer = create_tracer(settings)
+            if tracer is not None:
+                stack.push_async_callback(tracer.aclose)
+            traced = observers if tracer is None else [*observers, tracer]
+            app.state.services = await _start_services(stack, settings, metrics, traced)
             # Everything made so far lives as long as the process: out of the collector's
             # sight, each full collection no longer walks it (docs/performance.md, GC).
             gc.freeze()
@@ -62,7 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     protect_logs()
-    for routes in (stream.router, chat.router, operations.router):
+    for routes in (stream.router, chat.router, completions.router, operations.router, usage.router):
         app.include_router(routes)
     if metrics is not None:
         endpoint = operations.metrics_endpoint(metrics)
@@ -81,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
                 "x-api-key",
                 "x-request-id",
                 "last-event-id",  # an SSE client resuming (issue 13)
+                *completions.OPENAI_SDK_HEADERS,
             ],
             expose_headers=["X-Request-ID"],
             max_age=600,
@@ -143,14 +151,21 @@ async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
     rid = exc.request_id or request_id(request.headers.get("x-request-id"))
     if isinstance(exc, ClientDisconnected):
         return JSONResponse({}, status_code=exc.status_code)
-    return error_response(exc, rid)
+    return error_response(exc, rid, openai=_speaks_openai(request))
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     error = RequestError(str(exc.detail))
     error.status_code = exc.status_code
     error.error_type = "not_found" if exc.status_code == 404 else "http_error"
-    return error_response(error, request_id(request.headers.get("x-request-id")))
+    rid = request_id(request.headers.get("x-request-id"))
+    return error_response(error, rid, openai=_speaks_openai(request))
+
+
+def _speaks_openai(request: Request) -> bool:
+    """Errors answer in OpenAI's shape on the routes of OpenAI's API (SPEC §5c)."""
+    route = request.scope.get("route")
+    return getattr(route, "path", None) in completions.OPENAI_PATHS
 
 
 def app_from_environment() -> FastAPI:

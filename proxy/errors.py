@@ -3,6 +3,7 @@
     ProxyError
     ├── RequestError                 the client's request is refused (logged as "rejected")
     │   ├── InvalidJSON              400
+    │   ├── UnsupportedParameter     400  (asks for what the proxy cannot relay: tools, images)
     │   ├── Unauthorized             401  WWW-Authenticate: Bearer
     │   ├── UnknownModel             404
     │   ├── NotFound                 404  (no stream to resume, or another client's)
@@ -11,18 +12,23 @@
     │   ├── UnsupportedMediaType     415
     │   ├── InvalidRequest           422
     │   ├── RateLimited              429  Retry-After
+    │   │   └── BudgetExceeded       429  Retry-After, x-ratelimit-* (a key's budget is spent)
     │   └── Overloaded               503  Retry-After
+    │       └── BudgetUnavailable    503  (the budgets' Redis is down; fail closed)
     ├── ShuttingDown                 503, or aborted after the commit (shutdown grace ran out)
     └── UpstreamError                the upstream failed us
         ├── UpstreamStatusError      502, or 429 + Retry-After when the upstream said 429
         ├── UpstreamUnavailable      503 (no upstream reachable: refused, reset, unresolvable)
         ├── UpstreamProtocolError    502 (unreadable stream, in-band error, no end marker)
         ├── UpstreamTimeout          504 (connect, first token); idle, total after the commit
-        └── StreamLost               502 a resumed stream stopped without its end (issue 13)
+        ├── OutputLimitReached       after the commit: output past the key's allowance
+        ├── StreamLost               502 a resumed stream stopped without its end (issue 13)
+        └── CompletionTooLarge       502 a `stream: false` answer over what is held in memory
 
-Exceptions are raised where the failure happens; the JSON shape (`error_body`), the status
-and the headers of each live here alone, and `proxy.responses.error_response` is the one
-place they become a response. The one that logs a refusal (a stream's session) writes its
+Exceptions are raised where the failure happens; the JSON shapes (`error_body`, and
+OpenAI's `openai_error_body` for the OpenAI-compatible route), the status and the headers of
+each live here alone, and `proxy.responses.error_response` is the one place they become a
+response. The one that logs a refusal (a stream's session) writes its
 request id on the error, so the response names the request the log line does.
 Messages must never contain secrets: they are sent to clients and logged.
 """
@@ -36,11 +42,16 @@ class ProxyError(Exception):
     status_code: int = 500
     error_type: str = "internal_error"
     request_id: str | None = None
+    param: str | None = None  # the request field at fault, where one is (OpenAI's `param`)
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        if param is not None:
+            self.param = param
 
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
@@ -58,6 +69,14 @@ class InvalidJSON(RequestError):
     error_type = "invalid_json"
 
 
+class UnsupportedParameter(RequestError):
+    """A request field asks for what the proxy does not relay (it relays text): refused
+    rather than silently dropped (SPEC §5c)."""
+
+    status_code = 400
+    error_type = "unsupported_parameter"
+
+
 class Unauthorized(RequestError):
     status_code = 401
     error_type = "unauthorized"
@@ -69,6 +88,7 @@ class Unauthorized(RequestError):
 class UnknownModel(RequestError):
     status_code = 404
     error_type = "model_not_found"
+    param = "model"
 
 
 class NotFound(RequestError):
@@ -104,6 +124,25 @@ class RateLimited(RequestError):
 class Overloaded(RequestError):
     status_code = 503
     error_type = "overloaded"
+
+
+class BudgetExceeded(RateLimited):
+    """A client key's token or spend budget has too little left (proxy/budgets/)."""
+
+    error_type = "budget_exceeded"
+
+    def __init__(
+        self, message: str, *, retry_after: float, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.rate_limit_headers = headers
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), **dict(self.rate_limit_headers)}
+
+
+class BudgetUnavailable(Overloaded):
+    error_type = "budget_unavailable"
 
 
 class UpstreamError(ProxyError):
@@ -150,6 +189,13 @@ class UpstreamTimeout(UpstreamError):
     error_type = "upstream_timeout"
 
 
+class OutputLimitReached(UpstreamError):
+    """The upstream went on past the max tokens it was asked for, and so past the key's
+    allowance: the proxy ends the stream there (proxy/budgets/)."""
+
+    error_type = "output_limit_reached"
+
+
 class UpstreamConnectTimeout(UpstreamTimeout):
     retryable = True
 
@@ -173,6 +219,35 @@ ErrorBody = dict[str, dict[str, str]]
 def error_body(exc: ProxyError, request_id: str) -> ErrorBody:
     """The JSON error of SPEC §2, also sent inside error events after the commit point."""
     return {"error": {"type": exc.error_type, "message": exc.message, "request_id": request_id}}
+
+
+OpenAIErrorBody = dict[str, dict[str, str | None]]
+
+
+def openai_error(status: int, code: str, message: str, param: str | None = None) -> OpenAIErrorBody:
+    """OpenAI's error object (SPEC §5c): its SDKs raise their typed exception by the status,
+    and show `message`; `code` is the proxy's own error type."""
+    kind = _openai_type(status)
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def openai_error_body(exc: ProxyError) -> OpenAIErrorBody:
+    return openai_error(exc.status_code, exc.error_type, exc.message, exc.param)
+
+
+def _openai_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+class CompletionTooLarge(UpstreamError):
+    """A `stream: false` completion grew past what one request may hold (SPEC §5b: memory per
+    stream is bounded); the whole answer is only ever sent at its end."""
+
+    error_type = "completion_too_large"
 
 
 class ClientDisconnected(ProxyError):

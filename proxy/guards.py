@@ -1,6 +1,7 @@
 """Who may stream and how much: client keys, the stream cap, per-client limits.
 
 ticket = await guards.admit(client, peer)   # a cap slot and the client's limits, or 503/429
+conversation = await ticket.reserve(model, conversation, record)   # a key's budget, or 429
 ...
 await ticket.release()                      # once, whatever happened; again is a no-op
 """
@@ -20,9 +21,13 @@ import redis.asyncio as redis
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from proxy.budgets import Budgets, Reservation, budgets_of
+from proxy.budgets.headers import reset_duration
+from proxy.conversation import Conversation
 from proxy.errors import Overloaded, RateLimited, Unauthorized
+from proxy.record import StreamRecord
 from proxy.redis_retry import reconnecting
-from proxy.settings import AdmissionPolicy
+from proxy.settings import AdmissionPolicy, ClientKeySpec, ModelSpec
 
 logger = logging.getLogger("proxy.guards")
 
@@ -37,27 +42,35 @@ def client_id(key: str) -> str:
 
 
 class ClientKeys:
-    """PROXY_API_KEYS: compares every configured key in constant time."""
+    """PROXY_API_KEYS and PROXY_KEYS: the SHA-256 of a given key is compared with every
+    configured key's in constant time. A named key's client is its name; a plain key's a
+    short hash of it."""
 
-    def __init__(self, keys: tuple[str, ...]) -> None:
-        self._keys = [key.encode() for key in keys]
+    def __init__(self, keys: tuple[str, ...], named: tuple[ClientKeySpec, ...] = ()) -> None:
+        self._keys = [(_digest(key), client_id(key)) for key in keys]
+        self._keys += [(spec.key_sha256, spec.name) for spec in named]
 
     @property
     def open(self) -> bool:
         return not self._keys
 
     def identify(self, authorization: str | None, x_api_key: str | None) -> str | None:
-        """The client id of a valid key, None when the proxy is open; else Unauthorized."""
+        """The client of a valid key, None when the proxy is open; else Unauthorized."""
         if self.open:
             return None
         scheme, _, token = (authorization or "").partition(" ")
         given = token.strip() if scheme.lower() == "bearer" else (x_api_key or "")
-        matched = False
-        for key in self._keys:  # no early exit: timing says nothing about which key
-            matched |= hmac.compare_digest(key, given.encode())
-        if not given or not matched:
+        digest, client = _digest(given), None
+        for key, name in self._keys:  # no early exit: timing says nothing about which key
+            if hmac.compare_digest(key, digest):
+                client = name
+        if not given or client is None:
             raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
-        return client_id(given)
+        return client
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
 
 
 class StreamSlots:
@@ -203,6 +216,22 @@ class ClientLimits:
         except (TimeoutError, OSError, redis.RedisError) as exc:
             self._warn(exc)
 
+    async def request_headers(self, client: str) -> tuple[tuple[str, str], ...]:
+        """OpenAI's x-ratelimit-*-requests of PROXY_RATE_LIMIT for this client (none when
+        there is no rate limit, or its backend does not answer)."""
+        if self._rate is None:
+            return ()
+        try:
+            async with asyncio.timeout(BACKEND_TIMEOUT):
+                stats = await self._limiter.get_window_stats(self._rate, client)
+        except (TimeoutError, OSError, redis.RedisError):
+            return ()
+        return (
+            ("x-ratelimit-limit-requests", str(self._rate.amount)),
+            ("x-ratelimit-remaining-requests", str(stats.remaining)),
+            ("x-ratelimit-reset-requests", reset_duration(stats.reset_time - time.time())),
+        )
+
     def _backend_failed(self, exc: BaseException) -> bool:
         self._warn(exc)
         if self._fail_closed:
@@ -221,15 +250,18 @@ class ClientLimits:
 
 
 class AdmissionTicket:
-    """What one admitted stream holds until it ends: a slot under the proxy's cap, and a
-    per-client stream slot where that limit is on. Released once."""
+    """What one admitted stream holds until it ends: a slot under the proxy's cap, a
+    per-client stream slot where that limit is on, and a budgeted key's reservation
+    (settled on release). Released once."""
 
-    __slots__ = ("_client_slot", "_guards", "_holds_slot")
+    __slots__ = ("_client_slot", "_guards", "_holds_slot", "_request_headers", "_reservation")
 
     def __init__(self, guards: Guards) -> None:
         self._guards = guards
         self._holds_slot = False
         self._client_slot: str | None = None  # whose per-client slot, if one is held
+        self._reservation: Reservation | None = None
+        self._request_headers: tuple[tuple[str, str], ...] = ()
 
     async def take(self, client: str | None, peer: str) -> None:
         """Called once, by Guards.admit."""
@@ -240,24 +272,50 @@ class AdmissionTicket:
             identity = client or f"ip:{peer}"
             if await guards.client_limits.admit(identity):
                 self._client_slot = identity
+            if guards.budgets.limits(client) is not None:  # told on its response
+                self._request_headers = await guards.client_limits.request_headers(identity)
+
+    async def reserve(
+        self, model: ModelSpec, conversation: Conversation, record: StreamRecord
+    ) -> Conversation:
+        """A budgeted key's reservation for this stream (429 when its budget is spent): the
+        conversation asks for at most its allowance. Others' conversations pass as they are."""
+        budgets = self._guards.budgets
+        if record.client is None or budgets.limits(record.client) is None:
+            return conversation
+        reservation = await budgets.reserve(record.client, model, conversation, record)
+        self._reservation = reservation
+        reservation.note.headers = self._request_headers + reservation.note.headers
+        return reservation.conversation
+
+    def check_output(self, produced_bytes: int) -> None:
+        """OutputLimitReached once a budgeted stream's output has passed its allowance."""
+        if self._reservation is not None:
+            self._reservation.check_output(produced_bytes)
 
     async def release(self) -> None:
         if self._holds_slot:
             self._holds_slot = False
             self._guards.slots.release()
+        reservation, self._reservation = self._reservation, None
         identity, self._client_slot = self._client_slot, None
-        if identity is not None:
-            await self._guards.client_limits.release(identity)
+        try:
+            if reservation is not None:
+                await reservation.settle()
+        finally:
+            if identity is not None:
+                await self._guards.client_limits.release(identity)
 
 
 class Guards:
     """Everything that decides whether a stream may start, built once per app."""
 
     def __init__(self, policy: AdmissionPolicy) -> None:
-        self.keys = ClientKeys(policy.client_keys)
+        self.keys = ClientKeys(policy.client_keys, policy.named_keys)
         self.slots = StreamSlots(policy.max_concurrent_streams)
         self.client_limits, self.redis = client_limits(policy)
         self.limited = self.client_limits.active
+        self.budgets: Budgets = budgets_of(policy, self.redis)
 
     async def admit(self, client: str | None, peer: str) -> AdmissionTicket:
         """A ticket holding this stream's slots; Overloaded or RateLimited when refused

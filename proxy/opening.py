@@ -1,6 +1,7 @@
 """The one way into a stream, for every route: from the request's id to the commit point.
 
     id → client key → format (Accept) → admission → body → model → resume, or open
+                                                                   (budget, attempts)
 
 `StreamOpener(route)` is the dependency (with `yield`) of every streaming path operation: it
 takes the request that far, yields the Stream (its Head, then its items), and closes it on
@@ -13,6 +14,7 @@ answers with the request's id.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -25,9 +27,9 @@ from proxy.errors import NotAcceptable, ProxyError
 from proxy.formats import Head, OutputFormat, negotiate
 from proxy.guards import Guards
 from proxy.ids import request_id
-from proxy.record import StreamRecord
+from proxy.record import Arrival, StreamRecord
 from proxy.requests import (
-    StreamRequest,
+    StreamBody,
     check_prompt_length,
     choose_upstream,
     given_request_id,
@@ -44,7 +46,7 @@ from proxy.values import Ending
 class StreamRoute:
     """What a route adds to the one way into a stream."""
 
-    request_model: type[StreamRequest]
+    request_model: type[StreamBody]
     # The representations it offers, its preferred first; a route that offers one answers
     # with it whatever Accept says (as the AI SDK's own server helpers do).
     formats: tuple[OutputFormat, ...]
@@ -64,10 +66,14 @@ class ItemSource(Protocol):
 
 @dataclass(slots=True, frozen=True)
 class Stream:
-    """What a streaming path operation yields: its Head, then its items."""
+    """What a streaming path operation yields: its Head, then its items; and the request
+    that asked for them and its record, for a route whose framing depends on the request
+    (None: a stored stream's)."""
 
     head: Head
     items: ItemSource
+    request: StreamBody | None = None
+    record: StreamRecord | None = None
 
 
 class StreamOpener:
@@ -79,6 +85,8 @@ class StreamOpener:
         session = StreamSession(
             services, request_id(request.headers.get("x-request-id")), request.receive
         )
+        session.record.route = request.url.path  # one of the streaming routes' own paths
+        session.record.arrival = arrival_of(request)
         async with session.opening():
             stream = await self._start(request, services, session)
         try:
@@ -94,6 +102,7 @@ class StreamOpener:
         route, settings = self.route, services.settings
         client = identify_client(request, services.guards)
         output = acceptable(request, route.formats)
+        session.record.output_format = output.name
         await session.admit(client, peer_of(request))
         body = await read_body(request, settings.request_limits, route.request_model)
         session.name_model(body.model or "-")
@@ -108,7 +117,8 @@ class StreamOpener:
         resume_id = body.resume_id(given_request_id(request))
         if services.resumable is None or resume_id is None:
             await session.open(upstream, body.conversation())
-            return Stream(head, session)
+            return Stream(with_budget(head, session.record), session, body, session.record)
+        session.record.resumable = True
         attributes = {"request_id": session.request_id}
         if head.message_id:
             attributes["message_id"] = head.message_id
@@ -119,7 +129,21 @@ class StreamOpener:
             owner_of(client),
             attributes,
         )
-        return Stream(head, StoredItems(live.follow(0), session.request_id, request.receive))
+        items = StoredItems(live.follow(0), session.request_id, request.receive)
+        return Stream(with_budget(head, session.record), items, body, session.record)
+
+
+def with_budget(head: Head, record: StreamRecord) -> Head:
+    """A budgeted key's stream tells what is left of its budget (docs/budgets.md)."""
+    if record.budget is None or not record.budget.headers:
+        return head
+    return dataclasses.replace(head, extra=record.budget.headers)
+
+
+def arrival_of(request: Request) -> Arrival:
+    """The request's method, and the trace context its caller sent."""
+    headers = request.headers
+    return Arrival(request.method, headers.get("traceparent"), headers.get("tracestate"))
 
 
 def services_of(request: Request) -> Services:
@@ -158,7 +182,7 @@ async def authenticate(request: Request) -> str | None:
         return identify_client(request, services.guards)
     except ProxyError as exc:
         exc.request_id = request_id(request.headers.get("x-request-id"))
-        record = StreamRecord(exc.request_id)
+        record = StreamRecord(exc.request_id, request.url.path, arrival=arrival_of(request))
         record.refused(exc)
         record.finish()
         services.observers.stream_ended(record)

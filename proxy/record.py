@@ -4,6 +4,7 @@ its observers (proxy/observers/) are handed."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,7 +17,36 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 from proxy.urls import PublicURL
-from proxy.values import NO_USAGE, Outcome, Usage, outcome_of
+from proxy.values import NO_USAGE, Done, Outcome, Usage, outcome_of
+
+
+@dataclass(slots=True, frozen=True)
+class Arrival:
+    """How the request came in, as a trace names it: its method and the W3C trace context
+    its caller sent (the traceparent and tracestate headers)."""
+
+    method: str = "-"
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+
+NO_ARRIVAL = Arrival()
+
+
+@dataclass(slots=True)
+class BudgetNote:
+    """What a named key's budget did for a stream (proxy/budgets/)."""
+
+    reserved_tokens: int  # the prompt estimate plus the output allowance
+    settled_tokens: int | None = None  # what it was charged, once settled
+    estimated: bool = False  # settled from the proxy's estimate, not the upstream's count
+    spend: float | None = None  # its settled cost at the model's prices (currency units)
+    refused: str | None = None  # the window that refused it
+    headers: tuple[tuple[str, str], ...] = ()  # x-ratelimit-* for its response
+
+    @property
+    def refunded_tokens(self) -> int:
+        return max(0, self.reserved_tokens - (self.settled_tokens or 0))
 
 
 @dataclass(slots=True)
@@ -25,6 +55,7 @@ class StreamRecord:
     `ended` are set). Times are `time.monotonic()` seconds."""
 
     request_id: str
+    route: str = "-"  # the path the stream was asked for (/v1/stream, /v1/chat/completions, ...)
     model: str = "-"
     client: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -39,7 +70,12 @@ class StreamRecord:
     deltas: int = 0
     bytes: int = 0
     usage: Usage = NO_USAGE  # as the upstream reported it
+    finish_reason: str | None = None  # as the upstream reported it, normalised
     went_upstream: bool = False  # `stream_started` was observed
+    arrival: Arrival = NO_ARRIVAL
+    output_format: str | None = None  # the representation negotiated (formats/)
+    resumable: bool = False  # kept for a resume (PROXY_RESUME)
+    budget: BudgetNote | None = None  # a named key with budgets
 
     @property
     def ttfb(self) -> float | None:
@@ -67,6 +103,11 @@ class StreamRecord:
         self.status = exc.status_code
         self.failed(exc)
 
+    def reported(self, ending: Done) -> None:
+        """What the attempt that reached the commit point said of its end."""
+        self.finish_reason = ending.finish_reason
+        self.usage = ending.usage or NO_USAGE
+
     def finish(self) -> None:
         """The stream is over: stamp the end."""
         self.ended = time.monotonic()
@@ -78,6 +119,7 @@ class StreamRecord:
         ttfb, duration = self.ttfb, self.duration
         fields: dict[str, Any] = {
             "request_id": self.request_id,
+            "route": self.route,
             "model": self.model,
             "client": self.client,
             "upstream": self.upstream,
@@ -91,6 +133,11 @@ class StreamRecord:
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
         }
+        budget = self.budget
+        if budget is not None and budget.settled_tokens is not None:
+            fields["reserved_tokens"] = budget.reserved_tokens
+            fields["settled_tokens"] = budget.settled_tokens
+            fields["usage_source"] = "estimated" if budget.estimated else "reported"
         if self.error:
             fields["error"] = self.error
         return fields
@@ -137,9 +184,24 @@ def attempt_result(error: UpstreamError) -> AttemptResult:
 
 
 @dataclass(slots=True, frozen=True)
+class AttemptStarted:
+    """One upstream attempt, about to send its request."""
+
+    stream: StreamRecord
+    model: str  # as configured
+    dialect: str
+    upstream_model: str  # as the upstream is asked for it
+    replica: PublicURL
+    # The request's JSON body: its parameters, and the prompt, which observers never keep.
+    body: Mapping[str, Any]
+
+
+@dataclass(slots=True, frozen=True)
 class AttemptRecord:
     """One upstream attempt, once it has ended."""
 
     model: str
     replica: PublicURL
     result: AttemptResult
+    stream: StreamRecord | None = None  # whose attempt it was
+    error: UpstreamError | None = None  # what failed it

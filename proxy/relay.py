@@ -6,13 +6,14 @@ deadline passes. Every attempt's end is observed; a failed one is closed before 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import orjson
 
 from proxy.attempt import UpstreamAttempt
 from proxy.dialects import UpstreamRequest
 from proxy.errors import UpstreamError, UpstreamTimeout
-from proxy.record import AttemptRecord, AttemptResult, StreamRecord, attempt_result
+from proxy.record import AttemptRecord, AttemptResult, AttemptStarted, StreamRecord, attempt_result
 from proxy.retry import replica_at_fault, retry_delay
 from proxy.services import Services, Upstream
 
@@ -39,7 +40,7 @@ class Relay:
                     try:
                         text = await self._first_text(attempt, request, content)
                     except UpstreamError as exc:
-                        self._ended(attempt, attempt_result(exc))
+                        self._ended(attempt, attempt_result(exc), exc)
                         delay = await self._after_failure(attempt, exc, deadline)
                     except BaseException:
                         # Cancelled: by the first-token deadline, or the client leaving.
@@ -67,11 +68,23 @@ class Relay:
     ) -> str | None:
         services = self._services
         max_event_bytes = services.settings.request_limits.max_event_bytes
+        headers = services.observers.attempt_started(self._started(attempt, request))
+        if headers:  # the trace context naming this attempt (observers/tracing.py)
+            request = dataclasses.replace(request, headers={**request.headers, **headers})
         await attempt.send(services.http, request, content, max_event_bytes)
         return await attempt.read()
 
-    def _ended(self, attempt: UpstreamAttempt, result: AttemptResult) -> None:
-        record = AttemptRecord(self._upstream.spec.name, attempt.replica.public, result)
+    def _started(self, attempt: UpstreamAttempt, request: UpstreamRequest) -> AttemptStarted:
+        spec = self._upstream.spec
+        model = request.json.get("model") or spec.upstream_model or spec.name
+        replica, dialect = attempt.replica.public, self._upstream.dialect.name
+        return AttemptStarted(self._record, spec.name, dialect, model, replica, request.json)
+
+    def _ended(
+        self, attempt: UpstreamAttempt, result: AttemptResult, error: UpstreamError | None = None
+    ) -> None:
+        spec, replica = self._upstream.spec, attempt.replica.public
+        record = AttemptRecord(spec.name, replica, result, self._record, error)
         self._services.observers.attempt_ended(record)
 
     async def _after_failure(

@@ -50,16 +50,38 @@ class ChatMessage(BaseModel):
         return "".join(part.text or "" for part in self.parts or () if part.type == "text")
 
 
-class StreamRequest(BaseModel):
-    """POST /v1/stream (SPEC §1)."""
+class StreamBody(BaseModel):
+    """What every streaming route's request model gives the one way into a stream
+    (proxy/opening.py): the model it names, its output allowance and its conversation."""
 
     # Unknown fields are ignored: frontend SDKs send their own (`id`, `trigger`, ...).
     model_config = ConfigDict(extra="ignore", strict=True)
+    model: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+
+    def prompt_chars(self) -> int:
+        conversation = self.conversation()
+        return len(conversation.system or "") + sum(len(m.content) for m in conversation.messages)
+
+    def conversation(self) -> Conversation:
+        raise NotImplementedError
+
+    def resume_id(self, given_request_id: str | None) -> str | None:
+        """The id a resumable stream of this request is kept under: the client's own
+        X-Request-ID, when it sent one (None: not resumable)."""
+        return given_request_id
+
+    def response_message_id(self) -> str:
+        """The id of the message this request produces, in formats that name one."""
+        return ""
+
+
+class StreamRequest(StreamBody):
+    """POST /v1/stream (SPEC §1)."""
+
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
     system: str | None = None
-    model: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     stop: list[str] | None = Field(default=None, max_length=16)
@@ -89,15 +111,6 @@ class StreamRequest(BaseModel):
             top_p=self.top_p,
             stop=tuple(self.stop) if self.stop else None,
         )
-
-    def resume_id(self, given_request_id: str | None) -> str | None:
-        """The id a resumable stream of this request is kept under: the client's own
-        X-Request-ID, when it sent one (None: not resumable)."""
-        return given_request_id
-
-    def response_message_id(self) -> str:
-        """The id of the message this request produces, in formats that name one."""
-        return ""
 
 
 class ChatRequest(StreamRequest):
@@ -154,7 +167,7 @@ async def read_body(request: Request, limits: RequestLimits, model: type[R]) -> 
         errors = exc.errors(include_url=False, include_input=False)
         if any(error["type"] == "json_invalid" for error in errors):
             raise InvalidJSON("the request body is not valid JSON") from None
-        raise InvalidRequest(_describe(errors)) from None
+        raise InvalidRequest(_describe(errors), param=_param(errors[0])) from None
 
 
 def _describe(errors: list[ErrorDetails]) -> str:
@@ -165,12 +178,19 @@ def _describe(errors: list[ErrorDetails]) -> str:
     return f"{location}: {message}{more}"
 
 
-def check_prompt_length(body: StreamRequest, limits: RequestLimits) -> None:
+def _param(error: ErrorDetails) -> str | None:
+    """The field at fault as OpenAI names one (`messages.[0].content`); None for the body."""
+    steps = [f"[{step}]" if isinstance(step, int) else step for step in error["loc"]]
+    return ".".join(steps) or None
+
+
+def check_prompt_length(body: StreamBody, limits: RequestLimits) -> None:
     if body.prompt_chars() > limits.max_prompt_chars:
-        raise InvalidRequest(f"the prompt is longer than {limits.max_prompt_chars} characters")
+        limit = limits.max_prompt_chars
+        raise InvalidRequest(f"the prompt is longer than {limit} characters", param="messages")
 
 
-def choose_upstream(upstreams: Mapping[str, Upstream], body: StreamRequest) -> Upstream:
+def choose_upstream(upstreams: Mapping[str, Upstream], body: StreamBody) -> Upstream:
     """The model the body names (the default when it names none): 404, or 422 for a
     max_tokens above the model's ceiling."""
     if body.model is None:
@@ -180,7 +200,8 @@ def choose_upstream(upstreams: Mapping[str, Upstream], body: StreamRequest) -> U
     else:
         raise UnknownModel(f"unknown model {body.model[:100]!r}")
     if body.max_tokens is not None and body.max_tokens > upstream.spec.max_tokens:
-        raise InvalidRequest(f"max_tokens: must be at most {upstream.spec.max_tokens}")
+        ceiling = upstream.spec.max_tokens
+        raise InvalidRequest(f"max_tokens: must be at most {ceiling}", param="max_tokens")
     return upstream
 
 

@@ -1,5 +1,5 @@
 """The responses the proxy writes: one for every representation of a stream, and the JSON
-error of SPEC §2."""
+error of SPEC §2 (in OpenAI's shape on the OpenAI-compatible route, SPEC §5c)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from proxy.errors import ProxyError, error_body
+from proxy.errors import ProxyError, error_body, openai_error_body
 from proxy.formats import Head, Item
 from proxy.keepalive import KeepAlive
 
@@ -117,6 +117,8 @@ def _unwrapped(content: AsyncGenerator[Item, None]) -> AsyncGenerator[Item, None
     return inner if isinstance(inner, AsyncGeneratorType) else content
 
 
-def error_response(exc: ProxyError, request_id: str) -> JSONResponse:
+def error_response(exc: ProxyError, request_id: str, *, openai: bool = False) -> JSONResponse:
+    """The error as JSON: the proxy's own shape, or OpenAI's error object."""
     headers = {"X-Request-ID": request_id, **exc.headers()}
-    return JSONResponse(error_body(exc, request_id), status_code=exc.status_code, headers=headers)
+    body = openai_error_body(exc) if openai else error_body(exc, request_id)
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)

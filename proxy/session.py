@@ -68,8 +68,7 @@ class StreamSession:
 
     @asynccontextmanager
     async def opening(self) -> AsyncIterator[None]:
-        """Before the commit point: a failure here ends the session, observed once, and goes
-        on to the error handler with this request's id."""
+        """Before the commit point: a failure ends the session, observed once, with its id."""
         try:
             yield
         except asyncio.CancelledError:
@@ -93,26 +92,25 @@ class StreamSession:
         await self.aclose()
 
     def cancelled(self) -> ShuttingDown:
-        """The request's task was cancelled: the watchdog claims its own interruptions, so
-        this is the server ending it as its shutdown grace ran out (proxy/drain.py)."""
+        # The watchdog claims its own interruptions: this is the shutdown grace running out.
         shutdown = ShuttingDown("the shutdown grace ran out")
         self.record.failed(shutdown)
         return shutdown
 
     async def admit(self, client: str | None, peer: str) -> None:
-        """A slot under the proxy's cap and the client's limits, held until `aclose`."""
+        """A slot under the proxy's cap and the client's limits (its budget in `open`)."""
         self.record.client = client
         self._ticket = await self._services.guards.admit(client, peer)
 
     def name_model(self, name: str) -> None:
-        """The model the client asked for, as its refusal and its log line name it."""
-        self.record.model = name
+        self.record.model = name  # what a refusal and the log line name
 
     async def open(self, upstream: Upstream, conversation: Conversation) -> None:
-        """Reach the commit point: the first text, or the upstream's clean end without any.
-        The client is watched from here on (`receive` now carries only the disconnect)."""
+        """Reach the commit point (the first text, or a clean end); the client is watched."""
         timeouts = self._services.settings.timeouts
         self.record.model = upstream.spec.name
+        if self._ticket is not None:  # a budgeted key's reservation caps its max tokens
+            conversation = await self._ticket.reserve(upstream.spec, conversation, self.record)
         self.record.went_upstream = True
         self._services.observers.stream_started(self.record)
         watchdog = self._watchdog = Watchdog(self._receive)
@@ -153,6 +151,8 @@ class StreamSession:
     async def _read(self) -> str | None:
         attempt, watchdog = self._attempt, self._watchdog
         assert attempt is not None and watchdog is not None, "the session is not open"  # noqa: PT018
+        if self._ticket is not None:
+            self._ticket.check_output(self.record.bytes)
         watchdog.waiting_for_upstream()
         try:
             return await attempt.read()
@@ -180,7 +180,7 @@ class StreamSession:
         attempt, ticket, watchdog = self._attempt, self._ticket, self._watchdog
         try:
             if attempt is not None:
-                self.record.usage = attempt.usage
+                self.record.reported(attempt.ending())
                 await attempt.aclose()
             if watchdog is not None:
                 watchdog.close()

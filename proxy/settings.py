@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import os
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -18,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from proxy.tracing_settings import TracingPolicy, TracingSettingError, tracing_policy
 
 DialectName = Literal["openai", "openai-completions", "ollama", "tgi", "anthropic"]
 LogFormat = Literal["json", "text"]
@@ -46,6 +50,9 @@ class ModelSpec:
     # Ask for token usage where the API reports it only when asked (OpenAI-compatible
     # `stream_options.include_usage`, TGI `details`); off for servers that reject the field.
     stream_usage: bool = True
+    # What a million tokens cost, for the keys' spend budgets (PROXY_KEYS, docs/budgets.md).
+    input_price_per_mtok: float = 0.0
+    output_price_per_mtok: float = 0.0
 
     def __repr__(self) -> str:
         # SecretStr already hides the key; say so explicitly to anyone reading a log.
@@ -87,6 +94,39 @@ class RequestLimits:
 
 
 @dataclass(slots=True, frozen=True)
+class KeyLimits:
+    """A named key's budgets (None: no limit): tokens are input + output; spend is in the
+    currency of the models' prices."""
+
+    tokens_per_minute: int | None = None
+    tokens_per_day: int | None = None
+    spend_per_day: float | None = None
+    spend_per_month: float | None = None
+
+    @property
+    def any(self) -> bool:
+        return any(limit is not None for limit in self.limits())
+
+    def limits(self) -> tuple[int | float | None, ...]:
+        return (
+            self.tokens_per_minute,
+            self.tokens_per_day,
+            self.spend_per_day,
+            self.spend_per_month,
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class ClientKeySpec:
+    """One item of PROXY_KEYS: the name logs, metrics and traces show, the key's SHA-256
+    (a raw key is hashed at once: nothing keeps it), and its budgets."""
+
+    name: str
+    key_sha256: bytes = field(repr=False)
+    limits: KeyLimits = KeyLimits()
+
+
+@dataclass(slots=True, frozen=True)
 class AdmissionPolicy:
     """Who may stream and how much (proxy/guards.py)."""
 
@@ -98,6 +138,9 @@ class AdmissionPolicy:
     redis_url: str | None
     # A proxy that dies holding per-key stream slots in Redis must not block a key for ever.
     slot_expiry: int
+    # PROXY_KEYS: named keys, each with its budgets (proxy/budgets/).
+    named_keys: tuple[ClientKeySpec, ...] = ()
+    budget_fail_open: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -134,6 +177,8 @@ class ModelEntry(BaseModel):
     upstream_model: str | None = None
     max_tokens: int = Field(default=4096, ge=1)
     stream_usage: bool = True
+    input_price_per_mtok: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    output_price_per_mtok: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _has_urls(self) -> ModelEntry:
@@ -160,7 +205,55 @@ class ModelEntry(BaseModel):
             upstream_model=self.upstream_model,
             max_tokens=self.max_tokens,
             stream_usage=self.stream_usage,
+            input_price_per_mtok=self.input_price_per_mtok,
+            output_price_per_mtok=self.output_price_per_mtok,
         )
+
+
+class KeyEntry(BaseModel):
+    """One item of PROXY_KEYS."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@-]+$")
+    key: SecretStr | None = Field(default=None, min_length=1)
+    key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    spend_per_day: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    spend_per_month: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _one_key(self) -> KeyEntry:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError(f"key {self.name!r} needs exactly one of `key` and `key_sha256`")
+        return self
+
+    def digest(self) -> bytes:
+        if self.key is not None:
+            return hashlib.sha256(self.key.get_secret_value().encode()).digest()
+        assert self.key_sha256 is not None
+        return bytes.fromhex(self.key_sha256)
+
+    def spec(self) -> ClientKeySpec:
+        limits = KeyLimits(
+            self.tokens_per_minute, self.tokens_per_day, self.spend_per_day, self.spend_per_month
+        )
+        return ClientKeySpec(self.name, self.digest(), limits)
+
+
+def _unique_keys(entries: tuple[KeyEntry, ...] | None) -> tuple[KeyEntry, ...] | None:
+    if entries:
+        names = [entry.name for entry in entries]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"key names must be unique: {', '.join(twice)}")
+        digests: dict[bytes, str] = {}
+        for entry in entries:
+            other = digests.setdefault(entry.digest(), entry.name)
+            if other != entry.name:
+                raise ValueError(f"keys {other!r} and {entry.name!r} are the same key")
+    return entries
 
 
 def _unique_names(entries: tuple[ModelEntry, ...] | None) -> tuple[ModelEntry, ...] | None:
@@ -209,6 +302,13 @@ class Settings(BaseSettings):
     # One upstream event (SSE) or line (NDJSON); bounds a stream's memory.
     max_event_bytes: int = Field(default=1_048_576, ge=1024)
 
+    # Named client keys with budgets (JSON list of KeyEntry; docs/budgets.md).
+    key_list: Annotated[tuple[KeyEntry, ...] | None, AfterValidator(_unique_keys)] = Field(
+        default=None, validation_alias="PROXY_KEYS"
+    )
+    # Serve budgeted keys without their budgets while Redis is down (default: refuse, 503).
+    budget_fail_open: bool = False
+
     # Public deployment (docs/deployment.md).
     api_keys: SecretStr | None = None
     cors_origins: str | None = None
@@ -224,6 +324,9 @@ class Settings(BaseSettings):
 
     # GET /metrics (Prometheus); false removes the endpoint and records nothing.
     metrics: bool = True
+
+    # Traces (docs/tracing.md): the standard OTEL_* variables, read with the rest; None is off.
+    tracing: TracingPolicy | None = Field(default_factory=lambda: _tracing_from_environment())
 
     # Output formats and resumable streams (issue 13).
     sse_keepalive: float = Field(default=15.0, gt=0)
@@ -241,6 +344,20 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: LogLevel = "info"
     log_format: LogFormat = "json"
+
+    @model_validator(mode="after")
+    def _keys_apart(self) -> Settings:
+        """A key in both PROXY_KEYS and PROXY_API_KEYS would have two identities."""
+        plain = _split(self.api_keys.get_secret_value() if self.api_keys else None)
+        digests = {hashlib.sha256(key.encode()).digest() for key in plain}
+        for entry in self.key_list or ():
+            if entry.digest() in digests:
+                raise ValueError(f"PROXY_KEYS: key {entry.name!r} is also in PROXY_API_KEYS")
+        budgeted = any(entry.spec().limits.any for entry in self.key_list or ())
+        if budgeted and self.workers > 1 and self.redis_url is None:
+            # Each worker would keep its own counts: a key could spend its budget once per worker.
+            raise ValueError("PROXY_KEYS: budgets with PROXY_WORKERS > 1 need PROXY_REDIS_URL")
+        return self
 
     @field_validator("upstream_url")
     @classmethod
@@ -318,6 +435,13 @@ class Settings(BaseSettings):
         return ResumePolicy(self.resume_ttl, self.resume_max_bytes, follow_timeout, self.redis_url)
 
 
+def _tracing_from_environment() -> TracingPolicy | None:
+    try:
+        return tracing_policy(os.environ)
+    except TracingSettingError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _model_table(settings: Settings) -> tuple[ModelSpec, ...]:
     if settings.model_list is not None:
         return tuple(entry.spec() for entry in settings.model_list)
@@ -345,6 +469,8 @@ def _admission_policy(settings: Settings) -> AdmissionPolicy:
         fail_closed=settings.rate_limit_fail_closed,
         redis_url=settings.redis_url,
         slot_expiry=int(settings.total_timeout) + 60,
+        named_keys=tuple(entry.spec() for entry in settings.key_list or ()),
+        budget_fail_open=settings.budget_fail_open,
     )
 
 
@@ -353,8 +479,9 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**{key: value for key, value in overrides.items() if value is not None})
     except SettingsError as exc:
-        # pydantic-settings could not even decode a value: PROXY_MODELS is the JSON one.
-        raise ConfigError(f"PROXY_MODELS: not valid JSON ({exc.__cause__ or exc})") from None
+        # pydantic-settings could not even decode a value: one of the JSON ones.
+        variable = "PROXY_KEYS" if '"key_list"' in str(exc) else "PROXY_MODELS"
+        raise ConfigError(f"{variable}: not valid JSON ({exc.__cause__ or exc})") from None
     except ValidationError as exc:
         error = exc.errors()[0]
         field, *where = [str(part) for part in error["loc"]] or ["configuration"]
@@ -363,4 +490,8 @@ def load_settings(**overrides: Any) -> Settings:
         message = error["msg"].removeprefix("Value error, ")
         if variable == "PROXY_MODELS" and not where and isinstance(error.get("input"), str):
             message = "must be a JSON list of models"
+        if variable == "PROXY_KEYS" and not where and isinstance(error.get("input"), str):
+            message = "must be a JSON list of keys"
+        if variable == "PROXY_CONFIGURATION" and message.startswith("PROXY_"):
+            variable, _, message = message.partition(": ")
         raise ConfigError(f"{variable}{location}: {message}") from None

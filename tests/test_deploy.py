@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 from proxy.fake_upstream import reply_text
+from proxy.tracing_settings import tracing_policy
 from tests.nginx_server import Nginx
 from tests.redis_server import RedisServer
 from tests.servers import FakeUpstreamServer, ProxyProcess
@@ -92,7 +93,7 @@ def seconds(duration: str) -> float:
     return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)(ms|s|m|h)", duration))
 
 
-@pytest.mark.parametrize("profile", [None, "fake", "ollama", "scaled"])
+@pytest.mark.parametrize("profile", [None, "fake", "ollama", "scaled", "tracing"])
 def test_compose_config_is_valid_and_every_proxy_outlasts_its_drain(
     docker_config: Path, profile: str | None
 ) -> None:
@@ -151,6 +152,19 @@ def test_scaled_profile_is_three_proxies_sharing_redis_behind_nginx(docker_confi
     assert proxies["environment"]["PROXY_REDIS_URL"].startswith("redis://redis:")
     assert services["nginx"]["volumes"][0]["source"] == str(DOCKER / "nginx.conf")
     assert "proxy-scaled:8000" in (DOCKER / "nginx.conf").read_text()
+
+
+def test_tracing_profile_exports_a_proxys_traces_to_jaeger_over_otlp_http(
+    docker_config: Path,
+) -> None:
+    services = compose_config(docker_config, "tracing")["services"]
+    jaeger, proxy = services["jaeger"], services["proxy-tracing"]
+    assert jaeger["image"].startswith("jaegertracing/jaeger:")
+    assert [(port["host_ip"], port["target"]) for port in jaeger["ports"]] == [("127.0.0.1", 16686)]
+    tracing = tracing_policy(proxy["environment"])  # as the proxy reads its environment
+    assert tracing is not None
+    assert tracing.endpoint == "http://jaeger:4318/v1/traces"  # OTLP/HTTP's port
+    assert proxy["depends_on"]["jaeger"]["condition"] == "service_healthy"
 
 
 def test_compose_reads_the_env_file_beside_the_repository_when_present(

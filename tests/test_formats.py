@@ -20,10 +20,11 @@ from proxy.formats import (
     OutputFormat,
     negotiate,
 )
+from proxy.formats.completions import ChatCompletionChunkEncoder, Completion
 from proxy.formats.encoders import Encoder
 from proxy.values import Done, Ending, Failed, Usage, normalize_finish_reason
 from proxy.wire import SSEDecoder
-from tests.splits import token_text
+from tests.splits import cuts, split_at, token_text
 
 FAILED = Failed(error_body(UpstreamProtocolError("upstream connection dropped"), "req-1"))
 
@@ -290,3 +291,82 @@ def _parser(reason: str | None, prompt: int | None, completion: int | None) -> S
 )
 def test_the_end_says_what_the_parser_learned(parser: StreamParser, done: Done) -> None:
     assert Done.reported(parser.finish_reason, parser.usage) == done
+
+
+# --- OpenAI's chat.completion.chunk stream (SPEC §5c) --------------------------------------
+
+COMPLETION = Completion("chatcmpl-1", "default", 1796165454)
+finish_reasons = st.sampled_from([None, "stop", "length", "content_filter", "other"])
+counts = st.one_of(st.none(), st.integers(min_value=0, max_value=10**6))
+
+
+def openai_read_back(body: bytes, cuts: list[int]) -> tuple[str, StreamParser]:
+    """The chunks as the proxy's own `openai` dialect reads an upstream's, split anyhow."""
+    parser = get_dialect("openai").parser(1_048_576)
+    reads = [parser.feed(piece) for piece in split_at(body, cuts)] + [parser.close()]
+    assert all(failure is None for _, failure in reads)
+    return "".join(text for text, _ in reads), parser
+
+
+@given(
+    deltas=st.lists(token_text.filter(bool), max_size=20),
+    reason=finish_reasons,
+    prompt=counts,
+    completion=counts,
+    include_usage=st.booleans(),
+    cuts=cuts,
+)
+def test_openai_chunks_read_back_as_the_same_text_end_and_usage(
+    deltas: list[str],
+    reason: str | None,
+    prompt: int | None,
+    completion: int | None,
+    include_usage: bool,
+    cuts: list[int],
+) -> None:
+    usage = Usage(prompt, completion) if prompt is not None or completion is not None else None
+    done = Done(reason, usage)
+    encoder = ChatCompletionChunkEncoder(COMPLETION, include_usage)
+    body = render(encoder, deltas, done)
+    assert body is not None
+    text, parser = openai_read_back(body, cuts)
+    assert text == "".join(deltas)
+    assert parser.complete
+    assert parser.finish_reason == (reason if reason in ("length", "content_filter") else "stop")
+    expected = Usage(prompt, completion) if include_usage else Usage()
+    assert parser.usage == expected
+    assert body.endswith(b"data: [DONE]\n\n")
+
+
+@given(deltas=st.lists(token_text.filter(bool), min_size=1, max_size=10), cuts=cuts)
+def test_a_failed_openai_stream_ends_in_an_error_event_the_reader_fails_on(
+    deltas: list[str], cuts: list[int]
+) -> None:
+    body = render(ChatCompletionChunkEncoder(COMPLETION, include_usage=True), deltas, FAILED)
+    assert body is not None
+    assert b"[DONE]" not in body
+    parser = get_dialect("openai").parser(1_048_576)
+    reads = [parser.feed(piece) for piece in split_at(body, cuts)]
+    assert "".join(text for text, _ in reads) == "".join(deltas)
+    assert any(failure is not None for _, failure in reads)
+    last = orjson.loads(body.rstrip(b"\n").rpartition(b"\n\n")[2].removeprefix(b"data: "))
+    assert last["error"]["code"] == "upstream_protocol_error"
+    assert last["error"]["type"] == "server_error"
+
+
+def test_every_openai_chunk_shares_one_id_created_and_model() -> None:
+    encoder = ChatCompletionChunkEncoder(COMPLETION, include_usage=True)
+    body = render(encoder, ["a", "b"], Done("stop", Usage(1, 2)))
+    assert body is not None
+    events = [event["data"] for event in sse_events(body) if isinstance(event["data"], dict)]
+    assert {(e["id"], e["object"], e["created"], e["model"]) for e in events} == {
+        ("chatcmpl-1", "chat.completion.chunk", 1796165454, "default")
+    }
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert [e["usage"] for e in events] == [
+        None,
+        None,
+        None,
+        None,
+        {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+    ]

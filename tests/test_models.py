@@ -156,9 +156,12 @@ async def test_upstream_requests_are_what_each_api_documents(
 async def test_models_endpoint_lists_names_and_dialects_only(models_proxy: ProxyServer) -> None:
     async with httpx.AsyncClient(base_url=models_proxy.url) as client:
         response = await client.get("/v1/models")
-    assert response.json()["data"] == [
-        {"id": name, "object": "model", "dialect": dialect} for name, (dialect, _) in MODELS.items()
+    listed = response.json()["data"]
+    assert [(m["id"], m["object"], m["dialect"]) for m in listed] == [
+        (name, "model", dialect) for name, (dialect, _) in MODELS.items()
     ]
+    assert {m["owned_by"] for m in listed} == {"llm-stream-proxy"}
+    assert all(isinstance(m["created"], int) for m in listed)
     assert KEY not in response.text
     assert "127.0.0.1" not in response.text
 

@@ -61,7 +61,14 @@ async def test_readyz_is_503_when_the_upstream_is_unreachable(
 async def test_models_lists_the_configured_model(proxy: ProxyServer) -> None:
     async with httpx.AsyncClient(base_url=proxy.url) as client:
         response = await client.get("/v1/models")
-    assert response.json()["data"] == [{"id": "default", "object": "model", "dialect": "openai"}]
+    (listed,) = response.json()["data"]
+    assert listed == {
+        "id": "default",
+        "object": "model",
+        "created": listed["created"],
+        "owned_by": "llm-stream-proxy",
+        "dialect": "openai",
+    }
 
 
 async def test_upstream_key_reaches_upstream_and_no_response_or_log(

@@ -94,3 +94,45 @@ def test_models_list_replaces_the_single_upstream(monkeypatch: pytest.MonkeyPatc
     assert (smart.dialect, smart.urls) == ("openai", ("http://b", "http://c"))
     assert smart.api_key is not None
     assert smart.api_key.get_secret_value() == "sk-x"
+
+
+@pytest.mark.parametrize(
+    ("keys", "api_keys", "named"),
+    [
+        ('[{"name": "a", "key": "k-SECRET"}, {"name": "a", "key": "k2-SECRET"}]', "", "a"),
+        ('[{"name": "a", "key": "k-SECRET"}, {"name": "b", "key": "k-SECRET"}]', "", "'b'"),
+        ('[{"name": "a", "key": "k-SECRET"}]', "x,k-SECRET", "'a' is also in PROXY_API_KEYS"),
+        ('[{"name": "a"}]', "", "'a' needs exactly one of `key` and `key_sha256`"),
+        ('[{"name": "a", "key": "k-SECRET", "key_sha256": "00"}]', "", "PROXY_KEYS"),
+        ('[{"name": "a", "key": "k-SECRET", "tokens_per_day": 0}]', "", "tokens_per_day"),
+        ('[{"name": "a", "key": "k-SECRET", "tokens_per_hour": 5}]', "", "tokens_per_hour"),
+        ("[{not json", "", "JSON list of keys"),
+        ('[{"name": "a", "key": "k-SECRET", "tokens_per_day": 9}]', "", "need PROXY_REDIS_URL"),
+    ],
+)
+def test_a_bad_client_key_fails_start_up_naming_it_never_the_key(
+    monkeypatch: pytest.MonkeyPatch, keys: str, api_keys: str, named: str
+) -> None:
+    monkeypatch.setenv("PROXY_KEYS", keys)
+    monkeypatch.setenv("PROXY_API_KEYS", api_keys)
+    monkeypatch.setenv("PROXY_WORKERS", "2")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert message.startswith("PROXY_KEYS")
+    assert named in message
+    assert "SECRET" not in message
+
+
+def test_named_keys_keep_only_a_hash_and_their_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = '[{"name": "alice", "key": "k-SECRET", "tokens_per_minute": 100, "spend_per_month": 5}]'
+    monkeypatch.setenv("PROXY_KEYS", keys)
+    settings = load_settings()
+    (alice,) = settings.admission.named_keys
+    assert (alice.name, alice.limits.tokens_per_minute, alice.limits.spend_per_month) == (
+        "alice",
+        100,
+        5.0,
+    )
+    assert "k-SECRET" not in repr(settings)
+    assert "k-SECRET" not in repr(settings.admission)

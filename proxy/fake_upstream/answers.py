@@ -85,7 +85,8 @@ class Answer:
         if fault == "hang-headers":
             await forever()
         usage = directives.usage and wire.wants_usage(body)
-        stream = _Stream(self._connection, record, wire, directives, fault, model, usage)
+        limit = None if directives.ignore_max_tokens else wire.max_tokens(body)
+        stream = _Stream(self._connection, record, wire, directives, fault, model, usage, limit)
         await stream.run(self._keep_alive)
 
     def _send_error_status(self, wire: WireFormat, directives: Directives) -> None:
@@ -125,6 +126,7 @@ class _Stream:
         fault: Fault | None,
         model: str,
         reports_usage: bool,
+        max_tokens: int | None = None,
     ) -> None:
         self._connection = connection
         self._record = record
@@ -133,6 +135,9 @@ class _Stream:
         self._fault = fault
         self._model = model
         self._reply = Reply(record.prompt, directives.text, directives.tokens)
+        self._capped = max_tokens is not None and max_tokens < self._reply.total
+        if max_tokens is not None:
+            self._reply.total = min(self._reply.total, max_tokens)
         self._usage = (
             Usage(prompt_tokens(record.prompt), self._reply.total) if reports_usage else None
         )
@@ -157,7 +162,7 @@ class _Stream:
         await self._send(wire.epilogue())
         if fault != "no-end":
             text = "".join(self._reply.tokens(0, total))
-            await self._send(wire.end(self._model, text, total, self._usage))
+            await self._send(wire.end(self._model, text, total, self._usage, capped=self._capped))
         self._finish()
 
     async def _send_tokens(self, start: int, stop: int) -> None:

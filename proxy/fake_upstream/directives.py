@@ -12,6 +12,8 @@
     @split=N           write the body N bytes at a time, each piece its own chunk and write
     @model_missing=1   ollama only: the 404 of a model that was never pulled
     @usage=0           report no token usage, as some servers do not
+    @ignore_max_tokens=1  stream on past the request's max tokens (a reply is otherwise cut
+                       there, as real servers do, and its end says so: length, max_tokens)
 
 Unknown directives are ignored; directives stay part of the prompt (and of its reply's seed).
 """
@@ -78,6 +80,7 @@ class Directives:
     split: int = 0
     model_missing: bool = False
     usage: bool = True
+    ignore_max_tokens: bool = False
 
     @classmethod
     def parse(cls, prompt: str, *, tokens: int | None, delay: float) -> Directives:
@@ -100,6 +103,7 @@ class Directives:
             split=_integer(found, "split", 0, least=1),
             model_missing=found.get("model_missing") == "1",
             usage=found.get("usage") != "0",
+            ignore_max_tokens=found.get("ignore_max_tokens") == "1",
         )
 
 

@@ -32,9 +32,10 @@ class Head:
     keepalive: float  # seconds of silence before a keep-alive, in formats that have one
     offset: int = 0  # characters before the first delta (a resumed stream)
     message_id: str = ""  # the UI message stream's assistant message
+    extra: tuple[tuple[str, str], ...] = ()  # e.g. a budgeted key's x-ratelimit-* headers
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
-        extra = self.format.headers.items()
+        extra = (*self.format.headers.items(), *self.extra)
         return [
             *STREAM_HEADERS,
             (b"content-type", self.format.content_type.encode()),

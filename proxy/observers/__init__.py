@@ -1,15 +1,19 @@
 """Who hears about streams: the log line, the metrics, and whatever comes next.
 
-A stream's start (it has its model and goes upstream), each attempt's end and the stream's
-end are events; observers are registered once, at start-up (app.py), and handed final
-records. A new observer is one new module with a subclass of StreamObserver.
+A stream's start (it has its model and goes upstream), each attempt's start (which may add
+headers to its request: a trace context) and end, and the stream's end are events; observers
+are registered once, at start-up (app.py), and handed final records. A new observer is one
+new module with a subclass of StreamObserver.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
-from proxy.record import AttemptRecord, StreamRecord
+from proxy.record import AttemptRecord, AttemptStarted, StreamRecord
+
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 class StreamObserver:
@@ -17,6 +21,10 @@ class StreamObserver:
 
     def stream_started(self, record: StreamRecord) -> None:
         """The stream has its model and goes upstream."""
+
+    def attempt_started(self, attempt: AttemptStarted) -> Mapping[str, str]:
+        """An upstream attempt is about to send its request: headers to add to it."""
+        return NO_HEADERS
 
     def attempt_ended(self, attempt: AttemptRecord) -> None:
         """One upstream attempt ended (before or at the commit point)."""
@@ -36,6 +44,12 @@ class Observers(StreamObserver):
     def stream_started(self, record: StreamRecord) -> None:
         for observer in self._observers:
             observer.stream_started(record)
+
+    def attempt_started(self, attempt: AttemptStarted) -> Mapping[str, str]:
+        headers: dict[str, str] = {}
+        for observer in self._observers:
+            headers.update(observer.attempt_started(attempt))
+        return headers
 
     def attempt_ended(self, attempt: AttemptRecord) -> None:
         for observer in self._observers:

@@ -2,8 +2,8 @@
 
 Names carry one prefix, `llm_proxy_`. Labels stay bounded: configured model names (any other
 name a client sends becomes "-"), the log line's outcomes, our own statuses and error types,
-attempt results from a fixed set, and replicas as host:port. Never a request id, a key, a
-client id, or a URL's user info or path.
+attempt results from a fixed set, replicas as host:port, and PROXY_KEYS names (configured).
+Never a request id, a key, a plain key's client id, or a URL's user info or path.
 
     llm_proxy_streams_total{model,outcome}              every stream log line
     llm_proxy_rejections_total{status,type}             every error answered before the commit
@@ -14,6 +14,7 @@ client id, or a URL's user info or path.
     llm_proxy_tokens_total{model,kind}                  usage the upstream reported
     llm_proxy_upstream_attempts_total{model,replica,result}
     llm_proxy_replica_up{model,replica}                 1 unless the replica is cooling down
+    llm_proxy_budget_*                                  named keys' budgets (budget_metrics.py)
 
 With several workers (PROXY_WORKERS > 1) prometheus-client's multiprocess mode is on (see
 `proxy.multiprocess`): each worker writes its values to files in one directory and a scrape
@@ -32,6 +33,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from proxy.multiprocess import multiprocess_metrics
 from proxy.observers import StreamObserver
+from proxy.observers.budget_metrics import BudgetMetrics
 from proxy.record import AttemptRecord, StreamRecord
 from proxy.settings import ConfigError, Settings
 from proxy.urls import PublicURL
@@ -64,6 +66,7 @@ class PrometheusMetrics(StreamObserver):
             MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
         self._define_stream_metrics(own)
         self._define_upstream_metrics(own)
+        self._budgets = BudgetMetrics(own, self._model)
 
     def _define_stream_metrics(self, own: CollectorRegistry | None) -> None:
         self._streams = Counter(
@@ -165,6 +168,7 @@ class PrometheusMetrics(StreamObserver):
             self._child(self._tokens, model, "prompt").inc(usage.prompt_tokens)
         if usage.completion_tokens:
             self._child(self._tokens, model, "completion").inc(usage.completion_tokens)
+        self._budgets.stream_ended(record)
 
     def attempt_ended(self, attempt: AttemptRecord) -> None:
         model = self._model(attempt.model)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -11,6 +13,9 @@ from proxy.observers.metrics import PrometheusMetrics
 from proxy.opening import authenticate, services_of
 
 router = APIRouter()
+
+# OpenAI's `created` of a model: here, when the proxy started (its models are configured then).
+STARTED: Final = int(time.time())
 
 
 @router.get("/healthz")
@@ -30,11 +35,18 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/v1/models", dependencies=[Depends(authenticate)])
 async def list_models(request: Request) -> dict[str, object]:
+    """OpenAI's model list (SPEC §5c), with the proxy's own `dialect` beside its fields."""
     upstreams = services_of(request).upstreams
     return {
         "object": "list",
         "data": [
-            {"id": name, "object": "model", "dialect": upstream.spec.dialect}
+            {
+                "id": name,
+                "object": "model",
+                "created": STARTED,
+                "owned_by": "llm-stream-proxy",
+                "dialect": upstream.spec.dialect,
+            }
             for name, upstream in upstreams.items()
         ],
     }

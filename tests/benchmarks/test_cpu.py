@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 from benchmarks.cpu import FIGURES
-from tests.benchmarks.runs import run_module
+from tests.benchmarks import run_benchmark, table_rows
 
 
 def test_a_tiny_run_reports_every_figure_for_the_floor_and_the_proxy(tmp_path: Path) -> None:
-    command = ["benchmarks", "--quick", "--only", "cpu", "--cpu-rounds", "1"]
-    result = run_module(*command, "--output", str(tmp_path))
-    assert result.returncode == 0, result.stdout + result.stderr
+    output = run_benchmark(
+        "benchmarks", "--quick", "--only", "cpu", "--cpu-rounds", "1", "--output", str(tmp_path)
+    )
     report = json.loads((tmp_path / "cpu.json").read_text())
     # Every stream whole and exact, through the floor as through the proxy.
     assert report["errors"] == {"floor": 0, "proxy": 0}, report["first_errors"]
@@ -21,5 +21,4 @@ def test_a_tiny_run_reports_every_figure_for_the_floor_and_the_proxy(tmp_path: P
         figures = report["figures_seconds"][server]
         assert sorted(figures) == sorted(FIGURES)
         assert all(len(rounds) == 1 for rounds in figures.values())
-    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert [row.split(" | ")[0][2:] for row in table[2:]] == list(FIGURES)
+    assert table_rows(output) == list(FIGURES)

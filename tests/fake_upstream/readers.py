@@ -103,7 +103,7 @@ DIALECTS = {
     "tgi": Dialect(
         "/generate_stream",
         "text/event-stream",
-        lambda prompt: {"inputs": prompt, "parameters": {"max_new_tokens": 20}},
+        lambda prompt: {"inputs": prompt, "parameters": {"max_new_tokens": 1000}},
         sse_payloads,
         tgi_text,
         lambda event: event.get("generated_text") is not None,

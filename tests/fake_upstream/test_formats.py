@@ -92,3 +92,26 @@ async def test_split_sends_every_piece_as_its_own_chunk(fake: RecordingFakeUpstr
     assert max(sizes) == 3
     assert rest == b""
     assert CHAT.read(body) == (reply_text(prompt, 20), True)
+
+
+MAX_TOKENS_FIELDS = {
+    "openai": {"max_tokens": 5},
+    "openai-completions": {"max_tokens": 5},
+    "anthropic": {"max_tokens": 5},
+    "ollama": {"options": {"num_predict": 5}},
+    "tgi": {"parameters": {"max_new_tokens": 5}},
+}
+
+
+@each_dialect
+async def test_a_reply_stops_at_the_requests_max_tokens_unless_told_to_ignore_them(
+    client: httpx.AsyncClient, dialect: Dialect
+) -> None:
+    name = next(name for name, known in DIALECTS.items() if known is dialect)
+    for prompt, tokens in (
+        ("cap @text=tricky @tokens=30", 5),
+        ("@ignore_max_tokens=1 @tokens=30", 30),
+    ):
+        body = {**dialect.request(prompt), **MAX_TOKENS_FIELDS[name]}
+        response = await client.post(dialect.path, json=body)
+        assert dialect.read(response.content) == (reply_text(prompt, tokens), True)

@@ -9,6 +9,7 @@ from proxy.fake_upstream.formats.base import Usage, WireFormat, sse
 
 class AnthropicFormat(WireFormat):
     path = "/v1/messages"
+    finished, capped = "end_turn", "max_tokens"
     _ERROR_TYPES: Final = {429: "rate_limit_error", 529: "overloaded_error"}
 
     def preamble(self, model: str, usage: Usage | None = None) -> bytes:
@@ -40,10 +41,12 @@ class AnthropicFormat(WireFormat):
     def epilogue(self) -> bytes:
         return sse({"type": "content_block_stop", "index": 0}, event=b"content_block_stop")
 
-    def end(self, model: str, text: str, total: int, usage: Usage | None = None) -> bytes:
+    def end(
+        self, model: str, text: str, total: int, usage: Usage | None = None, *, capped: bool = False
+    ) -> bytes:
         stop: dict[str, Any] = {
             "type": "message_delta",
-            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "delta": {"stop_reason": self.finish_reason(capped), "stop_sequence": None},
         }
         if usage is not None:  # message_delta's output_tokens is the running total
             stop["usage"] = {"output_tokens": usage.completion_tokens}

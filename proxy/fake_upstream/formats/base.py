@@ -22,6 +22,9 @@ class Usage:
 
 
 class WireFormat:
+    # Why a reply ended, in the API's own words: on its own, or at the request's max tokens.
+    finished = "stop"
+    capped = "length"
     """How one upstream API frames a streamed reply; a subclass per dialect fills it in."""
 
     path = ""
@@ -34,6 +37,13 @@ class WireFormat:
             if isinstance(message, dict) and message.get("role") == "user":
                 return _text_of(message.get("content"))
         return ""
+
+    def max_tokens(self, body: dict[str, Any]) -> int | None:
+        """The most tokens the request asks for, where it says."""
+        return count_of(body.get("max_tokens"))
+
+    def finish_reason(self, capped: bool) -> str:
+        return self.capped if capped else self.finished
 
     def wants_usage(self, body: dict[str, Any]) -> bool:
         """Whether the request asked for usage, for APIs that report it only when asked."""
@@ -49,9 +59,12 @@ class WireFormat:
         """What follows the last token even in a reply cut short of its end marker."""
         return b""
 
-    def end(self, model: str, text: str, total: int, usage: Usage | None = None) -> bytes:
+    def end(
+        self, model: str, text: str, total: int, usage: Usage | None = None, *, capped: bool = False
+    ) -> bytes:
         """The end marker, and the usage where the API reports it: a client that never sees
-        the marker must take the reply as cut short."""
+        the marker must take the reply as cut short. `capped`: the reply stopped at the
+        request's max tokens, and the marker says so in the API's words."""
         raise NotImplementedError
 
     def error_event(self) -> bytes:
@@ -63,6 +76,10 @@ class WireFormat:
     def error_body(self, status: int, message: str) -> Any:
         kind = "rate_limit_error" if status == 429 else "server_error"
         return {"error": {"message": message, "type": kind, "code": None}}
+
+
+def count_of(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _text_of(content: Any) -> str:

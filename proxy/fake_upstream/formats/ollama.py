@@ -6,12 +6,16 @@ from typing import Any
 
 import orjson
 
-from proxy.fake_upstream.formats.base import Usage, WireFormat
+from proxy.fake_upstream.formats.base import Usage, WireFormat, count_of
 
 
 class OllamaFormat(WireFormat):
     path = "/api/chat"
     content_type = b"application/x-ndjson"
+
+    def max_tokens(self, body: dict[str, Any]) -> int | None:
+        options = body.get("options")
+        return count_of(options.get("num_predict")) if isinstance(options, dict) else None
 
     def _line(self, model: str, content: str, **fields: Any) -> bytes:
         line = {
@@ -26,13 +30,16 @@ class OllamaFormat(WireFormat):
     def token(self, index: int, text: str, model: str, total: int) -> bytes:
         return self._line(model, text)
 
-    def end(self, model: str, text: str, total: int, usage: Usage | None = None) -> bytes:
+    def end(
+        self, model: str, text: str, total: int, usage: Usage | None = None, *, capped: bool = False
+    ) -> bytes:
         counts = (
             {"prompt_eval_count": usage.prompt_tokens, "eval_count": usage.completion_tokens}
             if usage is not None
             else {}
         )
-        return self._line(model, "", done=True, done_reason="stop", total_duration=1, **counts)
+        reason = self.finish_reason(capped)
+        return self._line(model, "", done=True, done_reason=reason, total_duration=1, **counts)
 
     def error_event(self) -> bytes:
         return b'{"error":"fake in-band error"}\n'

@@ -52,8 +52,10 @@ class OpenAIChatFormat(WireFormat):
     def token(self, index: int, text: str, model: str, total: int) -> bytes:
         return self._chunk(model, {"content": text})
 
-    def end(self, model: str, text: str, total: int, usage: Usage | None = None) -> bytes:
-        last = self._chunk(model, {}, "stop")
+    def end(
+        self, model: str, text: str, total: int, usage: Usage | None = None, *, capped: bool = False
+    ) -> bytes:
+        last = self._chunk(model, {}, self.finish_reason(capped))
         if usage is not None:
             last += usage_chunk(self._payload(model, {}, None), usage)
         return last + b"data: [DONE]\n\n"

@@ -32,8 +32,10 @@ class OpenAICompletionsFormat(WireFormat):
     def token(self, index: int, text: str, model: str, total: int) -> bytes:
         return sse(self._payload(model, text, None))
 
-    def end(self, model: str, text: str, total: int, usage: Usage | None = None) -> bytes:
-        last = sse(self._payload(model, "", "stop"))
+    def end(
+        self, model: str, text: str, total: int, usage: Usage | None = None, *, capped: bool = False
+    ) -> bytes:
+        last = sse(self._payload(model, "", self.finish_reason(capped)))
         if usage is not None:
             last += usage_chunk(self._payload(model, "", None), usage)
         return last + b"data: [DONE]\n\n"

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from proxy.fake_upstream.formats.base import Usage, WireFormat, sse
+from proxy.fake_upstream.formats.base import Usage, WireFormat, count_of, sse
 
 
 class TGIFormat(WireFormat):
     path = "/generate_stream"
+    finished = "eos_token"
     _SPECIAL: Final = {"id": 0, "text": "<|special|>", "logprob": 0.0, "special": True}
     _END_OF_SEQUENCE: Final = {"id": 2, "text": "</s>", "logprob": 0.0, "special": True}
+
+    def max_tokens(self, body: dict[str, Any]) -> int | None:
+        options = body.get("parameters")
+        return count_of(options.get("max_new_tokens")) if isinstance(options, dict) else None
 
     def prompt(self, body: dict[str, Any]) -> str:
         inputs = body.get("inputs")
@@ -41,11 +46,13 @@ class TGIFormat(WireFormat):
             event += self._event(self._SPECIAL)  # a client must not show special tokens
         return event
 
-    def end(self, model: str, text: str, total: int, usage: Usage | None = None) -> bytes:
+    def end(
+        self, model: str, text: str, total: int, usage: Usage | None = None, *, capped: bool = False
+    ) -> bytes:
         # TGI's stream counts generated tokens only (the end-of-sequence token among them).
         details = (
             {
-                "finish_reason": "eos_token",
+                "finish_reason": self.finish_reason(capped),
                 "generated_tokens": usage.completion_tokens,
                 "seed": None,
             }

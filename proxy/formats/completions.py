@@ -1,0 +1,143 @@
+"""OpenAI's Chat Completions shapes of one stream (SPEC §5c): `chat.completion.chunk` events, or
+one `chat.completion` object.
+
+    data: {... "choices":[{"index":0,"delta":{"role":"assistant","content":""}, ...}]}
+    data: {... "choices":[{"index":0,"delta":{"content":"Hel"}, ...}]}     one per text delta
+    data: {... "choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}
+    data: {... "choices":[],"usage":{...}}                                  when include_usage
+    data: [DONE]
+
+Every chunk of a completion carries its one `id`, `created` and `model`. A failure after the
+first token is one `data: {"error": {...}}` event and no `[DONE]`: OpenAI's SDKs raise on an
+event whose data has an `error` (openai-python's `Stream.__stream__`, openai-node's
+`Stream.fromSSEResponse`), where a stream that merely stopped would look finished.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+from proxy.errors import openai_error
+from proxy.formats.encoders import OutputFormat
+from proxy.values import Done, Ending, Failed, Usage
+
+# OpenAI's words for why a completion stopped; the proxy's "other" (or nothing said, on a
+# stream that ended cleanly) is a plain stop to OpenAI's clients.
+_FINISH_REASONS = frozenset({"stop", "length", "content_filter", "tool_calls"})
+
+
+@dataclass(slots=True, frozen=True)
+class Completion:
+    """What every chunk of one completion repeats."""
+
+    id: str
+    model: str
+    created: int
+
+    @classmethod
+    def new(cls, completion_id: str, model: str) -> Completion:
+        return cls(completion_id, model, int(time.time()))
+
+
+def finish_reason(done: Done) -> str:
+    return done.finish_reason if done.finish_reason in _FINISH_REASONS else "stop"
+
+
+def usage_json(usage: Usage | None) -> dict[str, int | None] | None:
+    """OpenAI's usage object; a count the upstream did not report stays null (never a made-up
+    0), and so does the total unless both are known."""
+    if usage is None:
+        return None
+    prompt, completion = usage.prompt_tokens, usage.completion_tokens
+    total = prompt + completion if prompt is not None and completion is not None else None
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+
+
+def error_event_json(failed: Failed) -> dict[str, Any]:
+    """The error of a failed stream in OpenAI's error object (a 502 had it come in time)."""
+    error = failed.error["error"]
+    return openai_error(502, error["type"], error["message"])
+
+
+def completion_json(completion: Completion, text: str, done: Done) -> dict[str, Any]:
+    """The whole answer as one `chat.completion` (`stream: false`)."""
+    return {
+        "id": completion.id,
+        "object": "chat.completion",
+        "created": completion.created,
+        "model": completion.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish_reason(done),
+            }
+        ],
+        "usage": usage_json(done.usage),
+    }
+
+
+class ChatCompletionChunkEncoder:
+    """`chat.completion.chunk` SSE events; the shared head of every chunk is rendered once."""
+
+    __slots__ = ("_head", "_include_usage", "_tail")
+    keepalive = b": ping\n\n"
+
+    def __init__(self, completion: Completion, include_usage: bool) -> None:
+        shared = {
+            "id": completion.id,
+            "object": "chat.completion.chunk",
+            "created": completion.created,
+            "model": completion.model,
+        }
+        # `{"id":...,"model":"m"}` → `data: {"id":...,"model":"m","choices":[...]...}`
+        self._head = b"data: " + orjson.dumps(shared)[:-1] + b',"choices":'
+        # With include_usage every chunk says `"usage":null` but the last (OpenAI's rule).
+        self._tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
+        self._include_usage = include_usage
+
+    def _chunk(self, delta: bytes, finish: str | None = None) -> bytes:
+        reason = b"null" if finish is None else orjson.dumps(finish)
+        choice = b'[{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s}]' % (delta, reason)
+        return self._head + choice + self._tail
+
+    def opening(self) -> bytes:
+        return self._chunk(b'{"role":"assistant","content":""}')
+
+    def delta(self, text: str) -> bytes:
+        return self._chunk(b'{"content":%s}' % orjson.dumps(text))
+
+    def end(self, ending: Ending) -> bytes:
+        if isinstance(ending, Failed):
+            return b"data: %s\n\n" % orjson.dumps(error_event_json(ending))
+        last = self._chunk(b"{}", finish_reason(ending))
+        if self._include_usage:
+            usage = orjson.dumps(usage_json(ending.usage))
+            last += self._head + b'[],"usage":' + usage + b"}\n\n"
+        return last + b"data: [DONE]\n\n"
+
+
+def _default_chunks(offset: int, message_id: str) -> ChatCompletionChunkEncoder:
+    return ChatCompletionChunkEncoder(Completion.new(message_id, ""), include_usage=False)
+
+
+CHAT_COMPLETION_CHUNKS = OutputFormat(
+    "chat-completion-chunks",
+    "text/event-stream",
+    "text/event-stream; charset=utf-8",
+    _default_chunks,
+)
+
+
+def chat_completion_chunks(completion: Completion, include_usage: bool) -> OutputFormat:
+    """The chunks of this completion: what its request asked for (model, include_usage)."""
+
+    def encoder(offset: int, message_id: str) -> ChatCompletionChunkEncoder:
+        return ChatCompletionChunkEncoder(completion, include_usage)
+
+    return replace(CHAT_COMPLETION_CHUNKS, new_encoder=encoder)

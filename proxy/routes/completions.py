@@ -1,0 +1,135 @@
+"""POST /v1/chat/completions: OpenAI's Chat Completions API over every dialect (SPEC §5c).
+
+One more framing of the one way into a stream: the same opener (keys, admission, limits,
+model, retries up to the commit point), then `chat.completion.chunk` events (`stream: true`)
+or one `chat.completion` object built from the same items (`stream: false`). Errors answer
+in OpenAI's error object (app.py picks the shape by this route's path). Not resumable:
+OpenAI's API has no resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import replace
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Depends
+from starlette.responses import JSONResponse, Response
+
+from proxy.errors import CompletionTooLarge, NotFound, UpstreamError
+from proxy.formats import Head, Item
+from proxy.formats.completions import (
+    CHAT_COMPLETION_CHUNKS,
+    Completion,
+    chat_completion_chunks,
+    completion_json,
+)
+from proxy.openai_request import ChatCompletionRequest
+from proxy.opening import ItemSource, Stream, StreamOpener, StreamRoute, answering_as
+from proxy.responses import StreamResponse
+from proxy.values import Failed, utf8_length
+
+router = APIRouter()
+
+COMPLETIONS_ROUTE = StreamRoute(
+    ChatCompletionRequest, (CHAT_COMPLETION_CHUNKS,), resume_prefix="completions:"
+)
+# What a `stream: false` answer may hold in memory until its end (SPEC §5b), in UTF-8 bytes:
+# far above any model's output limit, far below what would hurt the proxy.
+MAX_COMPLETION_BYTES: Final = 16 * 1024 * 1024
+
+# The rest of OpenAI's API that clients may call: refused clearly (404, naming what is not
+# relayed) rather than with a bare "Not Found".
+NOT_RELAYED: Final = {
+    "/v1/responses": "the Responses API",
+    "/v1/completions": "the legacy Completions API",
+    "/v1/embeddings": "embeddings",
+    "/v1/images/generations": "image generation",
+    "/v1/audio/speech": "speech",
+    "/v1/audio/transcriptions": "transcription",
+}
+# The paths whose errors answer in OpenAI's shape.
+OPENAI_PATHS: Final = frozenset({"/v1/chat/completions", *NOT_RELAYED})
+# What OpenAI's SDKs send with every request, from a browser too (openai-node's platform
+# headers): a CORS preflight that did not allow them would refuse every call.
+OPENAI_SDK_HEADERS: Final = (
+    "x-stainless-arch",
+    "x-stainless-lang",
+    "x-stainless-os",
+    "x-stainless-package-version",
+    "x-stainless-retry-count",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-timeout",
+)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(
+    stream: Annotated[Stream, Depends(StreamOpener(COMPLETIONS_ROUTE))],
+) -> Response:
+    body = stream.request
+    assert isinstance(body, ChatCompletionRequest)
+    completion = Completion.new(stream.head.message_id, body.model)
+    if body.stream:
+        output = chat_completion_chunks(completion, body.include_usage)
+        return StreamResponse(chunks(replace(stream.head, format=output), stream.items))
+    return await whole_completion(stream, completion)
+
+
+async def chunks(head: Head, items: ItemSource) -> AsyncGenerator[Item, None]:
+    """The stream as a response's content; the opener closes the stream itself."""
+    yield head
+    async for item in items:
+        yield item
+
+
+async def whole_completion(stream: Stream, completion: Completion) -> Response:
+    """`stream: false`: the whole text once it has ended. Nothing was sent before the end, so a
+    failure after the first token is still an error status (502, SPEC §5c), and the stream's
+    log line says so."""
+    head, record = stream.head, stream.record
+    assert record is not None
+    try:
+        with answering_as(head.request_id):
+            body = await _collect(completion, stream.items)
+    except UpstreamError as exc:
+        record.refused(exc)
+        raise
+    # A budgeted key's x-ratelimit-* headers go with it.
+    return JSONResponse(body, headers={"X-Request-ID": head.request_id, **dict(head.extra)})
+
+
+async def _collect(completion: Completion, items: ItemSource) -> dict[str, Any]:
+    texts: list[str] = []
+    size, limit = 0, MAX_COMPLETION_BYTES
+    async for item in items:
+        if isinstance(item, str):
+            texts.append(item)
+            size += utf8_length(item)
+            if size > limit:
+                message = f"the answer is longer than {limit} bytes: ask with stream: true"
+                raise CompletionTooLarge(message)
+        elif isinstance(item, Failed):
+            raise _failure(item)
+        else:
+            return completion_json(completion, "".join(texts), item)
+    raise AssertionError("a stream ends with its Ending")
+
+
+def _failure(failed: Failed) -> UpstreamError:
+    """The stream's failure as the error it would have been before the commit point."""
+    error = UpstreamError(failed.message)
+    error.error_type = failed.error["error"]["type"]
+    return error
+
+
+def _not_relayed(what: str) -> Callable[[], Awaitable[Response]]:
+    async def refuse() -> Response:
+        raise NotFound(f"{what} is not relayed: the proxy relays text, on /v1/chat/completions")
+
+    return refuse
+
+
+for _path, _what in NOT_RELAYED.items():
+    router.add_api_route(_path, _not_relayed(_what), methods=["POST"], include_in_schema=False)
