@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
 
+from proxy.budgets.headers import RATE_LIMIT_HEADERS
 from proxy.drain import AbortOnShutdown
 from proxy.errors import ClientDisconnected, ProxyError, RequestError
 from proxy.fake_upstream import FakeUpstream
@@ -77,27 +78,34 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.chat_page:
         add_chat_page(app)
     if settings.cors_origin_list:
-        # Pure ASGI: it adds headers to the response start and never touches the body.
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(settings.cors_origin_list),
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=[
-                "authorization",
-                "content-type",
-                "x-api-key",
-                "x-request-id",
-                "last-event-id",  # an SSE client resuming (issue 13)
-                *completions.OPENAI_SDK_HEADERS,
-            ],
-            expose_headers=["X-Request-ID"],
-            max_age=600,
-        )
+        _allow_origins(app, settings.cors_origin_list)
     # Outermost: a request the server cancels at the end of its shutdown grace is aborted.
     app.add_middleware(AbortOnShutdown)
     app.add_exception_handler(ProxyError, _proxy_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     return app
+
+
+def _allow_origins(app: FastAPI, origins: tuple[str, ...]) -> None:
+    """CORS for browser frontends on other sites. Pure ASGI: it adds headers to the response
+    start and never touches the body."""
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=[
+            "authorization",
+            "content-type",
+            "x-api-key",
+            "x-request-id",
+            "last-event-id",  # an SSE client resuming (issue 13)
+            *completions.OPENAI_SDK_HEADERS,
+        ],
+        # What a page may read besides the safelisted headers: its request id, and a
+        # budgeted key's limits (docs/budgets.md).
+        expose_headers=["X-Request-ID", "Retry-After", *RATE_LIMIT_HEADERS],
+        max_age=600,
+    )
 
 
 class ProxyApp(FastAPI):

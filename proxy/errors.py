@@ -43,6 +43,8 @@ class ProxyError(Exception):
     error_type: str = "internal_error"
     request_id: str | None = None
     param: str | None = None  # the request field at fault, where one is (OpenAI's `param`)
+    # What the response tells beside the error: a budgeted key's x-ratelimit-* headers.
+    extra_headers: tuple[tuple[str, str], ...] = ()
 
     def __init__(
         self, message: str, *, retry_after: float | None = None, param: str | None = None

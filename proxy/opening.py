@@ -87,8 +87,12 @@ class StreamOpener:
         )
         session.record.route = request.url.path  # one of the streaming routes' own paths
         session.record.arrival = arrival_of(request)
-        async with session.opening():
-            stream = await self._start(request, services, session)
+        try:
+            async with session.opening():
+                stream = await self._start(request, services, session)
+        except ProxyError as exc:
+            exc.extra_headers = budget_headers(session.record)
+            raise
         try:
             yield stream
         except asyncio.CancelledError:
@@ -135,9 +139,14 @@ class StreamOpener:
 
 def with_budget(head: Head, record: StreamRecord) -> Head:
     """A budgeted key's stream tells what is left of its budget (docs/budgets.md)."""
-    if record.budget is None or not record.budget.headers:
-        return head
-    return dataclasses.replace(head, extra=record.budget.headers)
+    headers = budget_headers(record)
+    return dataclasses.replace(head, extra=headers) if headers else head
+
+
+def budget_headers(record: StreamRecord) -> tuple[tuple[str, str], ...]:
+    """A budgeted key's x-ratelimit-* headers, once its stream has reserved (or been refused):
+    on its response, whether a stream or an error."""
+    return () if record.budget is None else record.budget.headers
 
 
 def arrival_of(request: Request) -> Arrival:

@@ -119,6 +119,6 @@ def _unwrapped(content: AsyncGenerator[Item, None]) -> AsyncGenerator[Item, None
 
 def error_response(exc: ProxyError, request_id: str, *, openai: bool = False) -> JSONResponse:
     """The error as JSON: the proxy's own shape, or OpenAI's error object."""
-    headers = {"X-Request-ID": request_id, **exc.headers()}
+    headers = {"X-Request-ID": request_id, **dict(exc.extra_headers), **exc.headers()}
     body = openai_error_body(exc) if openai else error_body(exc, request_id)
     return JSONResponse(body, status_code=exc.status_code, headers=headers)

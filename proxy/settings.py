@@ -12,6 +12,7 @@ import limits
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -267,6 +268,42 @@ def _unique_names(entries: tuple[ModelEntry, ...] | None) -> tuple[ModelEntry, .
     return entries
 
 
+def _optional_http_url(value: str | None) -> str | None:
+    if value is None or value.strip() == "":
+        return None
+    return _http_url(value)
+
+
+def _http_url_list(value: str | None) -> str | None:
+    return ",".join(_http_url(url) for url in _split(value)) or None
+
+
+def _rate_limit(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        limits.parse(value)
+    except ValueError:
+        raise ValueError("must look like 60/minute or 10/second") from None
+    return value
+
+
+def _redis_url(value: str | None) -> str | None:
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return value or None
+
+
+def _lower_case(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+OptionalHTTPURL = Annotated[str | None, AfterValidator(_optional_http_url)]
+HTTPURLList = Annotated[str | None, AfterValidator(_http_url_list)]  # comma-separated
+RateLimit = Annotated[str | None, AfterValidator(_rate_limit)]
+RedisURL = Annotated[str | None, AfterValidator(_redis_url)]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROXY_",
@@ -277,7 +314,7 @@ class Settings(BaseSettings):
         populate_by_name=True,
     )
 
-    upstream_url: str | None = None
+    upstream_url: OptionalHTTPURL = None
     upstream_dialect: DialectName = "openai"
     upstream_api_key: SecretStr | None = None
     upstream_model: str | None = None
@@ -312,11 +349,11 @@ class Settings(BaseSettings):
     # Public deployment (docs/deployment.md).
     api_keys: SecretStr | None = None
     cors_origins: str | None = None
-    rate_limit: str | None = None
+    rate_limit: RateLimit = None
     max_streams_per_key: int | None = Field(default=None, ge=1)
-    redis_url: str | None = None
+    redis_url: RedisURL = None
     rate_limit_fail_closed: bool = False
-    upstream_urls: str | None = None
+    upstream_urls: HTTPURLList = None
     replica_cooldown: float = Field(default=10.0, ge=0)
 
     # The chat page at GET / (docs/api.md); off for API-only deployments.
@@ -342,64 +379,19 @@ class Settings(BaseSettings):
     keepalive_timeout: int = Field(default=75, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    log_level: LogLevel = "info"
+    log_level: Annotated[LogLevel, BeforeValidator(_lower_case)] = "info"
     log_format: LogFormat = "json"
 
     @model_validator(mode="after")
     def _keys_apart(self) -> Settings:
-        """A key in both PROXY_KEYS and PROXY_API_KEYS would have two identities."""
-        plain = _split(self.api_keys.get_secret_value() if self.api_keys else None)
-        digests = {hashlib.sha256(key.encode()).digest() for key in plain}
-        for entry in self.key_list or ():
-            if entry.digest() in digests:
-                raise ValueError(f"PROXY_KEYS: key {entry.name!r} is also in PROXY_API_KEYS")
-        budgeted = any(entry.spec().limits.any for entry in self.key_list or ())
-        if budgeted and self.workers > 1 and self.redis_url is None:
-            # Each worker would keep its own counts: a key could spend its budget once per worker.
-            raise ValueError("PROXY_KEYS: budgets with PROXY_WORKERS > 1 need PROXY_REDIS_URL")
+        _check_named_keys(self)
         return self
 
-    @field_validator("upstream_url")
-    @classmethod
-    def _url_is_http(cls, value: str | None) -> str | None:
-        if value is None or value.strip() == "":
-            return None
-        return _http_url(value)
-
-    @field_validator("rate_limit")
-    @classmethod
-    def _rate_limit(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        try:
-            limits.parse(value)
-        except ValueError:
-            raise ValueError("must look like 60/minute or 10/second") from None
-        return value
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url(cls, value: str | None) -> str | None:
-        if value and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value or None
-
-    @field_validator("upstream_urls")
-    @classmethod
-    def _upstream_urls(cls, value: str | None) -> str | None:
-        urls = _split(value)
-        return ",".join(_http_url(url) for url in urls) or None
+    # The values the code is given, each made once from the fields above.
 
     @cached_property
     def cors_origin_list(self) -> tuple[str, ...]:
         return _split(self.cors_origins)
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _lower_case(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value
-
-    # The values the code is given, each made once from the fields above.
 
     @cached_property
     def models(self) -> tuple[ModelSpec, ...]:
@@ -433,6 +425,20 @@ class Settings(BaseSettings):
         # longer than that, with some slack, means it is gone.
         follow_timeout = self.idle_timeout + 5.0
         return ResumePolicy(self.resume_ttl, self.resume_max_bytes, follow_timeout, self.redis_url)
+
+
+def _check_named_keys(settings: Settings) -> None:
+    """A key in both PROXY_KEYS and PROXY_API_KEYS would have two identities; budgets need
+    one count for every worker."""
+    plain = _split(settings.api_keys.get_secret_value() if settings.api_keys else None)
+    digests = {hashlib.sha256(key.encode()).digest() for key in plain}
+    for entry in settings.key_list or ():
+        if entry.digest() in digests:
+            raise ValueError(f"PROXY_KEYS: key {entry.name!r} is also in PROXY_API_KEYS")
+    budgeted = any(entry.spec().limits.any for entry in settings.key_list or ())
+    if budgeted and settings.workers > 1 and settings.redis_url is None:
+        # Each worker would keep its own counts: a key could spend its budget once per worker.
+        raise ValueError("PROXY_KEYS: budgets with PROXY_WORKERS > 1 need PROXY_REDIS_URL")
 
 
 def _tracing_from_environment() -> TracingPolicy | None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import pathlib
 import subprocess
 import sys
@@ -54,3 +55,35 @@ def test_a_lower_layer_importing_a_higher_one_breaks_the_contracts(tmp_path: pat
     assert result.returncode != 0
     assert "Layers: imports only point down BROKEN" in result.stdout
     assert "proxy.values -> proxy.session" in result.stdout
+
+
+# The house's size rule (STYLE.md): a class under 150 lines, a function under 60.
+MAX_CLASS_LINES = 149
+MAX_FUNCTION_LINES = 59
+
+
+def oversized(source: str, where: str) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            assert node.end_lineno is not None
+            lines = node.end_lineno - node.lineno + 1
+            limit = MAX_CLASS_LINES if isinstance(node, ast.ClassDef) else MAX_FUNCTION_LINES
+            if lines > limit:
+                found.append(f"{where}: {node.name} is {lines} lines (at most {limit})")
+    return found
+
+
+def test_every_class_and_function_of_proxy_keeps_to_its_size() -> None:
+    found = [
+        problem
+        for path in sorted((ROOT / "proxy").rglob("*.py"))
+        for problem in oversized(path.read_text(), str(path.relative_to(ROOT)))
+    ]
+    assert found == []
+
+
+def test_the_size_check_sees_a_long_function() -> None:
+    body = "".join(f"    x{n} = {n}\n" for n in range(60))
+    assert oversized(f"def long():\n{body}", "m.py") == ["m.py: long is 61 lines (at most 59)"]
+    assert oversized("def short():\n    return 1\n", "m.py") == []

@@ -228,6 +228,18 @@ async def test_the_upstream_is_asked_for_the_allowance_and_the_stream_settles_ex
     assert (minute["limit"], minute["used"], minute["remaining"]) == (200, used, 200 - used)
 
 
+async def test_an_upstream_error_before_the_first_token_still_tells_what_is_left(
+    start_proxy: Callable[..., ProxyServer], marker: str
+) -> None:
+    # Refunded whole (nothing was produced), and the 502 says so in the key's headers.
+    proxy = start_proxy(key_list=alice(tokens_per_minute=10_000), retries=0)
+    response = await post_stream(proxy, {"prompt": f"{marker} @fault=status @status=502"})
+    assert response.status_code == 502
+    assert response.headers["x-ratelimit-limit-tokens"] == "10000"
+    assert int(response.headers["x-ratelimit-remaining-tokens"]) < 10_000  # while it was held
+    assert (await usage_when(proxy, "tokens_per_minute", 0))["used"] == 0
+
+
 async def test_a_smaller_max_tokens_is_kept_and_a_spent_budget_is_429_with_retry_after(
     start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, marker: str
 ) -> None:

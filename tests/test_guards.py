@@ -111,7 +111,10 @@ async def test_cors_preflight_and_actual_request_from_an_allowed_origin(
     assert "authorization" in allowed_headers
     assert "content-type" in allowed_headers
     assert actual.headers["access-control-allow-origin"] == "https://chat.example"
-    assert "x-request-id" in actual.headers["access-control-expose-headers"].lower()
+    exposed = actual.headers["access-control-expose-headers"].lower()
+    # A page reads its request id, when to retry, and a budgeted key's limits (issue 21).
+    for header in ("x-request-id", "retry-after", "x-ratelimit-remaining-tokens"):
+        assert header in exposed
     assert actual.text == reply_text(f"{marker} @text=tricky", 12)
     assert "access-control-allow-origin" not in foreign.headers
 

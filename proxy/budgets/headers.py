@@ -8,6 +8,13 @@ from datetime import UTC, datetime
 
 from proxy.budgets.ledger import NANO, Window, remaining
 
+# OpenAI's rate-limit headers, as a budgeted key's responses carry them.
+RATE_LIMIT_HEADERS = tuple(
+    f"x-ratelimit-{what}-{unit}"
+    for unit in ("requests", "tokens")
+    for what in ("limit", "remaining", "reset")
+)
+
 
 def reset_duration(seconds: float) -> str:
     """OpenAI's way of writing a reset: 1s, 6m0s, 1h2m3s."""
