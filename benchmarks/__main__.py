@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from benchmarks.bench import FULL, QUICK
 from benchmarks.bench import main as bench_main
+from benchmarks.cpu import main as cpu_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,7 +16,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     parser.add_argument("--workers", type=int, default=1, help="proxy worker processes")
     parser.add_argument("--output", default="bench-results", help="folder for JSON and plot")
-    parser.add_argument("--only", nargs="*", default=(), help="scenarios whose name contains any")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=(),
+        help='scenarios whose name contains any ("cpu": the CPU figures against the floor)',
+    )
+    parser.add_argument(
+        "--cpu-rounds", type=int, default=5, help="interleaved rounds of the CPU figures (0: none)"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also measure the proxy of another checkout in the CPU figures (before/after)",
+    )
     parser.add_argument(
         "--proxy-env",
         action="append",
@@ -21,9 +38,25 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="a setting of the proxy under test, e.g. PROXY_METRICS=false (repeatable)",
     )
+    parser.add_argument(
+        "--granian", action="store_true", help="also the proxy under granian in the CPU figures"
+    )
+    parser.add_argument(
+        "--fastapi-floor",
+        action="store_true",
+        help="also a bare FastAPI yield path operation, no upstream, in the CPU figures",
+    )
     args = parser.parse_args(argv)
     settings = dict(item.partition("=")[::2] for item in args.proxy_env)
-    return bench_main(args.quick, args.workers, args.output, tuple(args.only), settings)
+    only = tuple(args.only)
+    status = 0
+    scenarios = QUICK if args.quick else FULL
+    if not only or any(part in s.name for s in scenarios for part in only):
+        status = bench_main(args.quick, args.workers, args.output, only, settings)
+    if args.cpu_rounds > 0 and (not only or any("cpu" in part.lower() for part in only)):
+        figures = (args.cpu_rounds, args.quick, args.output, args.baseline)
+        status = cpu_main(*figures, args.granian, args.fastapi_floor) or status
+    return status
 
 
 if __name__ == "__main__":

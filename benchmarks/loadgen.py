@@ -108,10 +108,22 @@ async def _one_stream(direct: bool, host: str, port: int, prompt: str, tokens: i
 
 def _check(direct: bool, body: bytes, prompt: str, tokens: int) -> str | None:
     """Every stream must be whole and exact, or the speed means nothing."""
-    if direct:
+    if direct:  # the upstream's own SSE, or the CPU floor's relay of it
         complete = body.endswith(b"data: [DONE]\n\n") and body.count(_CONTENT_EVENT) == tokens
-        return None if complete else "incomplete upstream stream"
+        if not complete:
+            return "incomplete upstream stream"
+        return None if sse_text(body) == reply_text(prompt, tokens) else "upstream text differs"
     return None if body.decode() == reply_text(prompt, tokens) else "proxy text differs"
+
+
+def sse_text(body: bytes) -> str:
+    """The text of an OpenAI chat completion stream (what the fake upstream sends)."""
+    text = []
+    for line in body.split(b"\n"):
+        if line.startswith(b"data: {"):
+            for choice in orjson.loads(line[6:])["choices"]:
+                text.append(choice["delta"].get("content") or "")
+    return "".join(text)
 
 
 async def _run(direct: bool, host: str, port: int, scenario: Scenario) -> RunResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -11,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import Receive, Scope, Send
 
 from proxy.budgets.headers import RATE_LIMIT_HEADERS
 from proxy.drain import AbortOnShutdown
@@ -23,7 +25,7 @@ from proxy.observers import Observers, StreamObserver
 from proxy.observers.log import StreamLog
 from proxy.observers.metrics import PrometheusMetrics, create_metrics
 from proxy.observers.tracing import create_tracer
-from proxy.responses import error_response
+from proxy.responses import SERVER_SEND, error_response
 from proxy.resumable import ResumableStreams
 from proxy.routes import chat, completions, operations, stream, usage
 from proxy.routes.chat_page import add_chat_page
@@ -55,9 +57,12 @@ def create_app(settings: Settings) -> FastAPI:
                 stack.push_async_callback(tracer.aclose)
             traced = observers if tracer is None else [*observers, tracer]
             app.state.services = await _start_services(stack, settings, metrics, traced)
+            # Everything made so far lives as long as the process: out of the collector's
+            # sight, each full collection no longer walks it (docs/performance.md, GC).
+            gc.freeze()
             yield
 
-    app = FastAPI(
+    app = ProxyApp(
         title="llm-stream-proxy",
         lifespan=lifespan,
         docs_url=None,
@@ -101,6 +106,15 @@ def _allow_origins(app: FastAPI, origins: tuple[str, ...]) -> None:
         expose_headers=["X-Request-ID", "Retry-After", *RATE_LIMIT_HEADERS],
         max_age=600,
     )
+
+
+class ProxyApp(FastAPI):
+    """FastAPI, with the server's own `send` in each request's scope for StreamResponse's
+    deltas (proxy/responses.py SERVER_SEND)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[SERVER_SEND] = send
+        await super().__call__(scope, receive, send)
 
 
 async def _start_services(

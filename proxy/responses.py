@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Mapping
+from types import AsyncGeneratorType
 
 from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, StreamingResponse
@@ -19,6 +20,13 @@ from proxy.keepalive import KeepAlive
 ABORT_LINGER = 0.05
 
 _END = {"type": "http.response.body", "body": b"", "more_body": False}
+
+# The server's own `send`, put in the scope by the app (proxy/app.py ProxyApp) before any
+# middleware wraps it. Starlette's error and exception middlewares wrap `send` in a coroutine
+# each (three awaits per chunk) only to see whether the response has started: the response's
+# start and its end still go through the wrapped `send`, the deltas between them straight to
+# the server.
+SERVER_SEND = "proxy.server_send"
 
 
 class StreamResponse(StreamingResponse):
@@ -43,7 +51,7 @@ class StreamResponse(StreamingResponse):
         media_type: str | None = None,
         background: BackgroundTask | None = None,
     ) -> None:
-        self.items = content
+        self.items = _unwrapped(content)
         self.status_code = status_code
         self.background = background
         self.init_headers(headers)
@@ -58,7 +66,7 @@ class StreamResponse(StreamingResponse):
             encoder = head.encoder()
             headers = self._start_headers(head)
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            keepalive = KeepAlive(send, encoder.keepalive, head.keepalive)
+            keepalive = KeepAlive(scope.get(SERVER_SEND, send), encoder.keepalive, head.keepalive)
             write = keepalive.send
             await write(encoder.opening())
             async for item in items:
@@ -89,6 +97,24 @@ class StreamResponse(StreamingResponse):
         # The route's own headers (FastAPI's), but the Head says what the body is.
         extra = [header for header in self.raw_headers if header[0] != b"content-type"]
         return head.raw_headers() + extra
+
+
+def _unwrapped(content: AsyncGenerator[Item, None]) -> AsyncGenerator[Item, None]:
+    """The path operation's own generator, from inside FastAPI's wrapper around it.
+
+    FastAPI wraps a `yield` path operation's generator in one that awaits `anyio.sleep(0)`
+    after every item (FastAPI's `_async_stream_raw`, for fastapi#14680: cancellation must
+    land even when the producer never waits). The proxy's items come from upstream reads
+    that already step through the event loop when they did not wait (proxy/upstream/
+    connection.py ResponseStream), so the wrapper's generator step and task step per delta
+    are skipped. The wrapper, never started, holds nothing; any other generator is kept.
+    """
+    if not isinstance(content, AsyncGeneratorType) or content.ag_frame is None:
+        return content
+    if content.ag_code.co_name != "_async_stream_raw":
+        return content
+    inner = content.ag_frame.f_locals.get("async_gen")
+    return inner if isinstance(inner, AsyncGeneratorType) else content
 
 
 def error_response(exc: ProxyError, request_id: str, *, openai: bool = False) -> JSONResponse:

@@ -29,7 +29,9 @@ def openai_choice(parser: SSETextParser, event: ServerSentEvent) -> dict[str, An
     if "error" in payload:
         raise UpstreamProtocolError(json_error_message(payload))
     # Asked for with stream_options.include_usage: a last chunk has it, the others null.
-    parser.usage = parser.usage.read(payload.get("usage"), "prompt_tokens", "completion_tokens")
+    usage = payload.get("usage")
+    if usage is not None:  # null on every chunk but the last: nothing to read
+        parser.usage = parser.usage.read(usage, "prompt_tokens", "completion_tokens")
     choices = payload.get("choices")
     if not choices:  # usage-only chunks carry no choices: no text
         return None

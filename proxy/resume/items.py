@@ -43,6 +43,10 @@ class StoredItems:
             return Failed(error_body(exc, self.request_id))
         finally:
             watchdog.got_upstream()
+        # A stored stream's text is read back without waiting: a step through the event loop
+        # per item, so a long replay neither holds the loop nor misses its client leaving
+        # (StreamResponse skips FastAPI's own step, which the upstream's reads take for it).
+        await asyncio.sleep(0)
         return item.text if isinstance(item, StoredText) else item
 
     async def aclose(self) -> None:

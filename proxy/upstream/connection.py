@@ -31,7 +31,7 @@ import asyncio
 import enum
 import math
 import select
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import cast
 
 import httptools
@@ -409,7 +409,15 @@ class Connection(asyncio.Protocol):
 
 
 class ResponseStream(httpx.AsyncByteStream):
-    """The body as it arrives: each read hands over everything received until then."""
+    """The body as it arrives: each read hands over everything received until then.
+
+    An iterator of its own rather than an async generator, and read directly by
+    `response_body` rather than through httpx's `aiter_raw`: two generator steps less per read.
+    A read that finds bytes already there takes one step through the event loop before it
+    returns (`asyncio.sleep(0)`), as a read that waited did: a bursty upstream whose bytes are
+    always there must not keep the loop from other streams or from a client that left (the
+    stream is cancelled at that step). Nothing above the transport needs to do it again.
+    """
 
     def __init__(
         self,
@@ -424,21 +432,27 @@ class ResponseStream(httpx.AsyncByteStream):
         self._release = release
         self._closed = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> ResponseStream:
+        return self
+
+    async def __anext__(self) -> bytes:
         response = self._response
+        data = response.body.take()
+        if data:
+            await asyncio.sleep(0)  # it did not wait: a step through the loop all the same
+            return data
         while True:
+            if response.phase is _Phase.COMPLETE:
+                raise StopAsyncIteration
+            if response.error is not None:
+                raise response.error
+            try:
+                await response.wait(self._read_timeout)
+            except TimeoutError:
+                raise httpx.ReadTimeout("upstream sent nothing in time") from None
             data = response.body.take()
             if data:
-                yield data
-            elif response.phase is _Phase.COMPLETE:
-                return
-            elif response.error is not None:
-                raise response.error
-            else:
-                try:
-                    await response.wait(self._read_timeout)
-                except TimeoutError:
-                    raise httpx.ReadTimeout("upstream sent nothing in time") from None
+                return data
 
     async def aclose(self) -> None:
         if not self._closed:

@@ -6,12 +6,14 @@ what the stream session reads instead of `aiter_raw`.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import AsyncIterator
 
 import httpx
 
 from proxy.errors import UpstreamProtocolError
+from proxy.upstream.connection import ResponseStream
 
 # The most one step of inflating hands over, as the transport's reads: a small compressed
 # read can stand for gigabytes, and none of it may pile up at once.
@@ -25,13 +27,15 @@ _INFLATABLE = {"gzip": _GZIP_WBITS, "x-gzip": _GZIP_WBITS, "deflate": _ZLIB_WBIT
 def response_body(response: httpx.Response) -> AsyncIterator[bytes]:
     """The body's bytes as they arrive, decoded per Content-Encoding.
 
-    Plain bodies (no Content-Encoding, or `identity`) are the transport's reads untouched.
+    Plain bodies (no Content-Encoding, or `identity`) are the transport's reads untouched
+    (UpstreamTransport's own stream read directly, not through httpx's `aiter_raw`).
     gzip (several members too) and deflate (zlib-wrapped or raw, as httpx takes it) are
     inflated incrementally. Anything else raises UpstreamProtocolError: we ask for
     `identity`, and httpx's br and zstd decoders put no bound on what one read inflates to.
     """
     encoding = response.headers.get("content-encoding")
-    raw = response.aiter_raw()
+    stream = response.stream
+    raw = stream if isinstance(stream, ResponseStream) else response.aiter_raw()
     if encoding is None:
         return raw
     codings = [c for c in encoding.replace(" ", "").lower().split(",") if c and c != "identity"]
@@ -81,10 +85,13 @@ class InflatedBody:
         return self
 
     async def __anext__(self) -> bytes:
+        read = False  # a read of the body this step: it waited, or stepped through the loop
         while True:
             if self._input or self._output_pending:
                 data = self._step()
                 if data:
+                    if not read:  # inflated from what an earlier read left: as the transport
+                        await asyncio.sleep(0)  # does, a step through the loop all the same
                     return data
             elif self._ended:
                 raise StopAsyncIteration
@@ -97,6 +104,7 @@ class InflatedBody:
                         raise self._failure("it ends inside the compressed stream") from None
                     raise
                 self._received = True
+                read = True
 
     def _step(self) -> bytes:
         inflate = self._inflate

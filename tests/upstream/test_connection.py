@@ -4,13 +4,14 @@ HTTP servers on loopback sockets (the `serve` fixture)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import httpx
 import pytest
 
-from proxy.upstream import MAX_RESPONSE_HEAD, ResponseHeadTooLarge
+from proxy.upstream import MAX_RESPONSE_HEAD, ResponseHeadTooLarge, response_body
 from tests.scripted import LAST_CHUNK, OK_HEAD, Serve, chunk, read_request
-from tests.upstream.support import idle_connections
+from tests.upstream.support import Turns, idle_connections
 
 
 async def test_body_chunks_arrive_while_the_upstream_is_still_sending(
@@ -32,6 +33,29 @@ async def test_body_chunks_arrive_while_the_upstream_is_still_sending(
         first_seen.set()
         assert [part async for part in chunks] == [b"second"]
     assert response.status_code == 200
+
+
+async def test_reads_of_a_bursty_body_leave_other_tasks_their_turn(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    # Megabytes already sent: most reads find their bytes waiting and never wait themselves.
+    # Each still steps through the event loop, or a client that left would not be noticed
+    # (the proxy's 100 ms cancellation on a bursty upstream) and other streams would stall.
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(OK_HEAD + chunk(b"x" * 65_536) * 64 + LAST_CHUNK)
+        await writer.drain()
+
+    url = await serve(handler)
+    seen: list[int] = []
+    received = 0
+    async with Turns() as turns, client.stream("POST", url + "/v1/x", content=b"{}") as response:
+        async for data in response_body(response):
+            seen.append(turns.count)
+            received += len(data)
+    assert received == 64 * 65_536
+    assert len(seen) >= 16
+    assert all(before < after for before, after in itertools.pairwise(seen))
 
 
 async def test_a_reader_that_stops_holds_the_upstream_back(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import itertools
 import socket
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,7 @@ from proxy.errors import UpstreamProtocolError
 from proxy.upstream import UpstreamHTTP, response_body
 from tests.scripted import LAST_CHUNK, Serve, chunk, read_request
 from tests.splits import cuts, split_at
+from tests.upstream.support import Turns
 
 
 def gzipped(data: bytes) -> bytes:
@@ -209,3 +211,21 @@ async def test_an_encoded_body_sent_a_byte_at_a_time_is_decoded(
 
     response = await http.send("POST", await serve(handler), b"{}")
     assert b"".join([data async for data in response_body(response)]) == text
+
+
+async def test_inflating_what_one_read_left_leaves_other_tasks_their_turn() -> None:
+    # One small read inflates to 64 steps of 64 KiB, none of which waits for the socket: each
+    # still steps through the event loop, as the transport's reads do.
+    body = gzip.compress(b"x" * (64 * 65_536))
+    response = httpx.Response(
+        200, headers={"Content-Encoding": "gzip"}, stream=httpx.ByteStream(body)
+    )
+    seen = []
+    received = 0
+    async with Turns() as turns:
+        async for data in response_body(response):
+            seen.append(turns.count)
+            received += len(data)
+    assert received == 64 * 65_536
+    assert len(seen) == 64
+    assert all(before < after for before, after in itertools.pairwise(seen))
