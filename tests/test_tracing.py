@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import signal
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ import httpx
 import pytest
 
 from proxy.fake_upstream import reply_text
+from proxy.observers.tracing import SHUTDOWN_FLUSH
 from proxy.settings import Settings
 from proxy.tracing_settings import tracing_policy
 from tests.otlp_receiver import CLIENT, ERROR, SERVER, UNSET, OTLPReceiver, ReceivedSpan
@@ -337,6 +340,31 @@ async def test_an_unreachable_collector_never_holds_a_stream_up(
         await asyncio.to_thread(proxy.close)
     # The last flush gives up within the export timeout: the process is not held up.
     assert time.monotonic() - started < 5
+
+
+async def test_a_collector_that_never_answers_holds_the_exit_at_most_the_flush_bound(
+    upstream: FakeUpstreamServer, marker: str
+) -> None:
+    # It takes the connection and never answers: the export would wait its whole timeout
+    # (60 s here), past the termination grace that follows the drain.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        proxy = ProxyProcess(
+            PROXY_UPSTREAM_URL=upstream.url,
+            PROXY_SHUTDOWN_GRACE="0",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{silent.getsockname()[1]}",
+            OTEL_BSP_SCHEDULE_DELAY="60000",  # nothing goes before the shutdown's flush
+            OTEL_EXPORTER_OTLP_TIMEOUT="60000",
+        )
+        try:
+            async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as client:
+                response = await client.post("/v1/stream", json={"prompt": marker})
+            assert response.text == reply_text(marker, 12)
+            started = time.monotonic()
+            proxy.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proxy.wait, 30) == 0
+            assert time.monotonic() - started < SHUTDOWN_FLUSH + 3
+        finally:
+            proxy.close()
 
 
 async def test_tracing_off_exports_nothing_and_opens_no_connection(

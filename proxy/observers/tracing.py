@@ -18,6 +18,8 @@ on (proxy/tracing_settings.py); off, there is no tracer provider, no exporter an
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +48,9 @@ from proxy.settings import Settings
 from proxy.tracing_settings import TracingPolicy
 
 INSTRUMENTATION = "llm-stream-proxy"
+# The longest the last export may hold the shutdown (seconds): spans still queued for a
+# backend that does not answer by then are lost, as they would be anyway.
+SHUTDOWN_FLUSH = 5.0
 _PROPAGATOR = TraceContextTextMapPropagator()
 # gen_ai.provider.name: the semantic conventions' well-known values where one fits the API.
 PROVIDERS = {
@@ -178,9 +183,28 @@ class StreamTracer(StreamObserver):
         )
 
     async def aclose(self) -> None:
-        """Export what is still queued: at the app's shutdown, off the event loop (an
-        unreachable backend may take the export timeout)."""
-        await asyncio.to_thread(self._provider.shutdown)
+        """Export what is still queued, at the app's shutdown, for at most SHUTDOWN_FLUSH
+        seconds: a backend that never answers would hold the exit for the export timeout,
+        past the drain's share of the termination grace. Off the event loop, in a daemon
+        thread, so the process may end without it."""
+        loop = asyncio.get_running_loop()
+        flushed = loop.create_future()
+
+        def shut_down() -> None:
+            try:
+                self._provider.shutdown()
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                    loop.call_soon_threadsafe(_done, flushed)
+
+        threading.Thread(target=shut_down, name="trace-flush", daemon=True).start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(flushed, SHUTDOWN_FLUSH)
+
+
+def _done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _attempt_attributes(attempt: AttemptStarted, operation: str) -> dict[str, Any]:
