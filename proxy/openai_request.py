@@ -61,7 +61,7 @@ class CompletionMessage(BaseModel):
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
-    include_usage: bool = False
+    include_usage: bool | None = None
 
 
 class ChatCompletionRequest(StreamBody):
@@ -69,7 +69,7 @@ class ChatCompletionRequest(StreamBody):
 
     model: str
     messages: list[CompletionMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: bool | None = None  # null, as every optional field of OpenAI's, is the default
     stream_options: StreamOptions | None = None
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -103,7 +103,7 @@ class ChatCompletionRequest(StreamBody):
 
     @property
     def include_usage(self) -> bool:
-        return self.stream_options is not None and self.stream_options.include_usage
+        return self.stream_options is not None and bool(self.stream_options.include_usage)
 
     def conversation(self) -> Conversation:
         return Conversation(

@@ -115,3 +115,33 @@ def test_completion_ids_are_openais_and_new_each_time() -> None:
     assert first.startswith("chatcmpl-")
     assert first != second
     assert body.resume_id("client-id") is None
+
+
+def test_null_for_any_optional_field_is_its_default() -> None:
+    # OpenAI's API takes null for every optional field, and clients send it (a form whose
+    # value was cleared, a wrapper that writes every key): null asks for nothing.
+    fields = (
+        "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
+        "top_p", "stop", "user", "n", "tools", "functions", "tool_choice", "function_call",
+        "response_format", "logprobs", "modalities", "audio",
+    )  # fmt: skip
+    body = ChatCompletionRequest.model_validate(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi", "name": None}],
+            **dict.fromkeys(fields),
+        }
+    )
+    assert not body.stream
+    assert not body.include_usage
+    assert (
+        body.conversation()
+        == ChatCompletionRequest.model_validate(
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        ).conversation()
+    )
+    options = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    nulls = ChatCompletionRequest.model_validate(
+        {**options, "stream_options": {"include_usage": None}}
+    )
+    assert not nulls.include_usage
