@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import limits
+from dotenv import dotenv_values
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -29,6 +31,7 @@ LogFormat = Literal["json", "text"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
 DEFAULT_MODEL_NAME = "default"
+ENV_FILE = ".env"  # in the directory the proxy starts in; the environment wins over it
 
 
 class ConfigError(Exception):
@@ -307,7 +310,7 @@ RedisURL = Annotated[str | None, AfterValidator(_redis_url)]
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROXY_",
-        env_file=".env",
+        env_file=ENV_FILE,
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
@@ -441,9 +444,14 @@ def _check_named_keys(settings: Settings) -> None:
         raise ValueError("PROXY_KEYS: budgets with PROXY_WORKERS > 1 need PROXY_REDIS_URL")
 
 
-def _tracing_from_environment() -> TracingPolicy | None:
+def _tracing_from_environment(env_file: str | None = None) -> TracingPolicy | None:
+    """The OTEL_* variables: the environment's, over those of `env_file` as PROXY_* ones."""
+    environment: Mapping[str, str | None] = os.environ
+    if env_file is not None and os.path.isfile(env_file):
+        in_file = dotenv_values(env_file, encoding="utf-8")
+        environment = {**{k: v for k, v in in_file.items() if k.startswith("OTEL_")}, **os.environ}
     try:
-        return tracing_policy(os.environ)
+        return tracing_policy({k: v for k, v in environment.items() if v is not None})
     except TracingSettingError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -482,8 +490,10 @@ def _admission_policy(settings: Settings) -> AdmissionPolicy:
 
 def load_settings(**overrides: Any) -> Settings:
     """Read the environment and `.env`; raise ConfigError naming the first bad variable."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    given.setdefault("tracing", _tracing_from_environment(ENV_FILE))
     try:
-        return Settings(**{key: value for key, value in overrides.items() if value is not None})
+        return Settings(**given)
     except SettingsError as exc:
         # pydantic-settings could not even decode a value: one of the JSON ones.
         variable = "PROXY_KEYS" if '"key_list"' in str(exc) else "PROXY_MODELS"

@@ -14,6 +14,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -417,6 +418,31 @@ async def test_the_otel_environment_configures_a_proxy_process(
     assert server.resource["service.name"] == "edge-proxy"
     assert server.resource["deployment.environment"] == "test"
     assert "/custom/traces" in receiver.paths
+
+
+async def test_otel_variables_in_env_file_configure_it_as_proxy_ones_do(
+    receiver: OTLPReceiver, upstream: FakeUpstreamServer, marker: str, tmp_path: Path
+) -> None:
+    # `make run` reads `.env` in the directory it starts in; the environment wins over it.
+    (tmp_path / ".env").write_text(
+        f"OTEL_EXPORTER_OTLP_ENDPOINT={receiver.url}\n"
+        "OTEL_SERVICE_NAME=from-the-file\n"
+        "OTEL_BSP_SCHEDULE_DELAY=10\n"
+    )
+    proxy = ProxyProcess(
+        cwd=str(tmp_path), PROXY_UPSTREAM_URL=upstream.url, OTEL_SERVICE_NAME="from-the-env"
+    )
+    request_id = new_request_id()
+    try:
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as client:
+            response = await client.post(
+                "/v1/stream", json={"prompt": marker}, headers={"X-Request-ID": request_id}
+            )
+        assert response.status_code == 200
+        server, _ = split(await receiver.trace_of(request_id))
+    finally:
+        proxy.close()
+    assert server.resource["service.name"] == "from-the-env"
 
 
 def test_a_bad_otel_value_stops_the_proxy_at_start_up(receiver: OTLPReceiver) -> None:
