@@ -393,6 +393,23 @@ async def test_tracing_off_exports_nothing_and_opens_no_connection(
         receiver.close()
 
 
+async def server_span_of_a_stream(
+    proxy: ProxyProcess, receiver: OTLPReceiver, marker: str
+) -> ReceivedSpan:
+    """One stream through a proxy process, then the process stopped: its exported server span."""
+    request_id = new_request_id()
+    try:
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as client:
+            response = await client.post(
+                "/v1/stream", json={"prompt": marker}, headers={"X-Request-ID": request_id}
+            )
+        assert response.status_code == 200
+        server, _ = split(await receiver.trace_of(request_id))
+    finally:
+        proxy.close()
+    return server
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 async def test_the_otel_environment_configures_a_proxy_process(
     receiver: OTLPReceiver, upstream: FakeUpstreamServer, marker: str, workers: str
@@ -405,16 +422,7 @@ async def test_the_otel_environment_configures_a_proxy_process(
         OTEL_RESOURCE_ATTRIBUTES="deployment.environment=test,service.name=ignored",
         OTEL_BSP_SCHEDULE_DELAY="10",
     )
-    request_id = new_request_id()
-    try:
-        async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as client:
-            response = await client.post(
-                "/v1/stream", json={"prompt": marker}, headers={"X-Request-ID": request_id}
-            )
-        assert response.status_code == 200
-        server, _ = split(await receiver.trace_of(request_id))
-    finally:
-        proxy.close()
+    server = await server_span_of_a_stream(proxy, receiver, marker)
     assert server.resource["service.name"] == "edge-proxy"
     assert server.resource["deployment.environment"] == "test"
     assert "/custom/traces" in receiver.paths
@@ -432,16 +440,7 @@ async def test_otel_variables_in_env_file_configure_it_as_proxy_ones_do(
     proxy = ProxyProcess(
         cwd=str(tmp_path), PROXY_UPSTREAM_URL=upstream.url, OTEL_SERVICE_NAME="from-the-env"
     )
-    request_id = new_request_id()
-    try:
-        async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as client:
-            response = await client.post(
-                "/v1/stream", json={"prompt": marker}, headers={"X-Request-ID": request_id}
-            )
-        assert response.status_code == 200
-        server, _ = split(await receiver.trace_of(request_id))
-    finally:
-        proxy.close()
+    server = await server_span_of_a_stream(proxy, receiver, marker)
     assert server.resource["service.name"] == "from-the-env"
 
 
