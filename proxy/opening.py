@@ -23,7 +23,7 @@ from typing import Protocol
 
 from starlette.requests import Request
 
-from proxy.errors import NotAcceptable, ProxyError
+from proxy.errors import BudgetUnavailable, NotAcceptable, ProxyError
 from proxy.formats import Head, OutputFormat, negotiate
 from proxy.guards import Guards
 from proxy.ids import request_id
@@ -91,7 +91,8 @@ class StreamOpener:
             async with session.opening():
                 stream = await self._start(request, services, session)
         except ProxyError as exc:
-            exc.extra_headers = budget_headers(session.record)
+            record = session.record
+            exc.extra_headers = budget_headers(record) or await windows_now(services, record, exc)
             raise
         try:
             yield stream
@@ -141,6 +142,29 @@ def with_budget(head: Head, record: StreamRecord) -> Head:
     """A budgeted key's stream tells what is left of its budget (docs/budgets.md)."""
     headers = budget_headers(record)
     return dataclasses.replace(head, extra=headers) if headers else head
+
+
+async def windows_now(
+    services: Services, record: StreamRecord, refusal: ProxyError
+) -> tuple[tuple[str, str], ...]:
+    """A budgeted key's x-ratelimit-* headers as its windows stand, for a refusal before its
+    budget was consulted; none when the budget itself refused, or its store is down."""
+    if record.budget is not None or isinstance(refusal, BudgetUnavailable):
+        return ()
+    return await budget_state(services, record.client)
+
+
+async def budget_state(services: Services, client: str | None) -> tuple[tuple[str, str], ...]:
+    """The key's x-ratelimit-* headers as its windows stand (none for a key without
+    budgets, or while their store is down)."""
+    budgets = services.guards.budgets
+    if client is None or budgets.limits(client) is None:
+        return ()
+    try:
+        _, headers = await budgets.usage(client, services.default_upstream.spec)
+    except BudgetUnavailable:
+        return ()
+    return headers
 
 
 def budget_headers(record: StreamRecord) -> tuple[tuple[str, str], ...]:

@@ -240,6 +240,27 @@ async def test_an_upstream_error_before_the_first_token_still_tells_what_is_left
     assert (await usage_when(proxy, "tokens_per_minute", 0))["used"] == 0
 
 
+async def test_a_refusal_before_the_budget_and_the_model_list_tell_what_is_left_too(
+    start_proxy: Callable[..., ProxyServer], marker: str
+) -> None:
+    # OpenAI's headers on every response to a budgeted key: these reserve nothing, so they
+    # say how the key's windows stand.
+    proxy = start_proxy(key_list=alice(tokens_per_minute=10_000))
+    spent = await post_stream(proxy, {"prompt": f"{marker} @tokens=30"})
+    assert spent.status_code == 200
+    left = 10_000 - (await usage_of(proxy))["tokens_per_minute"]["used"]
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as client:
+        invalid = await client.post("/v1/stream", json={"prompt": 5}, headers=BEARER)
+        unknown = await client.post(
+            "/v1/stream", json={"prompt": marker, "model": "nope"}, headers=BEARER
+        )
+        models = await client.get("/v1/models", headers=BEARER)
+    assert (invalid.status_code, unknown.status_code, models.status_code) == (422, 404, 200)
+    for response in (invalid, unknown, models):
+        assert response.headers["x-ratelimit-limit-tokens"] == "10000"
+        assert response.headers["x-ratelimit-remaining-tokens"] == str(left)
+
+
 async def test_a_smaller_max_tokens_is_kept_and_a_spent_budget_is_429_with_retry_after(
     start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, marker: str
 ) -> None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import Final
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from proxy.observers.metrics import PrometheusMetrics
-from proxy.opening import authenticate, services_of
+from proxy.opening import authenticate, budget_state, services_of
+from proxy.services import Upstream
 
 router = APIRouter()
 
@@ -33,10 +34,18 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "unavailable", "model": default.spec.name}, status_code=503)
 
 
-@router.get("/v1/models", dependencies=[Depends(authenticate)])
-async def list_models(request: Request) -> dict[str, object]:
-    """OpenAI's model list (SPEC §5c), with the proxy's own `dialect` beside its fields."""
-    upstreams = services_of(request).upstreams
+@router.get("/v1/models")
+async def list_models(
+    request: Request, client: Annotated[str | None, Depends(authenticate)]
+) -> JSONResponse:
+    """OpenAI's model list (SPEC §5c), with the proxy's own `dialect` beside its fields; a
+    budgeted key is told how its budget stands, as on every response."""
+    services = services_of(request)
+    headers = await budget_state(services, client)
+    return JSONResponse(_model_list(services.upstreams), headers=dict(headers))
+
+
+def _model_list(upstreams: Mapping[str, Upstream]) -> dict[str, object]:
     return {
         "object": "list",
         "data": [
