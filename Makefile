@@ -1,18 +1,20 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Every install takes the exact versions recorded in constraints.txt (`make upgrade` refreshes them).
+PIP_INSTALL := $(BIN)/python -m pip install --quiet -c constraints.txt
 # The venv never sees system site-packages: a dependency missing from pyproject.toml fails here.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(PIP_INSTALL) pip
 
-.PHONY: install install-dev run test system-deps lint typecheck pytest fake-upstream bench clean
+.PHONY: install install-dev run test system-deps lint typecheck pytest fake-upstream bench upgrade clean
 
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(PIP_INSTALL) -e .
 
 install-dev: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(PIP_INSTALL) -e '.[dev]'
 
 run: install
 	@echo "llm-stream-proxy on http://127.0.0.1:$${PROXY_PORT:-8000} (built-in fake upstream unless PROXY_UPSTREAM_URL is set)"
@@ -38,11 +40,25 @@ pytest:
 	$(BIN)/pytest -q
 
 bench: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(PIP_INSTALL) -e '.[bench]'
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 fake-upstream: install
 	$(BIN)/python -m proxy fake-upstream
+
+# The newest releases that pyproject.toml's ranges allow, recorded in constraints.txt (its
+# header kept), then the whole suite on them: review `git diff constraints.txt` and commit both.
+UPGRADE_VENV := .upgrade-venv
+upgrade:
+	rm -rf $(UPGRADE_VENV)
+	$(PYTHON) -m venv $(UPGRADE_VENV)
+	$(UPGRADE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(UPGRADE_VENV)/bin/python -m pip install --quiet '.[dev,bench]'
+	{ grep '^#' constraints.txt; $(UPGRADE_VENV)/bin/python -m pip freeze --all \
+		--exclude llm-stream-proxy --exclude setuptools | grep -v '^#'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(UPGRADE_VENV) $(VENV)
+	$(MAKE) test
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

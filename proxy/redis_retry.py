@@ -5,6 +5,10 @@ server, and without a retry the first command sent on each one fails. Shared lim
 then let that request through unlimited and a resumable stream would go unstored, though
 Redis is back. One retry on a new connection is enough; a Redis that is really down still
 fails, after one more connection attempt, within the caller's own timeout.
+
+redis-py 8 reconnects by itself only when the event loop has already seen the server close
+the connection; a command sent right after a restart still fails, and its default Retry does
+not cover that error (measured: tests/test_redis_retry.py keeps both cases).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,11 +195,53 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = where / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120)
     subprocess.run(
-        [venv / "bin" / "python", "-m", "pip", "install", "--quiet", *wheels.glob("*.whl")],
+        [venv / "bin" / "python", "-m", "pip", "install", "--quiet"]
+        + ["-c", ROOT / "constraints.txt", *wheels.glob("*.whl")],
         check=True,
         timeout=600,
     )
     return venv
+
+
+def pinned_versions() -> dict[str, str]:
+    """constraints.txt as {normalised name: version}."""
+    pins: dict[str, str] = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, equals, version = line.partition("==")
+            assert equals and version, f"not an exact pin: {line!r}"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def test_every_dependency_is_pinned_and_the_dockerfile_installs_the_pins() -> None:
+    pins = pinned_versions()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    for requirement in wanted:
+        name = re.split(r"[\[<>=!~ ]", requirement, maxsplit=1)[0]
+        assert re.sub(r"[-_.]+", "-", name).lower() in pins, f"{name} is not in constraints.txt"
+    dockerfile = (DOCKER / "Dockerfile").read_text().replace("\\\n", " ")
+    assert "COPY constraints.txt /tmp/constraints.txt" in dockerfile
+    assert re.search(r"pip install [^\n]*-c /tmp/constraints\.txt /wheels/\*\.whl", dockerfile)
+    makefile = (ROOT / "Makefile").read_text()
+    installs = [line for line in makefile.splitlines() if "pip install" in line]
+    assert any("-c constraints.txt" in line for line in installs)
+    assert all("-c constraints.txt" in line or "UPGRADE_VENV" in line for line in installs)
+
+
+def test_the_image_installs_exactly_the_pinned_versions(image_venv: Path) -> None:
+    frozen = subprocess.run(
+        [image_venv / "bin" / "python", "-m", "pip", "freeze", "--exclude", "llm-stream-proxy"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    pins = pinned_versions()
+    for line in frozen.splitlines():
+        name, _, version = line.partition("==")
+        normalised = re.sub(r"[-_.]+", "-", name).lower()
+        assert pins.get(normalised) == version, f"{line} is not the pinned version"
 
 
 def in_venv(command: list[str], venv: Path) -> list[str]:
