@@ -4,8 +4,8 @@ It is the proxy's built-in default upstream (a friendly reply that says what it 
 suite's and the benchmark's (the tricky text, by directive). Prompts steer it with `@name=value`
 directives (see `directives`).
 
-    directives.py   what a prompt can ask for: text, length, pace, faults
-    replies.py      the friendly reply and the tricky text, token by token
+    directives.py   what a prompt can ask for: text, length, thinking, pace, faults
+    replies.py      the friendly reply, the tricky text and the reasoning, token by token
     formats/        one module per upstream API's wire format
     request.py      `FakeRequest`: one request as received, and what became of it
     answers.py      the answer to one request: a probe's, an error, or a streamed reply
@@ -16,9 +16,12 @@ directives (see `directives`).
 from proxy.fake_upstream.directives import Directives, Fault
 from proxy.fake_upstream.records import RecordingFakeUpstream
 from proxy.fake_upstream.replies import (
+    THOUGHTS,
     VOCABULARY,
     friendly_text,
     prompt_tokens,
+    reasoning_text,
+    reasoning_tokens,
     reply_text,
     reply_tokens,
 )
@@ -26,6 +29,7 @@ from proxy.fake_upstream.request import FakeRequest
 from proxy.fake_upstream.server import FakeUpstream, serve_fake_upstream
 
 __all__ = [
+    "THOUGHTS",
     "VOCABULARY",
     "Directives",
     "FakeRequest",
@@ -34,6 +38,8 @@ __all__ = [
     "RecordingFakeUpstream",
     "friendly_text",
     "prompt_tokens",
+    "reasoning_text",
+    "reasoning_tokens",
     "reply_text",
     "reply_tokens",
     "serve_fake_upstream",

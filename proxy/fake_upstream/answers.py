@@ -1,11 +1,16 @@
 """How the fake answers one request: a probe's, an error status, or a streamed reply with the
-fault its prompt asked for, written as chunked HTTP/1.1 onto the connection."""
+fault its prompt asked for, written as chunked HTTP/1.1 onto the connection.
+
+A reply that thinks sends its reasoning tokens first, paced as its text, then its text; a
+mid-stream fault comes in the text (`@after` counts text tokens), and the request's max tokens
+count both, as a real server's do: a reply capped inside its thinking has no text.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from http.client import responses as REASON_PHRASES
 from typing import Any, Protocol
 
@@ -14,7 +19,7 @@ import orjson
 from proxy.fake_upstream.directives import MID_STREAM_FAULTS, Directives, Fault, FaultSchedule
 from proxy.fake_upstream.formats import FORMATS, OllamaFormat, WireFormat
 from proxy.fake_upstream.formats.base import Usage
-from proxy.fake_upstream.replies import Reply, prompt_tokens
+from proxy.fake_upstream.replies import Reply, prompt_tokens, thoughts
 from proxy.fake_upstream.request import FakeRequest
 
 
@@ -86,7 +91,12 @@ class Answer:
             await forever()
         usage = directives.usage and wire.wants_usage(body)
         limit = None if directives.ignore_max_tokens else wire.max_tokens(body)
-        stream = _Stream(self._connection, record, wire, directives, fault, model, usage, limit)
+        thinker = wire.thinking(directives.reasoning_field)
+        thinking = directives.thinking(wire.reasoning_asked(body)) if thinker else 0
+        wire = thinker if thinker is not None and thinking else wire
+        stream = _Stream(
+            self._connection, record, wire, directives, fault, model, usage, limit, thinking
+        )
         await stream.run(self._keep_alive)
 
     def _send_error_status(self, wire: WireFormat, directives: Directives) -> None:
@@ -115,7 +125,8 @@ class Answer:
 
 
 class _Stream:
-    """One streamed 200 reply, token by token, with the fault its prompt asked for."""
+    """One streamed 200 reply, reasoning then text token by token, with the fault its prompt
+    asked for."""
 
     def __init__(
         self,
@@ -127,6 +138,7 @@ class _Stream:
         model: str,
         reports_usage: bool,
         max_tokens: int | None = None,
+        thinking: int = 0,
     ) -> None:
         self._connection = connection
         self._record = record
@@ -135,11 +147,18 @@ class _Stream:
         self._fault = fault
         self._model = model
         self._reply = Reply(record.prompt, directives.text, directives.tokens)
-        self._capped = max_tokens is not None and max_tokens < self._reply.total
+        self._thinking = thinking
         if max_tokens is not None:
-            self._reply.total = min(self._reply.total, max_tokens)
+            self._capped = max_tokens < thinking + self._reply.total
+            self._thinking = min(thinking, max_tokens)
+            self._reply.total = min(self._reply.total, max_tokens - self._thinking)
+        else:
+            self._capped = False
+        completion = self._thinking + self._reply.total
         self._usage = (
-            Usage(prompt_tokens(record.prompt), self._reply.total) if reports_usage else None
+            Usage(prompt_tokens(record.prompt), completion, self._thinking)
+            if reports_usage
+            else None
         )
 
     async def run(self, keep_alive: bool) -> None:
@@ -155,6 +174,8 @@ class _Stream:
         mid_stream_fault = fault if fault in MID_STREAM_FAULTS else None
         after = min(directives.after, total) if mid_stream_fault else total
         await self._send(wire.preamble(self._model, self._usage))
+        if self._thinking:
+            await self._send_reasoning(self._thinking)
         await self._send_tokens(0, after)
         if mid_stream_fault and not await self._act_out(mid_stream_fault):
             return
@@ -165,18 +186,32 @@ class _Stream:
             await self._send(wire.end(self._model, text, total, self._usage, capped=self._capped))
         self._finish()
 
+    async def _send_reasoning(self, count: int) -> None:
+        """The reasoning tokens, with `@think_gap`'s pause after the first half of them."""
+        frame, model = self._wire.reasoning_token, self._model
+        half = (count + 1) // 2
+        await self._send_paced(frame(i, text, model) for i, text in thoughts(0, half))
+        if self._directives.think_gap:
+            await asyncio.sleep(self._directives.think_gap)
+        await self._send_paced(frame(i, text, model) for i, text in thoughts(half, count))
+        await self._send(self._wire.reasoning_end())
+
     async def _send_tokens(self, start: int, stop: int) -> None:
-        tokens = self._reply.tokens(start, stop)
-        token, delay = self._wire.token, self._directives.delay
-        model, total = self._model, self._reply.total
-        for index, text in enumerate(tokens, start):
+        token, model, total = self._wire.token, self._model, self._reply.total
+        texts = enumerate(self._reply.tokens(start, stop), start)
+        await self._send_paced(token(index, text, model, total) for index, text in texts)
+
+    async def _send_paced(self, frames: Iterator[bytes]) -> None:
+        """Each frame after `@delay`; a frame is made only when its turn comes."""
+        delay = self._directives.delay
+        for count, frame in enumerate(frames, 1):
             if delay:
                 await asyncio.sleep(delay)
-            elif index % 64 == 63:
+            elif count % 64 == 0:
                 # A fast reader never fills the write buffer, so without this a long reply
                 # would hold the loop, and the news of its client leaving, until it ends.
                 await asyncio.sleep(0)
-            await self._send(token(index, text, model, total))
+            await self._send(frame)
 
     async def _act_out(self, fault: str) -> bool:
         """A fault after `@after` tokens; whether the reply goes on after it."""

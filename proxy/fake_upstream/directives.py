@@ -3,8 +3,16 @@
     @text=tricky       the tricky text instead of the friendly reply (see `replies`)
     @tokens=N          text tokens to stream (default: the constructor's `tokens`, else the
                        whole reply)
-    @delay=SECONDS     pause before each token (default: the constructor's `token_delay`)
-    @fault=NAME        one of `Fault`; `@after=K` tokens (default 2) precede a mid-stream one
+    @think=N           N reasoning tokens before the text, in the API's own shape (openai chat,
+                       anthropic, ollama; ignored by the others); a request that asks for
+                       reasoning without it gets 4, one that declines gets none
+                       (see `Directives.thinking`)
+    @reasoning_field=reasoning  openai chat: `delta.reasoning` instead of `reasoning_content`
+    @think_gap=SECONDS one extra pause after half the reasoning tokens (rounded up)
+    @delay=SECONDS     pause before each token, reasoning or text (default: the constructor's
+                       `token_delay`)
+    @fault=NAME        one of `Fault`; `@after=K` text tokens (default 2) precede a mid-stream
+                       one (reasoning tokens are not counted: the fault comes in the answer)
     @status=NNN        with `@fault=status` (default 500); `@retry_after=S` adds `Retry-After`,
                        `@echo_auth=1` puts the request's credential in the error message, as
                        careless upstreams do
@@ -13,7 +21,8 @@
     @model_missing=1   ollama only: the 404 of a model that was never pulled
     @usage=0           report no token usage, as some servers do not
     @ignore_max_tokens=1  stream on past the request's max tokens (a reply is otherwise cut
-                       there, as real servers do, and its end says so: length, max_tokens)
+                       there, reasoning tokens counted, as real servers do, and its end says
+                       so: length, max_tokens)
 
 Unknown directives are ignored; directives stay part of the prompt (and of its reply's seed).
 """
@@ -40,6 +49,12 @@ MID_STREAM_FAULTS: Final[frozenset[str]] = frozenset(
     {"hang-mid", "drop-mid", "malformed", "error-event"}
 )
 Text = Literal["friendly", "tricky"]
+# Where an OpenAI-compatible server puts reasoning: DeepSeek and older vLLM say
+# `reasoning_content`, newer vLLM, llama.cpp and OpenRouter `reasoning`.
+ReasoningField = Literal["reasoning_content", "reasoning"]
+
+# What a request that asks for reasoning, and whose prompt does not say how much, gets.
+DEFAULT_THINK: Final = 4
 
 _DIRECTIVE = re.compile(r"(?<!\S)@(\w+)=(\S+)")
 _Default = TypeVar("_Default", bound=int | None)
@@ -81,6 +96,9 @@ class Directives:
     model_missing: bool = False
     usage: bool = True
     ignore_max_tokens: bool = False
+    think: int | None = None  # None: as the request asks
+    think_gap: float = 0.0
+    reasoning_field: ReasoningField = "reasoning_content"
 
     @classmethod
     def parse(cls, prompt: str, *, tokens: int | None, delay: float) -> Directives:
@@ -104,7 +122,21 @@ class Directives:
             model_missing=found.get("model_missing") == "1",
             usage=found.get("usage") != "0",
             ignore_max_tokens=found.get("ignore_max_tokens") == "1",
+            think=_integer(found, "think", None),
+            think_gap=_seconds(found, "think_gap", 0.0),
+            reasoning_field=(
+                "reasoning" if found.get("reasoning_field") == "reasoning" else "reasoning_content"
+            ),
         )
+
+    def thinking(self, asked: bool | None) -> int:
+        """Reasoning tokens for a request that asked for reasoning (True), declined it (False),
+        or said nothing (None): a refusal wins over `@think`, as a real server's would."""
+        if asked is False:
+            return 0
+        if self.think is not None:
+            return self.think
+        return DEFAULT_THINK if asked else 0
 
 
 class FaultSchedule:

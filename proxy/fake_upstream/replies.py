@@ -1,10 +1,13 @@
-"""What the fake says: a short friendly reply by default, the tricky text on demand.
+"""What the fake says: a short friendly reply by default, the tricky text on demand, and
+the reasoning that precedes either when a request thinks.
 
 The friendly reply tells a first-time user what answered them (the built-in fake, echoing a few
 words of their prompt) and how to reach a real API. The tricky text (`@text=tricky`) is what
 the proxy's tests need: every line break a decoder could mistake, `data:` lookalikes, quotes
 and backslashes, and characters of every UTF-8 length. Both are deterministic: the same
-prompt always gets the same text.
+prompt always gets the same text. The reasoning (`THOUGHTS`, cycled) is plain words with
+characters of two, three and four UTF-8 bytes among its first four tokens, so a split of the
+shortest thinking reply still cuts through them; it never reads like either reply.
 """
 
 from __future__ import annotations
@@ -56,6 +59,25 @@ VOCABULARY: tuple[str, ...] = (
     " end",
     "!",
     " ok",
+)
+
+THOUGHTS: tuple[str, ...] = (
+    "Thinking",
+    " →",
+    " café",
+    " 🤔",
+    "\n",
+    "First",
+    ",",
+    " what",
+    " was",
+    " asked",
+    ";",
+    " then",
+    " an",
+    " answer",
+    " …",
+    "\n",
 )
 
 _ECHO_WORDS = 8
@@ -119,3 +141,18 @@ def reply_tokens(prompt: str, count: int | None = None) -> list[str]:
 
 def reply_text(prompt: str, count: int | None = None) -> str:
     return "".join(reply_tokens(prompt, count))
+
+
+def thoughts(start: int, stop: int) -> Iterator[tuple[int, str]]:
+    """Reasoning tokens start to stop, with their indices, `THOUGHTS` over and over."""
+    return ((i, THOUGHTS[i % len(THOUGHTS)]) for i in range(start, stop))
+
+
+def reasoning_tokens(prompt: str, count: int) -> list[str]:
+    """The fake's reasoning before its reply to prompt, count tokens of it. It is the same for
+    every prompt today; a test asks for it as for `reply_tokens`, so it need not know that."""
+    return [token for _, token in thoughts(0, count)]
+
+
+def reasoning_text(prompt: str, count: int) -> str:
+    return "".join(reasoning_tokens(prompt, count))

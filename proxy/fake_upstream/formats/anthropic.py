@@ -1,16 +1,53 @@
-"""Anthropic's messages stream: named SSE events from `message_start` to `message_stop`."""
+"""Anthropic's messages stream: named SSE events from `message_start` to `message_stop`.
+
+A reply that thinks (extended thinking) opens a `thinking` block at index 0, sends a
+`thinking_delta` a token, then one `signature_delta` before that block stops; its text block
+follows at index 1. A reply that does not think has its text block at index 0.
+"""
 
 from __future__ import annotations
 
+import base64
 from typing import Any, Final
 
+from proxy.fake_upstream.directives import ReasoningField
 from proxy.fake_upstream.formats.base import Usage, WireFormat, sse
+
+# Real signatures are opaque base64 that a client sends back, unread, in its next turn.
+_SIGNATURE: Final = base64.b64encode(b"fake-upstream thinking signature").decode()
+
+
+def _block_start(index: int, block: dict[str, str]) -> bytes:
+    event = {"type": "content_block_start", "index": index, "content_block": block}
+    return sse(event, event=b"content_block_start")
+
+
+def _block_delta(index: int, delta: dict[str, str]) -> bytes:
+    event = {"type": "content_block_delta", "index": index, "delta": delta}
+    return sse(event, event=b"content_block_delta")
+
+
+def _block_stop(index: int) -> bytes:
+    return sse({"type": "content_block_stop", "index": index}, event=b"content_block_stop")
 
 
 class AnthropicFormat(WireFormat):
     path = "/v1/messages"
     finished, capped = "end_turn", "max_tokens"
     _ERROR_TYPES: Final = {429: "rate_limit_error", 529: "overloaded_error"}
+    _TEXT_BLOCK: Final = {"type": "text", "text": ""}
+
+    def __init__(self, *, thinks: bool = False) -> None:
+        self._thinks = thinks
+        self._text_index = 1 if thinks else 0
+
+    def reasoning_asked(self, body: dict[str, Any]) -> bool | None:
+        thinking = body.get("thinking")
+        kind = thinking.get("type") if isinstance(thinking, dict) else None
+        return {"enabled": True, "adaptive": True, "disabled": False}.get(str(kind))
+
+    def thinking(self, field: ReasoningField) -> WireFormat:
+        return AnthropicFormat(thinks=True)
 
     def preamble(self, model: str, usage: Usage | None = None) -> bytes:
         message: dict[str, Any] = {
@@ -23,23 +60,25 @@ class AnthropicFormat(WireFormat):
         }
         if usage is not None:  # message_start counts the prompt, and one output token so far
             message["usage"] = {"input_tokens": usage.prompt_tokens, "output_tokens": 1}
-        block = {"type": "text", "text": ""}
+        first = {"type": "thinking", "thinking": "", "signature": ""} if self._thinks else None
         return (
             sse({"type": "message_start", "message": message}, event=b"message_start")
-            + sse(
-                {"type": "content_block_start", "index": 0, "content_block": block},
-                event=b"content_block_start",
-            )
+            + _block_start(0, first or self._TEXT_BLOCK)
             + sse({"type": "ping"}, event=b"ping")
         )
 
+    def reasoning_token(self, index: int, text: str, model: str) -> bytes:
+        return _block_delta(0, {"type": "thinking_delta", "thinking": text})
+
+    def reasoning_end(self) -> bytes:
+        signature = _block_delta(0, {"type": "signature_delta", "signature": _SIGNATURE})
+        return signature + _block_stop(0) + _block_start(1, self._TEXT_BLOCK)
+
     def token(self, index: int, text: str, model: str, total: int) -> bytes:
-        delta = {"type": "text_delta", "text": text}
-        event = {"type": "content_block_delta", "index": 0, "delta": delta}
-        return sse(event, event=b"content_block_delta")
+        return _block_delta(self._text_index, {"type": "text_delta", "text": text})
 
     def epilogue(self) -> bytes:
-        return sse({"type": "content_block_stop", "index": 0}, event=b"content_block_stop")
+        return _block_stop(self._text_index)
 
     def end(
         self, model: str, text: str, total: int, usage: Usage | None = None, *, capped: bool = False

@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from proxy.fake_upstream.directives import ReasoningField
+
 
 def sse(payload: Any, *, event: bytes = b"", space: bool = True) -> bytes:
     head = b"event: " + event + b"\n" if event else b""
@@ -15,10 +17,12 @@ def sse(payload: Any, *, event: bytes = b"", space: bool = True) -> bytes:
 
 @dataclass(slots=True, frozen=True)
 class Usage:
-    """The tokens a reply reports it used: the prompt's words, and the reply's tokens."""
+    """The tokens a reply reports it used: the prompt's words, and the reply's tokens, its
+    reasoning tokens among them (upstreams bill reasoning as output)."""
 
     prompt_tokens: int
     completion_tokens: int
+    reasoning_tokens: int = 0
 
 
 class WireFormat:
@@ -49,7 +53,23 @@ class WireFormat:
         """Whether the request asked for usage, for APIs that report it only when asked."""
         return True
 
+    def reasoning_asked(self, body: dict[str, Any]) -> bool | None:
+        """Whether the request asks for reasoning (True), declines it (False), or does not say."""
+        return None
+
+    def thinking(self, field: ReasoningField) -> WireFormat | None:
+        """This format as it frames a reply that reasons before its text (`field`: where an
+        OpenAI-compatible server puts the reasoning); None for an API with no reasoning shape."""
+        return None
+
     def preamble(self, model: str, usage: Usage | None = None) -> bytes:
+        return b""
+
+    def reasoning_token(self, index: int, text: str, model: str) -> bytes:
+        raise NotImplementedError
+
+    def reasoning_end(self) -> bytes:
+        """What closes the reasoning, before the first text token."""
         return b""
 
     def token(self, index: int, text: str, model: str, total: int) -> bytes:

@@ -1,4 +1,8 @@
-"""Ollama's chat stream: one JSON object per line, the last with `done: true`."""
+"""Ollama's chat stream: one JSON object per line, the last with `done: true`.
+
+A reply that thinks (`think` in the request) sends its reasoning first, in `message.thinking`
+with an empty `content`, one line a token, as Ollama does for thinking models.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from proxy.fake_upstream.directives import ReasoningField
 from proxy.fake_upstream.formats.base import Usage, WireFormat, count_of
 
 
@@ -17,15 +22,30 @@ class OllamaFormat(WireFormat):
         options = body.get("options")
         return count_of(options.get("num_predict")) if isinstance(options, dict) else None
 
+    def reasoning_asked(self, body: dict[str, Any]) -> bool | None:
+        think = body.get("think")  # true, false, or (gpt-oss) an effort
+        if think is True or think in ("low", "medium", "high"):
+            return True
+        return False if think is False else None
+
+    def thinking(self, field: ReasoningField) -> WireFormat:
+        return self
+
     def _line(self, model: str, content: str, **fields: Any) -> bytes:
+        return self._line_of(model, {"role": "assistant", "content": content}, **fields)
+
+    def _line_of(self, model: str, message: dict[str, str], **fields: Any) -> bytes:
         line = {
             "model": model,
             "created_at": "2024-01-01T00:00:00Z",
-            "message": {"role": "assistant", "content": content},
+            "message": message,
             "done": False,
             **fields,
         }
         return orjson.dumps(line) + b"\n"
+
+    def reasoning_token(self, index: int, text: str, model: str) -> bytes:
+        return self._line_of(model, {"role": "assistant", "content": "", "thinking": text})
 
     def token(self, index: int, text: str, model: str, total: int) -> bytes:
         return self._line(model, text)

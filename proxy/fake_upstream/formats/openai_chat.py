@@ -2,12 +2,18 @@
 
 Usage comes only when the request says `stream_options: {"include_usage": true}`: then a last
 chunk with no choices carries the counts, before `[DONE]`.
+
+A reply that thinks sends its reasoning first, one chunk a token, in the field servers use:
+`{"reasoning_content": "…", "content": null}` as DeepSeek's API does (older vLLM sends the same
+field without `content`), or with `@reasoning_field=reasoning`, `{"reasoning": "…"}` alone, as
+newer vLLM, llama.cpp and OpenRouter do; a reader must take both a null and a missing `content`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from proxy.fake_upstream.directives import ReasoningField
 from proxy.fake_upstream.formats.base import Usage, WireFormat, sse
 
 
@@ -18,21 +24,41 @@ def asked_for_usage(body: dict[str, Any]) -> bool:
 
 def usage_chunk(chunk: dict[str, Any], usage: Usage) -> bytes:
     """The chunk OpenAI-compatible servers end with when asked for usage: no choices."""
-    counts = {
+    counts: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
     }
+    if usage.reasoning_tokens:
+        counts["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
     return sse({**chunk, "choices": [], "usage": counts})
 
 
 class OpenAIChatFormat(WireFormat):
     path = "/v1/chat/completions"
 
+    def __init__(self, reasoning_field: ReasoningField = "reasoning_content") -> None:
+        self._reasoning_field = reasoning_field
+
     def wants_usage(self, body: dict[str, Any]) -> bool:
         return asked_for_usage(body)
 
-    def _payload(self, model: str, delta: dict[str, str], finish: str | None) -> dict[str, Any]:
+    def reasoning_asked(self, body: dict[str, Any]) -> bool | None:
+        effort = body.get("reasoning_effort")
+        return effort != "none" if isinstance(effort, str) else None
+
+    def thinking(self, field: ReasoningField) -> WireFormat:
+        return OpenAIChatFormat(field)
+
+    def reasoning_token(self, index: int, text: str, model: str) -> bytes:
+        field = self._reasoning_field
+        if field == "reasoning_content":
+            return self._chunk(model, {field: text, "content": None})
+        return self._chunk(model, {field: text})
+
+    def _payload(
+        self, model: str, delta: dict[str, str | None], finish: str | None
+    ) -> dict[str, Any]:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
         return {
             "id": "chatcmpl-fake",
@@ -42,7 +68,7 @@ class OpenAIChatFormat(WireFormat):
             "choices": [choice],
         }
 
-    def _chunk(self, model: str, delta: dict[str, str], finish: str | None = None) -> bytes:
+    def _chunk(self, model: str, delta: dict[str, str | None], finish: str | None = None) -> bytes:
         return sse(self._payload(model, delta, finish))
 
     def preamble(self, model: str, usage: Usage | None = None) -> bytes:
