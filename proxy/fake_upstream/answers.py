@@ -91,8 +91,8 @@ class Answer:
             await forever()
         usage = directives.usage and wire.wants_usage(body)
         limit = None if directives.ignore_max_tokens else wire.max_tokens(body)
-        thinker = wire.thinking(directives.reasoning_field)
-        thinking = directives.thinking(wire.reasoning_asked(body)) if thinker else 0
+        thinker = wire.with_reasoning(directives.reasoning_field)
+        thinking = directives.thinking_tokens(wire.reasoning_asked(body)) if thinker else 0
         wire = thinker if thinker is not None and thinking else wire
         stream = _Stream(
             self._connection, record, wire, directives, fault, model, usage, limit, thinking

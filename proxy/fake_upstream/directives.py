@@ -6,7 +6,7 @@
     @think=N           N reasoning tokens before the text, in the API's own shape (openai chat,
                        anthropic, ollama; ignored by the others); a request that asks for
                        reasoning without it gets 4, one that declines gets none
-                       (see `Directives.thinking`)
+                       (see `Directives.thinking_tokens`)
     @reasoning_field=reasoning  openai chat: `delta.reasoning` instead of `reasoning_content`
     @think_gap=SECONDS one extra pause after half the reasoning tokens (rounded up)
     @delay=SECONDS     pause before each token, reasoning or text (default: the constructor's
@@ -129,7 +129,7 @@ class Directives:
             ),
         )
 
-    def thinking(self, asked: bool | None) -> int:
+    def thinking_tokens(self, asked: bool | None) -> int:
         """Reasoning tokens for a request that asked for reasoning (True), declined it (False),
         or said nothing (None): a refusal wins over `@think`, as a real server's would."""
         if asked is False:

@@ -99,8 +99,8 @@ def test_thinking_directives_parse_and_malformed_ones_keep_their_defaults() -> N
 def test_a_refusal_wins_over_the_directive_and_asking_defaults_to_four_tokens() -> None:
     with_think = Directives.parse("@think=7", tokens=1, delay=0)
     without = Directives.parse("hi", tokens=1, delay=0)
-    assert [with_think.thinking(asked) for asked in (True, False, None)] == [7, 0, 7]
-    assert [without.thinking(asked) for asked in (True, False, None)] == [4, 0, 0]
+    assert [with_think.thinking_tokens(asked) for asked in (True, False, None)] == [7, 0, 7]
+    assert [without.thinking_tokens(asked) for asked in (True, False, None)] == [4, 0, 0]
 
 
 # Each API's wire shape

@@ -46,7 +46,7 @@ class AnthropicFormat(WireFormat):
         kind = thinking.get("type") if isinstance(thinking, dict) else None
         return {"enabled": True, "adaptive": True, "disabled": False}.get(str(kind))
 
-    def thinking(self, field: ReasoningField) -> WireFormat:
+    def with_reasoning(self, field: ReasoningField) -> WireFormat:
         return AnthropicFormat(thinks=True)
 
     def preamble(self, model: str, usage: Usage | None = None) -> bytes:

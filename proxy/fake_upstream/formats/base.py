@@ -57,7 +57,7 @@ class WireFormat:
         """Whether the request asks for reasoning (True), declines it (False), or does not say."""
         return None
 
-    def thinking(self, field: ReasoningField) -> WireFormat | None:
+    def with_reasoning(self, field: ReasoningField) -> WireFormat | None:
         """This format as it frames a reply that reasons before its text (`field`: where an
         OpenAI-compatible server puts the reasoning); None for an API with no reasoning shape."""
         return None

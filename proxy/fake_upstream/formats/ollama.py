@@ -28,7 +28,7 @@ class OllamaFormat(WireFormat):
             return True
         return False if think is False else None
 
-    def thinking(self, field: ReasoningField) -> WireFormat:
+    def with_reasoning(self, field: ReasoningField) -> WireFormat:
         return self
 
     def _line(self, model: str, content: str, **fields: Any) -> bytes:

@@ -47,7 +47,7 @@ class OpenAIChatFormat(WireFormat):
         effort = body.get("reasoning_effort")
         return effort != "none" if isinstance(effort, str) else None
 
-    def thinking(self, field: ReasoningField) -> WireFormat:
+    def with_reasoning(self, field: ReasoningField) -> WireFormat:
         return OpenAIChatFormat(field)
 
     def reasoning_token(self, index: int, text: str, model: str) -> bytes:
