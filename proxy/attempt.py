@@ -2,11 +2,11 @@
 
     attempt = UpstreamAttempt(upstream, replica)
     await attempt.send(http, request, content, max_event_bytes)   # the head; non-200 raises
-    while (text := await attempt.read()) is not None: ...          # the same loop before and
+    while (part := await attempt.read()) is not None: ...          # the same loop before and
     await attempt.aclose()                                         # after the commit point
 
-`read` raises the UpstreamError that cut the stream short, after the text before it. Until
-some text has come, a body that ends or drops is UpstreamClosedEarly (worth another attempt);
+`read` raises the UpstreamError that cut the stream short, after the parts before it. Until
+some part has come, a body that ends or drops is UpstreamClosedEarly (worth another attempt);
 after, it is an UpstreamProtocolError. Deadlines and the client are the session's business.
 """
 
@@ -27,13 +27,14 @@ from proxy.errors import (
     UpstreamStatusError,
     UpstreamUnavailable,
 )
+from proxy.parts import Part
 from proxy.services import Upstream
 from proxy.settings import ModelSpec
 from proxy.upstream import ResponseHeadTooLarge, UpstreamHTTP, response_body
 from proxy.values import NO_USAGE, Done, Usage
 
 _MAX_ERROR_BODY = 16_384
-_BEFORE_TEXT = {
+_BEFORE_ANY = {
     "ended": "upstream ended the stream before any text",
     "dropped": "upstream connection dropped before any text",
 }
@@ -48,8 +49,9 @@ class UpstreamAttempt:
         "_body",
         "_closed",
         "_pending",
+        "_queued",
         "_response",
-        "_text_seen",
+        "_seen",
         "_upstream",
         "parser",
         "replica",
@@ -61,8 +63,9 @@ class UpstreamAttempt:
         self._response: httpx.Response | None = None
         self.parser: StreamParser | None = None
         self._body: AsyncIterator[bytes] | None = None  # None once the body has ended
-        self._pending: UpstreamProtocolError | None = None  # cut the last text short
-        self._text_seen = False
+        self._pending: UpstreamProtocolError | None = None  # cut the last parts short
+        self._queued: list[Part] = []  # the rest of what the last read completed, reversed
+        self._seen = False
         self._closed = False
 
     async def send(
@@ -90,8 +93,10 @@ class UpstreamAttempt:
             return Done()
         return Done.reported(self.parser.finish_reason, self.parser.usage)
 
-    async def read(self) -> str | None:
-        """The text of the next read that has any; None once the body has ended whole."""
+    async def read(self) -> Part | None:
+        """The next part; None once the body has ended whole."""
+        if self._queued:
+            return self._queued.pop()
         parser, body = self.parser, self._body
         assert parser is not None, "the attempt was not sent"
         if self._pending is not None:
@@ -105,9 +110,9 @@ class UpstreamAttempt:
                 chunk = await anext(body)
             except StopAsyncIteration:
                 self._body = None
-                text, self._pending = parser.close()
-                if text:
-                    return self._seen(text)
+                parts, self._pending = parser.close()
+                if parts:
+                    return self._first_of(parts)
                 if self._pending is not None:
                     raise self._pending from None
                 if not parser.complete:
@@ -115,21 +120,24 @@ class UpstreamAttempt:
                 return None
             except httpx.HTTPError:
                 raise self._cut_short("dropped") from None
-            text, self._pending = parser.feed(chunk)
-            if text:
-                return self._seen(text)
+            parts, self._pending = parser.feed(chunk)
+            if parts:
+                return self._first_of(parts)
             if self._pending is not None:
                 raise self._pending
 
-    def _seen(self, text: str) -> str:
-        self._text_seen = True
-        return text
+    def _first_of(self, parts: list[Part]) -> Part:
+        """The first of a read's parts; the rest wait in `_queued` (most reads have one)."""
+        self._seen = True
+        if len(parts) > 1:
+            self._queued = parts[:0:-1]
+        return parts[0]
 
     def _cut_short(self, how: str) -> UpstreamProtocolError:
-        """The body ended `how` too soon: before any text, another attempt may do better."""
-        if self._text_seen:
+        """The body ended `how` too soon: before any part, another attempt may do better."""
+        if self._seen:
             return UpstreamProtocolError(_MID_STREAM[how])
-        return UpstreamClosedEarly(_BEFORE_TEXT[how])
+        return UpstreamClosedEarly(_BEFORE_ANY[how])
 
     async def aclose(self) -> None:
         """Close the response and hand the replica back; only the first call does anything."""

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 Role = Literal["system", "user", "assistant"]
+# How hard a thinking model should think (OpenAI's `reasoning_effort` values); each dialect
+# maps it to its own request (proxy/dialects/).
+Effort = Literal["none", "minimal", "low", "medium", "high"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -24,6 +27,7 @@ class Conversation:
     temperature: float | None = None
     top_p: float | None = None
     stop: tuple[str, ...] | None = None
+    reasoning: Effort | None = None  # None: the upstream's default
 
     def as_prompt(self) -> str:
         """One plain-text prompt, for completion-style APIs that take no message list."""

@@ -19,7 +19,6 @@ import functools
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
 
 from starlette.requests import Request
 
@@ -27,6 +26,7 @@ from proxy.errors import BudgetUnavailable, NotAcceptable, ProxyError
 from proxy.formats import Head, OutputFormat, negotiate
 from proxy.guards import Guards
 from proxy.ids import request_id
+from proxy.parts import ItemSource
 from proxy.record import Arrival, StreamRecord
 from proxy.requests import (
     StreamBody,
@@ -39,7 +39,6 @@ from proxy.requests import (
 from proxy.resume.items import StoredItems
 from proxy.services import Services
 from proxy.session import StreamSession
-from proxy.values import Ending
 
 
 @dataclass(slots=True, frozen=True)
@@ -52,16 +51,6 @@ class StreamRoute:
     formats: tuple[OutputFormat, ...]
     # Where its resumable streams are kept (PROXY_RESUME), apart from other routes'.
     resume_prefix: str
-
-
-class ItemSource(Protocol):
-    """A live session or a stored stream: its text, then its Ending."""
-
-    def __aiter__(self) -> AsyncIterator[str | Ending]: ...
-
-    async def __anext__(self) -> str | Ending: ...
-
-    async def aclose(self) -> None: ...
 
 
 @dataclass(slots=True, frozen=True)
@@ -120,8 +109,9 @@ class StreamOpener:
             message_id=body.response_message_id(),
         )
         resume_id = body.resume_id(given_request_id(request))
+        conversation = body.conversation()
         if services.resumable is None or resume_id is None:
-            await session.open(upstream, body.conversation())
+            await session.open(upstream, conversation, output.text_only)
             return Stream(with_budget(head, session.record), session, body, session.record)
         session.record.resumable = True
         attributes = {"request_id": session.request_id}
@@ -129,7 +119,7 @@ class StreamOpener:
             attributes["message_id"] = head.message_id
         live = await services.resumable.start(
             session,
-            functools.partial(session.open, upstream, body.conversation()),
+            functools.partial(session.open, upstream, conversation, output.text_only),
             route.resume_prefix + resume_id,
             owner_of(client),
             attributes,

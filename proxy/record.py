@@ -16,8 +16,9 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from proxy.parts import Part, characters
 from proxy.urls import PublicURL
-from proxy.values import NO_USAGE, Done, Outcome, Usage, outcome_of
+from proxy.values import NO_USAGE, Done, Outcome, Usage, outcome_of, utf8_length
 
 
 @dataclass(slots=True, frozen=True)
@@ -65,10 +66,14 @@ class StreamRecord:
     outcome: Outcome | None = None
     error: str | None = None
     error_type: str | None = None
-    first_delta_at: float | None = None
+    first_delta_at: float | None = None  # the commit point
+    first_part_at: float | None = None  # the first part of any kind (what deadlines count)
+    first_text_at: float | None = None  # the first text: a thinking model's time to answer
     ended: float | None = None
-    deltas: int = 0
-    bytes: int = 0
+    deltas: int = 0  # text deltas
+    bytes: int = 0  # text bytes (UTF-8)
+    reasoning_deltas: int = 0
+    reasoning_bytes: int = 0
     usage: Usage = NO_USAGE  # as the upstream reported it
     finish_reason: str | None = None  # as the upstream reported it, normalised
     went_upstream: bool = False  # `stream_started` was observed
@@ -83,6 +88,16 @@ class StreamRecord:
         return None if self.first_delta_at is None else self.first_delta_at - self.started
 
     @property
+    def first_part(self) -> float | None:
+        """Seconds from the request to the first part of any kind (the time to first token)."""
+        return None if self.first_part_at is None else self.first_part_at - self.started
+
+    @property
+    def first_text(self) -> float | None:
+        """Seconds from the request to the first text (after a thinking model's thoughts)."""
+        return None if self.first_text_at is None else self.first_text_at - self.started
+
+    @property
     def duration(self) -> float | None:
         return None if self.ended is None else self.ended - self.started
 
@@ -90,6 +105,17 @@ class StreamRecord:
     def rejected(self) -> bool:
         """Answered with an error before the commit point (a client that left was not)."""
         return self.status != 200 and self.outcome != "client_disconnected"
+
+    def passed(self, part: Part) -> None:
+        """A part went to the client (or its store): count it by kind."""
+        if type(part) is str:
+            if self.first_text_at is None:
+                self.first_text_at = time.monotonic()
+            self.deltas += 1
+            self.bytes += utf8_length(part)
+        else:
+            self.reasoning_deltas += 1
+            self.reasoning_bytes += utf8_length(characters(part))
 
     def failed(self, exc: ProxyError) -> None:
         """The stream ends with this failure, unless its end was already written down."""
@@ -133,6 +159,12 @@ class StreamRecord:
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
         }
+        first_part, first_text = self.first_part, self.first_text
+        fields["first_part_ms"] = _ms(first_part) if first_part is not None else None
+        fields["first_text_ms"] = _ms(first_text) if first_text is not None else None
+        if self.reasoning_deltas:  # a thinking model's thoughts: counted, never written
+            fields["reasoning_deltas"] = self.reasoning_deltas
+            fields["reasoning_bytes"] = self.reasoning_bytes
         budget = self.budget
         if budget is not None and budget.settled_tokens is not None:
             fields["reserved_tokens"] = budget.reserved_tokens

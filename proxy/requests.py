@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 from starlette.requests import Request
 
-from proxy.conversation import Conversation, Message
+from proxy.conversation import Conversation, Effort, Message
 from proxy.errors import (
     BodyTooLarge,
     InvalidJSON,
@@ -85,6 +85,9 @@ class StreamRequest(StreamBody):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     stop: list[str] | None = Field(default=None, max_length=16)
+    # How hard a thinking model should think (OpenAI's reasoning_effort values); absent: the
+    # model's configured default, else the upstream's.
+    reasoning: Effort | None = None
 
     @model_validator(mode="after")
     def _prompt_xor_messages(self) -> StreamRequest:
@@ -110,6 +113,7 @@ class StreamRequest(StreamBody):
             temperature=self.temperature,
             top_p=self.top_p,
             stop=tuple(self.stop) if self.stop else None,
+            reasoning=self.reasoning,
         )
 
 

@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 from proxy.errors import ProxyError, error_body, openai_error_body
 from proxy.formats import Head, Item
 from proxy.keepalive import KeepAlive
+from proxy.parts import Reasoning
 
 # Seconds between the last text of a failed stream and the abort; the stream's upstream is
 # already closed by then.
@@ -31,7 +32,8 @@ SERVER_SEND = "proxy.server_send"
 
 class StreamResponse(StreamingResponse):
     """A stream's items (proxy/formats/head.py) written in its Head's format: the head at the
-    commit point, each delta as it comes, keep-alives while waiting, then the ending.
+    commit point, each part as it comes (by the encoder's method for its kind), keep-alives
+    while waiting, then the ending.
 
     Unlike StreamingResponse it never ends a failed stream cleanly where the format cannot
     say "failed" (raw text): it returns without the terminating chunk and the server closes
@@ -70,8 +72,13 @@ class StreamResponse(StreamingResponse):
             write = keepalive.send
             await write(encoder.opening())
             async for item in items:
-                if type(item) is str:
+                if type(item) is str:  # most parts are text: first, and no lookup
                     await write(encoder.delta(item))
+                    continue
+                if isinstance(item, Reasoning):
+                    data = encoder.reasoning(item.text)
+                    if data:  # a format that does not carry it (raw text) writes nothing
+                        await write(data)
                     continue
                 assert not isinstance(item, Head | str), "a stream has one Head, first"
                 closing = encoder.end(item)

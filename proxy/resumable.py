@@ -2,7 +2,7 @@
 
 A resumable stream is driven by a producer task of its own, from before the
 commit point to its end, whoever is reading: its watchdog belongs to that task, and once
-the stream is committed it no longer cares about the client. Every delta goes to two places:
+the stream is committed it no longer cares about the client. Every part goes to two places:
 this process's live channel, which the client that started the stream reads (no store
 round trip on its path, and no byte cap), and the resume store, which any replica reads a
 resume from. The stream keeps its admission ticket until the producer is done.
@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 import redis.asyncio as redis
 
 from proxy.errors import ShuttingDown, error_body
+from proxy.parts import ItemSource, Part
 from proxy.resume import (
     MemoryResumeStore,
     ResumeStore,
@@ -28,23 +29,19 @@ from proxy.resume import (
 )
 from proxy.resume.memory import MemoryStream
 from proxy.settings import ResumePolicy
-from proxy.values import Ending, Failed
+from proxy.values import Done, Ending, Failed
 
 logger = logging.getLogger("proxy.resume")
 
 
-class LiveStream(Protocol):
-    """A stream as its producer drives it (a StreamSession): its text, then its Ending."""
+class LiveStream(ItemSource, Protocol):
+    """A stream as its producer drives it (a StreamSession): its parts, then its Ending."""
 
     request_id: str
-
-    def __aiter__(self) -> AsyncIterator[str | Ending]: ...
 
     def outlive_client(self) -> None: ...
 
     def cancelled(self) -> object: ...
-
-    async def aclose(self) -> None: ...
 
 
 class Tee:
@@ -56,9 +53,9 @@ class Tee:
         self._live = live
         self._stored = stored
 
-    def append(self, text: str) -> None:
-        self._live.append(text)
-        self._stored.append(text)
+    def append(self, part: Part) -> None:
+        self._live.append(part)
+        self._stored.append(part)
 
     async def end(self, ending: Ending) -> None:
         await self._live.end(ending)
@@ -68,7 +65,7 @@ class Tee:
 class Unstored:
     """The writer of a stream the store could not take."""
 
-    def append(self, text: str) -> None:
+    def append(self, part: Part) -> None:
         pass
 
     async def end(self, ending: Ending) -> None:
@@ -158,10 +155,10 @@ class ResumableStreams:
         ending: Ending | None = None
         try:
             async for item in stream:
-                if isinstance(item, str):
-                    writer.append(item)
-                else:
+                if isinstance(item, Done | Failed):
                     ending = item
+                else:
+                    writer.append(item)
         finally:
             if ending is None:  # cancelled: the proxy is shutting down
                 stream.cancelled()

@@ -4,14 +4,15 @@
     async with session.opening():                           # a failure here ends the session
         await session.admit(client, peer)                   # the admission ticket, or 503 / 429
         session.name_model(name)                            # what a refusal from here on names
-        await session.open(upstream, conversation)          # attempts, up to the commit point
-    async for item in session: ...                          # the text, then its Ending
+        await session.open(upstream, conversation, text_only)  # up to the commit point
+    async for item in session: ...                          # its parts, then its Ending
     await session.aclose()                                  # on every path; observed once
 
 A session is composed of parts that each own one thing: the admission ticket (proxy/guards.py),
 the relay that reaches the commit point under the retry policy (proxy/relay.py), the upstream
 attempt that got there (proxy/attempt.py), the watchdog (client and upstream deadlines) and the
-record its observers are handed. Before the commit point every failure is an ordinary HTTP
+record its observers are handed. The session counts what passes (proxy/parts.py) and never looks
+inside a part otherwise. Before the commit point every failure is an ordinary HTTP
 error; after it nothing is retried, and a failure is the stream's Ending: `Failed`, which raw
 text turns into an abort (SPEC §1). A client that leaves raises ClientDisconnected: nobody
 is told anything. `aclose` lets go of every part, however far the session got.
@@ -33,10 +34,11 @@ from proxy.attempt import UpstreamAttempt
 from proxy.conversation import Conversation
 from proxy.errors import ClientDisconnected, ProxyError, ShuttingDown, error_body
 from proxy.guards import AdmissionTicket
+from proxy.parts import Part
 from proxy.record import StreamRecord
 from proxy.relay import Relay
 from proxy.services import Services, Upstream
-from proxy.values import Ending, Failed, utf8_length
+from proxy.values import Ending, Failed
 from proxy.watchdog import Watchdog
 
 
@@ -62,7 +64,7 @@ class StreamSession:
         self._ticket: AdmissionTicket | None = None
         self._watchdog: Watchdog | None = None
         self._attempt: UpstreamAttempt | None = None
-        self._first: str | None = None  # the text that reached the commit point
+        self._first: Part | None = None  # the part that reached the commit point
         self._ended = False
         self._closed = False
 
@@ -105,8 +107,9 @@ class StreamSession:
     def name_model(self, name: str) -> None:
         self.record.model = name  # what a refusal and the log line name
 
-    async def open(self, upstream: Upstream, conversation: Conversation) -> None:
-        """Reach the commit point (the first text, or a clean end); the client is watched."""
+    async def open(self, upstream: Upstream, conversation: Conversation, text_only: bool) -> None:
+        """Reach the commit point (the first part the format carries: `text_only`, the first
+        text; or a clean end); the client is watched."""
         timeouts = self._services.settings.timeouts
         self.record.model = upstream.spec.name
         if self._ticket is not None:  # a budgeted key's reservation caps its max tokens
@@ -118,7 +121,7 @@ class StreamSession:
         request = upstream.dialect.build_request(upstream.spec, conversation)
         relay = Relay(self._services, upstream, self.record)
         with watchdog.guarding():
-            self._attempt, self._first = await relay.commit(request, started + timeouts.first_token)
+            self._attempt, self._first = await relay.commit(request, started, text_only)
         self.record.first_delta_at = time.monotonic()
         self.record.error = None  # an earlier attempt's failure was overcome
         watchdog.limit_upstream(timeouts.idle, started + timeouts.total)
@@ -131,28 +134,26 @@ class StreamSession:
     def __aiter__(self) -> StreamSession:
         return self
 
-    async def __anext__(self) -> str | Ending:
-        """The next text; then the Ending, once; ClientDisconnected if the client left."""
-        text, self._first = self._first, None
-        if text is None and not self._ended:
+    async def __anext__(self) -> Part | Ending:
+        """The next part; then the Ending, once; ClientDisconnected if the client left."""
+        part, self._first = self._first, None
+        if part is None and not self._ended:
             try:
-                text = await self._read()
+                part = await self._read()
             except ProxyError as exc:
                 return self._end(exc)
-        if text is not None:
-            record = self.record
-            record.deltas += 1
-            record.bytes += utf8_length(text)
-            return text
-        if self._ended:
-            raise StopAsyncIteration
-        return self._end(None)
+        if part is None:
+            if self._ended:
+                raise StopAsyncIteration
+            return self._end(None)
+        self.record.passed(part)
+        return part
 
-    async def _read(self) -> str | None:
+    async def _read(self) -> Part | None:
         attempt, watchdog = self._attempt, self._watchdog
         assert attempt is not None and watchdog is not None, "the session is not open"  # noqa: PT018
-        if self._ticket is not None:
-            self._ticket.check_output(self.record.bytes)
+        if self._ticket is not None:  # reasoning is output the upstream bills too
+            self._ticket.check_output(self.record.bytes + self.record.reasoning_bytes)
         watchdog.waiting_for_upstream()
         try:
             return await attempt.read()

@@ -51,6 +51,7 @@ class Usage:
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    reasoning_tokens: int | None = None  # of the completion tokens, where the upstream said
 
     @property
     def known(self) -> bool:
@@ -63,13 +64,19 @@ class Usage:
             return self
         prompt = counts.get(prompt_key) if prompt_key else None
         completion = counts.get(completion_key)
+        details = counts.get("completion_tokens_details")  # OpenAI's, with reasoning_tokens
+        reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
         return Usage(
             prompt if _is_count(prompt) else self.prompt_tokens,
             completion if _is_count(completion) else self.completion_tokens,
+            reasoning if _is_count(reasoning) else self.reasoning_tokens,
         )
 
     def as_json(self) -> dict[str, int | None]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+        counts = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+        if self.reasoning_tokens is not None:
+            counts["reasoning_tokens"] = self.reasoning_tokens
+        return counts
 
 
 NO_USAGE = Usage()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from proxy.parts import Part
+
 
 def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({cut % (len(data) + 1) for cut in cuts})
@@ -21,3 +23,8 @@ cuts = st.lists(st.integers(min_value=0, max_value=10_000), max_size=40)
 # multi-byte UTF-8 of every length.
 TRICKY = ["é", "ß", "世界", "€", "🙂", "𝄞", "\u2028", "\u0085", "\x0c", "\t", '"', "\\", ":"]
 token_text = st.one_of(st.text(max_size=12), st.sampled_from(TRICKY))
+
+
+def text_of(parts: list[Part]) -> str:
+    """The text parts of what a parser read, joined (its reasoning left out)."""
+    return "".join(part for part in parts if isinstance(part, str))

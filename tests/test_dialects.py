@@ -14,7 +14,7 @@ from proxy.conversation import Conversation, Message
 from proxy.dialects import get_dialect
 from proxy.errors import UpstreamProtocolError
 from proxy.settings import DialectName, ModelSpec
-from tests.splits import cuts, split_at, token_text
+from tests.splits import cuts, split_at, text_of, token_text
 
 
 def sse(payload: object, event: str | None = None, space: bool = True) -> bytes:
@@ -106,7 +106,7 @@ def parse(dialect: str, pieces: list[bytes]) -> tuple[str, bool]:
     for parsed in (*(parser.feed(piece) for piece in pieces), parser.close()):
         piece, failure = parsed
         assert failure is None, failure
-        text += piece
+        text += text_of(piece)
     return text, parser.complete
 
 
@@ -135,9 +135,9 @@ def test_missing_end_marker_leaves_the_stream_incomplete(dialect: str) -> None:
 @pytest.mark.parametrize("dialect", STREAMS)
 def test_in_band_error_is_a_failure(dialect: str) -> None:
     parser = get_dialect(dialect).parser(1_048_576)
-    assert parser.feed(STREAMS[dialect](["a"], end=False)) == ("a", None)
-    text, failure = parser.feed(IN_BAND_ERRORS[dialect])
-    assert text == ""
+    assert parser.feed(STREAMS[dialect](["a"], end=False)) == (["a"], None)
+    parts, failure = parser.feed(IN_BAND_ERRORS[dialect])
+    assert parts == []
     assert isinstance(failure, UpstreamProtocolError)
     assert "boom" in failure.message
 
@@ -153,8 +153,8 @@ def test_text_before_an_in_band_error_survives_any_split(
     text = ""
     failure: UpstreamProtocolError | None = None
     for piece in split_at(stream, cut_points):
-        piece_text, failure = parser.feed(piece)
-        text += piece_text
+        parts, failure = parser.feed(piece)
+        text += text_of(parts)
         if failure is not None:
             break
     assert failure is not None
@@ -165,8 +165,8 @@ def test_text_before_an_in_band_error_survives_any_split(
 @pytest.mark.parametrize("dialect", STREAMS)
 def test_unreadable_event_is_a_failure(dialect: str) -> None:
     garbage = b"{nope\n" if dialect == "ollama" else b"data: {nope\n\n"
-    text, failure = get_dialect(dialect).parser(1_048_576).feed(garbage)
-    assert text == ""
+    parts, failure = get_dialect(dialect).parser(1_048_576).feed(garbage)
+    assert parts == []
     assert isinstance(failure, UpstreamProtocolError)
 
 
@@ -329,5 +329,5 @@ def test_the_parser_reports_why_the_upstream_stopped(dialect: str) -> None:
     parser = get_dialect(dialect).parser(1_048_576)
     assert parser.finish_reason is None
     body, reason = FINISHES[dialect]
-    assert parser.feed(body) == ("", None)
+    assert parser.feed(body) == ([], None)
     assert parser.finish_reason == reason

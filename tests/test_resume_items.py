@@ -6,7 +6,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncGenerator
 
-from proxy.resume.base import StoredItem, StoredText
+from proxy.resume.base import StoredItem, StoredPart
 from proxy.resume.items import StoredItems
 from proxy.values import Done
 from tests.upstream.support import Turns
@@ -22,7 +22,7 @@ async def test_a_replay_that_never_waits_leaves_other_tasks_their_turn() -> None
     # hold the event loop (other streams, the client leaving) until it has all been written.
     async def stored() -> AsyncGenerator[StoredItem, None]:
         for index in range(100):
-            yield StoredText(f"{index} ", 0)
+            yield StoredPart(f"{index} ", 0)
         yield Done()
 
     items = StoredItems(stored(), "request-id", _never_disconnects)

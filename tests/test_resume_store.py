@@ -10,7 +10,8 @@ import pytest
 import redis.asyncio as redis
 
 from proxy.errors import InvalidRequest, NotFound, StreamLost, UpstreamTimeout, error_body
-from proxy.resume import MemoryResumeStore, RedisResumeStore, ResumeStore, StoredText
+from proxy.parts import characters
+from proxy.resume import MemoryResumeStore, RedisResumeStore, ResumeStore, StoredPart
 from proxy.resume.base import StoredItem, StoredStream
 from proxy.resume.redis_store import PREFIX
 from proxy.values import Done, Failed, Usage
@@ -63,9 +64,9 @@ async def read_all(stream: StoredStream, offset: int) -> tuple[str, StoredItem]:
     """The text from offset, and the end marker that closed it."""
     text = ""
     async for item in stream.follow(offset):
-        if not isinstance(item, StoredText):
+        if not isinstance(item, StoredPart):
             return text, item
-        text += item.text
+        text += characters(item.part)
     raise AssertionError("the stream ended without its end marker")
 
 
@@ -86,9 +87,9 @@ async def test_replay_then_follow_live_until_the_end(store: ResumeStore, stream_
     found = await store.find(stream_id, "client-a")
     assert found.active
     items = found.follow(2)
-    assert await anext(items) == StoredText("llo", 5)
+    assert await anext(items) == StoredPart("llo", 5)
     writer.append(" world")
-    assert await anext(items) == StoredText(" world", 11)
+    assert await anext(items) == StoredPart(" world", 11)
     await writer.end(DONE)
     assert await anext(items) == DONE
     with pytest.raises(StopAsyncIteration):
@@ -226,9 +227,9 @@ async def test_a_second_redis_store_follows_what_the_first_writes(
         found = await replica.find(stream_id, "client-a")
         assert found.attributes == {"message_id": "m1"}
         items = found.follow(0)
-        assert await anext(items) == StoredText("one ", 4)
+        assert await anext(items) == StoredPart("one ", 4)
         writer.append("two")
-        assert await anext(items) == StoredText("two", 7)
+        assert await anext(items) == StoredPart("two", 7)
         await writer.end(DONE)
         assert await anext(items) == DONE
     finally:

@@ -163,7 +163,7 @@ async def run_session(
         async with session.opening():
             await session.admit("client-a", "127.0.0.1")
             conversation = Conversation(messages=(Message("user", prompt),))
-            await session.open(services.default_upstream, conversation)
+            await session.open(services.default_upstream, conversation, text_only=True)
         async for item in session:
             if isinstance(item, str):
                 run.text += item.encode()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from proxy.conversation import Conversation, Message
 from proxy.dialects import get_dialect
 from proxy.values import Usage
-from tests.splits import cuts, split_at, token_text
+from tests.splits import cuts, split_at, text_of, token_text
 from tests.test_dialects import STREAMS, model, sse
 
 
@@ -67,7 +67,7 @@ def parse_usage(dialect: str, pieces: list[bytes]) -> tuple[str, bool, Usage]:
     parser = get_dialect(dialect).parser(1_048_576)
     reads = [parser.feed(piece) for piece in pieces] + [parser.close()]
     assert all(failure is None for _, failure in reads)
-    return "".join(text for text, _ in reads), parser.complete, parser.usage
+    return "".join(text_of(parts) for parts, _ in reads), parser.complete, parser.usage
 
 
 @pytest.mark.parametrize("dialect", STREAMS)
@@ -92,7 +92,7 @@ def test_no_usage_reported_gives_none_and_no_error(dialect: str) -> None:
 def test_a_usage_only_chunk_is_not_text(dialect: str) -> None:
     """So it can never be taken for the first token, the commit point."""
     parser = get_dialect(dialect).parser(1_048_576)
-    assert parser.feed(openai_usage(3, 4)) == ("", None)
+    assert parser.feed(openai_usage(3, 4)) == ([], None)
     assert parser.usage == Usage(3, 4)
 
 
@@ -109,7 +109,7 @@ def test_counts_that_are_not_counts_are_ignored(counts: object) -> None:
     parser = get_dialect("openai").parser(1_048_576)
     body = STREAMS["openai"](["a"], end=False) + finish("openai")
     body += sse({"choices": [], "usage": counts}) + b"data: [DONE]\n\n"
-    assert parser.feed(body) == ("a", None)
+    assert parser.feed(body) == (["a"], None)
     assert parser.complete
     assert parser.usage == Usage(None, None)
 

@@ -1,8 +1,8 @@
 """The shape every upstream API adapter has.
 
 An adapter maps a Conversation to the upstream's request, and the upstream's byte stream to
-text. It knows nothing of timeouts, retries, the commit point or our own HTTP statuses:
-those live once, in the core (attempt, relay, session).
+typed parts (proxy/parts.py). It knows nothing of timeouts, retries, the commit point or our
+own HTTP statuses: those live once, in the core (attempt, relay, session).
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ from typing import Any, Protocol
 
 from proxy.conversation import Conversation
 from proxy.errors import UpstreamProtocolError
+from proxy.parts import Part
 from proxy.settings import ModelSpec
 from proxy.values import Usage
 
-# The text a read completed, and the failure that ended the stream there (None while it
-# goes on). Both can come from one read: the text before an in-band error is still text.
-Parsed = tuple[str, UpstreamProtocolError | None]
+# The parts a read completed (consecutive ones of a kind joined), and the failure that ended
+# the stream there (None while it goes on). Both can come from one read: the parts before an
+# in-band error are still parts.
+Parsed = tuple[list[Part], UpstreamProtocolError | None]
 
 
 @dataclass(slots=True, frozen=True)
@@ -28,7 +30,7 @@ class UpstreamRequest:
 
 
 class StreamParser(Protocol):
-    """Turns one upstream response body into text, one TCP read at a time."""
+    """Turns one upstream response body into parts, one TCP read at a time."""
 
     @property
     def complete(self) -> bool:
@@ -46,13 +48,13 @@ class StreamParser(Protocol):
         ...
 
     def feed(self, chunk: bytes) -> Parsed:
-        """The text of every event completed by this chunk ("" if none), and the failure
+        """The parts of every event completed by this chunk (none: []), and the failure
         (an in-band error, an unreadable event) that cut it short, if any: after a failure
         the parser is done."""
         ...
 
     def close(self) -> Parsed:
-        """The body ended: the text of a last unterminated event, if the format allows one."""
+        """The body ended: the parts of a last unterminated event, if the format allows one."""
         ...
 
 

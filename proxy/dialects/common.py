@@ -9,6 +9,7 @@ import orjson
 from proxy.conversation import Conversation
 from proxy.dialects.base import Parsed
 from proxy.errors import UpstreamProtocolError
+from proxy.parts import Part
 from proxy.settings import ModelSpec
 from proxy.values import NO_USAGE
 from proxy.wire import ServerSentEvent, SSEDecoder
@@ -69,7 +70,7 @@ def sampling_fields(conversation: Conversation) -> dict[str, Any]:
     return fields
 
 
-class SSETextParser:
+class SSEPartsParser:
     """A StreamParser for SSE dialects: subclasses say what one event means."""
 
     __slots__ = ("_sse", "complete", "finish_reason", "usage")
@@ -81,19 +82,18 @@ class SSETextParser:
         self.finish_reason: str | None = None
 
     def feed(self, chunk: bytes) -> Parsed:
-        text = ""
+        parts: list[Part] = []
         try:
             for event in self._sse.feed(chunk):
-                piece = self.event_text(event)
-                if piece:
-                    text += piece
+                self.read_event(event, parts)
         except UpstreamProtocolError as failure:
-            return text, failure
-        return text, self._sse.failure
+            return parts, failure
+        return parts, self._sse.failure
 
     def close(self) -> Parsed:
-        return "", None
+        return [], None
 
-    def event_text(self, event: ServerSentEvent) -> str | None:
-        """The text one event carries; sets `complete` at the end marker; raises on errors."""
+    def read_event(self, event: ServerSentEvent, parts: list[Part]) -> None:
+        """Add the parts one event carries (proxy/parts.py add_text, add_reasoning); set
+        `complete` at the end marker; raise on errors."""
         raise NotImplementedError

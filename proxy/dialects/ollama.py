@@ -1,4 +1,5 @@
-"""Ollama `/api/chat`: NDJSON lines with `message.content`, ended by `"done": true`."""
+"""Ollama `/api/chat`: NDJSON lines with `message.content` (and `message.thinking` when it
+thinks: asked for with `think`), ended by `"done": true`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from proxy.dialects.common import (
     loads_event,
 )
 from proxy.errors import UpstreamProtocolError
+from proxy.parts import Part, add_reasoning, add_text
 from proxy.settings import ModelSpec
 from proxy.values import NO_USAGE
 from proxy.wire import NDJSONDecoder
@@ -29,23 +31,21 @@ class OllamaParser:
         self.finish_reason: str | None = None
 
     def feed(self, chunk: bytes) -> Parsed:
-        return self._text(self._lines.feed(chunk))
+        return self._parts(self._lines.feed(chunk))
 
     def close(self) -> Parsed:
-        return self._text(self._lines.flush())
+        return self._parts(self._lines.flush())
 
-    def _text(self, lines: list[bytes]) -> Parsed:
-        text = ""
+    def _parts(self, lines: list[bytes]) -> Parsed:
+        parts: list[Part] = []
         try:
             for line in lines:
-                piece = self._line_text(line)
-                if piece:
-                    text += piece
+                self._read_line(line, parts)
         except UpstreamProtocolError as failure:
-            return text, failure
-        return text, self._lines.failure
+            return parts, failure
+        return parts, self._lines.failure
 
-    def _line_text(self, line: bytes) -> str | None:
+    def _read_line(self, line: bytes, parts: list[Part]) -> None:
         payload = loads_event(line)
         if "error" in payload:
             raise UpstreamProtocolError(json_error_message(payload))
@@ -54,8 +54,10 @@ class OllamaParser:
             reason = payload.get("done_reason")
             self.finish_reason = reason if isinstance(reason, str) else None
             self.usage = self.usage.read(payload, "prompt_eval_count", "eval_count")
-        content: str | None = (payload.get("message") or {}).get("content")
-        return content
+        message = payload.get("message")
+        if message:
+            add_reasoning(parts, message.get("thinking"))
+            add_text(parts, message.get("content"))
 
 
 class Ollama:
@@ -79,6 +81,8 @@ class Ollama:
         }
         if options:
             body["options"] = options
+        if conversation.reasoning is not None:
+            body["think"] = conversation.reasoning != "none"
         return UpstreamRequest("/api/chat", bearer_headers(model), body)
 
     def parser(self, max_event_bytes: int) -> OllamaParser:

@@ -1,4 +1,9 @@
-"""OpenAI chat completions (and vLLM, llama.cpp, LM Studio, Groq, OpenRouter, LiteLLM...)."""
+"""OpenAI chat completions (and vLLM, llama.cpp, LM Studio, Groq, OpenRouter, LiteLLM...).
+
+Reasoning comes as `delta.reasoning_content` (DeepSeek, older vLLM) or `delta.reasoning`
+(newer vLLM, llama.cpp, OpenRouter); a server that sends both sends the same text twice, so
+the first that is not null is read, as the AI SDK reads it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import Any
 from proxy.conversation import Conversation
 from proxy.dialects.base import UpstreamRequest
 from proxy.dialects.common import (
-    SSETextParser,
+    SSEPartsParser,
     bearer_headers,
     chat_messages,
     error_message_of_body,
@@ -16,11 +21,12 @@ from proxy.dialects.common import (
     sampling_fields,
 )
 from proxy.errors import UpstreamProtocolError
+from proxy.parts import Part, add_reasoning, add_text
 from proxy.settings import ModelSpec
 from proxy.wire import ServerSentEvent
 
 
-def openai_choice(parser: SSETextParser, event: ServerSentEvent) -> dict[str, Any] | None:
+def openai_choice(parser: SSEPartsParser, event: ServerSentEvent) -> dict[str, Any] | None:
     """`choices[0]` of an OpenAI-style event; marks the end (`[DONE]`, a finish_reason)."""
     if event.data == b"[DONE]":
         parser.complete = True
@@ -48,13 +54,17 @@ def usage_options(model: ModelSpec) -> dict[str, Any]:
     return {"stream_options": {"include_usage": True}} if model.stream_usage else {}
 
 
-class OpenAIChatParser(SSETextParser):
+class OpenAIChatParser(SSEPartsParser):
     __slots__ = ()
 
-    def event_text(self, event: ServerSentEvent) -> str | None:
+    def read_event(self, event: ServerSentEvent, parts: list[Part]) -> None:
         choice = openai_choice(self, event)
-        content: str | None = (choice.get("delta") or {}).get("content") if choice else None
-        return content
+        delta = choice.get("delta") if choice else None
+        if not delta:
+            return
+        reasoning = delta.get("reasoning_content")
+        add_reasoning(parts, delta.get("reasoning") if reasoning is None else reasoning)
+        add_text(parts, delta.get("content"))
 
 
 class OpenAIChat:
@@ -68,6 +78,8 @@ class OpenAIChat:
             body["max_tokens"] = conversation.max_tokens
         body.update(sampling_fields(conversation))
         body.update(usage_options(model))
+        if conversation.reasoning is not None:
+            body["reasoning_effort"] = conversation.reasoning
         return UpstreamRequest("/v1/chat/completions", bearer_headers(model), body)
 
     def parser(self, max_event_bytes: int) -> OpenAIChatParser:

@@ -7,23 +7,24 @@ from typing import Any
 from proxy.conversation import Conversation
 from proxy.dialects.base import UpstreamRequest
 from proxy.dialects.common import (
-    SSETextParser,
+    SSEPartsParser,
     bearer_headers,
     error_message_of_body,
     sampling_fields,
 )
 from proxy.dialects.openai import openai_choice, usage_options
+from proxy.parts import Part, add_text
 from proxy.settings import ModelSpec
 from proxy.wire import ServerSentEvent
 
 
-class CompletionsParser(SSETextParser):
+class CompletionsParser(SSEPartsParser):
     __slots__ = ()
 
-    def event_text(self, event: ServerSentEvent) -> str | None:
+    def read_event(self, event: ServerSentEvent, parts: list[Part]) -> None:
         choice = openai_choice(self, event)
-        text: str | None = choice.get("text") if choice else None
-        return text
+        if choice:
+            add_text(parts, choice.get("text"))
 
 
 class OpenAICompletions:

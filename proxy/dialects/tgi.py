@@ -8,21 +8,22 @@ from typing import Any
 from proxy.conversation import Conversation
 from proxy.dialects.base import UpstreamRequest
 from proxy.dialects.common import (
-    SSETextParser,
+    SSEPartsParser,
     bearer_headers,
     error_message_of_body,
     json_error_message,
     loads_event,
 )
 from proxy.errors import UpstreamProtocolError
+from proxy.parts import Part, add_text
 from proxy.settings import ModelSpec
 from proxy.wire import ServerSentEvent
 
 
-class TGIParser(SSETextParser):
+class TGIParser(SSEPartsParser):
     __slots__ = ()
 
-    def event_text(self, event: ServerSentEvent) -> str | None:
+    def read_event(self, event: ServerSentEvent, parts: list[Part]) -> None:
         payload = loads_event(event.data)
         if "error" in payload:
             raise UpstreamProtocolError(json_error_message(payload))
@@ -33,8 +34,8 @@ class TGIParser(SSETextParser):
             reason = (payload.get("details") or {}).get("finish_reason")  # with `details` only
             self.finish_reason = reason if isinstance(reason, str) else None
         token = payload.get("token") or {}
-        text: str | None = None if token.get("special") else token.get("text")
-        return text
+        if not token.get("special"):
+            add_text(parts, token.get("text"))
 
 
 class TGI:

@@ -2,11 +2,14 @@
 one `chat.completion` object.
 
     data: {... "choices":[{"index":0,"delta":{"role":"assistant","content":""}, ...}]}
+    data: {... "choices":[{"index":0,"delta":{"reasoning_content":"Hm"}, ...}]}  per reasoning delta
     data: {... "choices":[{"index":0,"delta":{"content":"Hel"}, ...}]}     one per text delta
     data: {... "choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}
     data: {... "choices":[],"usage":{...}}                                  when include_usage
     data: [DONE]
 
+Reasoning travels as `delta.reasoning_content`, a string, only on the chunks that carry it: the
+field Open WebUI, LibreChat and the AI SDK's OpenAI-compatible provider read (SPEC §5g).
 Every chunk of a completion carries its one `id`, `created` and `model`. A failure after the
 first token is one `data: {"error": {...}}` event and no `[DONE]`: OpenAI's SDKs raise on an
 event whose data has an `error` (openai-python's `Stream.__stream__`, openai-node's
@@ -25,8 +28,10 @@ from proxy.errors import openai_error
 from proxy.formats.encoders import OutputFormat
 from proxy.values import Done, Ending, Failed, Usage
 
-# OpenAI's words for why a completion stopped; the proxy's "other" (or nothing said, on a
-# stream that ended cleanly) is a plain stop to OpenAI's clients.
+# OpenAI's words for why a completion stopped; the proxy's "other" (an upstream's own word) is
+# a plain stop to OpenAI's clients. An upstream that said nothing (a llama.cpp server ends a
+# stream cut at its token limit with a bare `[DONE]`) is reported as null, not as a stop:
+# the proxy does not know the answer is whole, and does not make a reason up.
 _FINISH_REASONS = frozenset({"stop", "length", "content_filter", "tool_calls"})
 
 
@@ -43,7 +48,9 @@ class Completion:
         return cls(completion_id, model, int(time.time()))
 
 
-def finish_reason(done: Done) -> str:
+def finish_reason(done: Done) -> str | None:
+    if done.finish_reason is None:
+        return None
     return done.finish_reason if done.finish_reason in _FINISH_REASONS else "stop"
 
 
@@ -54,7 +61,14 @@ def usage_json(usage: Usage | None) -> dict[str, int | None] | None:
         return None
     prompt, completion = usage.prompt_tokens, usage.completion_tokens
     total = prompt + completion if prompt is not None and completion is not None else None
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+    counts: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": total,
+    }
+    if usage.reasoning_tokens is not None:
+        counts["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return counts
 
 
 def error_event_json(failed: Failed) -> dict[str, Any]:
@@ -63,8 +77,13 @@ def error_event_json(failed: Failed) -> dict[str, Any]:
     return openai_error(502, error["type"], error["message"])
 
 
-def completion_json(completion: Completion, text: str, done: Done) -> dict[str, Any]:
+def completion_json(
+    completion: Completion, text: str, done: Done, reasoning: str = ""
+) -> dict[str, Any]:
     """The whole answer as one `chat.completion` (`stream: false`)."""
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if reasoning:
+        message["reasoning_content"] = reasoning
     return {
         "id": completion.id,
         "object": "chat.completion",
@@ -73,7 +92,7 @@ def completion_json(completion: Completion, text: str, done: Done) -> dict[str, 
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish_reason(done),
             }
@@ -111,6 +130,9 @@ class ChatCompletionChunkEncoder:
 
     def delta(self, text: str) -> bytes:
         return self._chunk(b'{"content":%s}' % orjson.dumps(text))
+
+    def reasoning(self, text: str) -> bytes:
+        return self._chunk(b'{"reasoning_content":%s}' % orjson.dumps(text))
 
     def end(self, ending: Ending) -> bytes:
         if isinstance(ending, Failed):

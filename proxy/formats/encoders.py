@@ -1,14 +1,19 @@
-"""The framings of one stream of text deltas: raw text, SSE, NDJSON, the AI SDK's UI stream.
+"""The framings of one stream of parts: raw text, SSE, NDJSON, the AI SDK's UI stream.
 
-An encoder renders one stream, in order: `opening()` at the commit point, `delta(text)` per
-text delta, then `end(ending)` once. It counts the characters (code points) it has rendered,
-starting from the offset it was made with, so a replay from an offset numbers its events like
-the original stream. `keepalive` is what to send while nothing else is (empty: nothing).
+An encoder renders one stream, in order: `opening()` at the commit point, a method per kind of
+part (proxy/parts.py) as each comes: `delta(text)`, `reasoning(text)`; then `end(ending)` once.
+A format that does not carry a kind renders it as b"" (raw text carries the answer's text
+alone). It counts the characters (code points) it has rendered, starting from the offset it
+was made with, so a replay from an offset numbers its events like the original stream.
+`keepalive` is what to send while nothing else is (empty: nothing).
 
 Offsets are in Unicode code points, the unit of Python's `len` (a JavaScript client counts
-them with `[...text].length`, not `text.length`). An SSE delta's `id:` is the offset of the
-*end* of its text, so a `Last-Event-ID` of N means "I have the first N characters" and a
-resume continues with character N, exactly as `?offset=N` does.
+them with `[...text].length`, not `text.length`), and count every part's characters in the
+stream's order, reasoning and text alike: one position in the stream, whatever kind came
+before it. An SSE event's `id:` is the offset of the *end* of its part, so a `Last-Event-ID`
+of N means "I have the first N characters" and a resume continues with character N, exactly
+as `?offset=N` does. Raw text counts its own text alone (its client sees nothing else): a
+raw-text resume's `?offset=N` is N characters of the answer (proxy/resume/items.py).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ class Encoder(Protocol):
     def opening(self) -> bytes: ...
 
     def delta(self, text: str) -> bytes: ...
+
+    def reasoning(self, text: str) -> bytes: ...
 
     def end(self, ending: Ending) -> bytes | None:
         """The closing bytes; None when the format cannot say "failed" and must abort."""
@@ -49,6 +56,9 @@ class TextEncoder:
     def delta(self, text: str) -> bytes:
         return text.encode()
 
+    def reasoning(self, text: str) -> bytes:
+        return b""
+
     def end(self, ending: Ending) -> bytes | None:
         return b"" if isinstance(ending, Done) else None
 
@@ -66,7 +76,8 @@ class _CountingEncoder:
 
 
 class SSEEncoder(_CountingEncoder):
-    """`event: delta` with `id:` (end offset) and `data: {"text": ...}`; `done`; `error`."""
+    """`event: delta` (text) and `event: reasoning`, each with `id:` (end offset) and
+    `data: {"text": ...}`; `done`; `error`."""
 
     __slots__ = ()
     keepalive = b": ping\n\n"
@@ -74,6 +85,11 @@ class SSEEncoder(_CountingEncoder):
     def delta(self, text: str) -> bytes:
         self.offset += len(text)
         return b"event: delta\nid: %d\ndata: %s\n\n" % (self.offset, orjson.dumps({"text": text}))
+
+    def reasoning(self, text: str) -> bytes:
+        self.offset += len(text)
+        data = orjson.dumps({"text": text})
+        return b"event: reasoning\nid: %d\ndata: %s\n\n" % (self.offset, data)
 
     def end(self, ending: Ending) -> bytes:
         if isinstance(ending, Failed):
@@ -83,8 +99,9 @@ class SSEEncoder(_CountingEncoder):
 
 
 class NDJSONEncoder(_CountingEncoder):
-    """The SSE events as JSON lines: `{"event": "delta", "offset": N, "text": ...}`, `done`,
-    `error` (with the error body's `error` object), and `{"event": "ping"}` keep-alives."""
+    """The SSE events as JSON lines: `{"event": "delta", "offset": N, "text": ...}`,
+    `{"event": "reasoning", ...}` alike, `done`, `error` (with the error body's `error`
+    object), and `{"event": "ping"}` keep-alives."""
 
     __slots__ = ()
     keepalive = b'{"event":"ping"}\n'
@@ -92,6 +109,10 @@ class NDJSONEncoder(_CountingEncoder):
     def delta(self, text: str) -> bytes:
         self.offset += len(text)
         return orjson.dumps({"event": "delta", "offset": self.offset, "text": text}) + b"\n"
+
+    def reasoning(self, text: str) -> bytes:
+        self.offset += len(text)
+        return orjson.dumps({"event": "reasoning", "offset": self.offset, "text": text}) + b"\n"
 
     def end(self, ending: Ending) -> bytes:
         line: dict[str, Any]
@@ -111,7 +132,6 @@ _UI_FINISH_REASONS = {
     "tool_calls": "tool-calls",
     "other": "other",
 }
-_TEXT_PART_ID = "text-0"
 
 
 def _ui_part(part: Mapping[str, Any]) -> bytes:
@@ -121,19 +141,22 @@ def _ui_part(part: Mapping[str, Any]) -> bytes:
 class UIMessageEncoder:
     """The AI SDK UI message stream (SSE `data:` JSON parts, protocol v1, `ai` 5 to 7).
 
-    start (messageId), start-step, text-start, text-delta..., text-end, finish-step, finish,
-    `data: [DONE]`. A failure is one `error` part (`errorText`), so `useChat` shows an error
-    rather than a finished message; no `[DONE]` follows it. The text part opens with the
-    first delta, so an empty answer has no empty text part. Usage, when known, travels as
-    the message's metadata (`finish.messageMetadata.usage`).
+    start (messageId), start-step, then a part per run of one kind: reasoning-start,
+    reasoning-delta..., reasoning-end; text-start, text-delta..., text-end; then finish-step,
+    finish, `data: [DONE]`. A failure is one `error` part (`errorText`), so `useChat` shows an
+    error rather than a finished message; no `[DONE]` follows it. A part opens with its first
+    delta, so an empty answer has no empty text part, and closes when a part of another kind
+    comes (ids `text-0`, `reasoning-1`...: one count for both kinds). Usage, when known,
+    travels as the message's metadata (`finish.messageMetadata.usage`).
     """
 
-    __slots__ = ("_message_id", "_text_open")
+    __slots__ = ("_message_id", "_open", "_opened")
     keepalive = b": ping\n\n"
 
     def __init__(self, offset: int = 0, message_id: str = "") -> None:
         self._message_id = message_id
-        self._text_open = False
+        self._open = ""  # the id of the part open now ("": none)
+        self._opened = 0
 
     def opening(self) -> bytes:
         start: dict[str, str] = {"type": "start"}
@@ -142,16 +165,32 @@ class UIMessageEncoder:
         return _ui_part(start) + _ui_part({"type": "start-step"})
 
     def delta(self, text: str) -> bytes:
-        part = _ui_part({"type": "text-delta", "id": _TEXT_PART_ID, "delta": text})
-        if self._text_open:
-            return part
-        self._text_open = True
-        return _ui_part({"type": "text-start", "id": _TEXT_PART_ID}) + part
+        return self._part("text", text)
+
+    def reasoning(self, text: str) -> bytes:
+        return self._part("reasoning", text)
+
+    def _part(self, kind: str, delta: str) -> bytes:
+        opening = b""
+        if not self._open.startswith(kind):
+            opening = self._close()
+            self._open = f"{kind}-{self._opened}"
+            self._opened += 1
+            opening += _ui_part({"type": f"{kind}-start", "id": self._open})
+        return opening + _ui_part({"type": f"{kind}-delta", "id": self._open, "delta": delta})
+
+    def _close(self) -> bytes:
+        if not self._open:
+            return b""
+        kind = self._open.partition("-")[0]
+        closing = _ui_part({"type": f"{kind}-end", "id": self._open})
+        self._open = ""
+        return closing
 
     def end(self, ending: Ending) -> bytes:
         if isinstance(ending, Failed):
             return _ui_part({"type": "error", "errorText": ending.message})
-        closing = _ui_part({"type": "text-end", "id": _TEXT_PART_ID}) if self._text_open else b""
+        closing = self._close()
         finish: dict[str, Any] = {"type": "finish"}
         reason = _UI_FINISH_REASONS.get(ending.finish_reason or "")
         if reason is not None:
@@ -173,12 +212,14 @@ class OutputFormat:
     content_type: str
     new_encoder: EncoderFactory
     headers: Mapping[str, str] = field(default_factory=dict)
+    # It carries the answer's text alone: its commit point is the first text (SPEC §5g).
+    text_only: bool = False
 
     def encoder(self, offset: int = 0, message_id: str = "") -> Encoder:
         return self.new_encoder(offset, message_id)
 
 
-TEXT = OutputFormat("text", "text/plain", "text/plain; charset=utf-8", TextEncoder)
+TEXT = OutputFormat("text", "text/plain", "text/plain; charset=utf-8", TextEncoder, text_only=True)
 SSE = OutputFormat("sse", "text/event-stream", "text/event-stream; charset=utf-8", SSEEncoder)
 NDJSON = OutputFormat(
     "ndjson", "application/x-ndjson", "application/x-ndjson; charset=utf-8", NDJSONEncoder

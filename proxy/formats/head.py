@@ -2,7 +2,7 @@
 
     Head          once, first: the representation, and the values its headers and
                   encoder are made from
-    str           a text delta, as it was decoded
+    Part          a text or reasoning delta, as it was decoded (proxy/parts.py)
     Done|Failed   once, last: how it ended (proxy/values.py)
 
 Every streaming path operation yields these, from a live session or a stored stream alike;
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from proxy.formats.encoders import Encoder, OutputFormat
-from proxy.values import Ending
+from proxy.parts import Item as StreamItem
 
 STREAM_HEADERS = (
     (b"cache-control", b"no-cache, no-transform"),
@@ -47,4 +47,4 @@ class Head:
         return self.format.encoder(self.offset, self.message_id)
 
 
-Item = Head | str | Ending
+Item = Head | StreamItem

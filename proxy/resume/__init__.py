@@ -3,8 +3,8 @@
 from proxy.resume.base import (
     ResumeStore,
     StoredItem,
+    StoredPart,
     StoredStream,
-    StoredText,
     StreamWriter,
 )
 from proxy.resume.memory import MemoryResumeStore
@@ -26,8 +26,8 @@ __all__ = [
     "RedisResumeStore",
     "ResumeStore",
     "StoredItem",
+    "StoredPart",
     "StoredStream",
-    "StoredText",
     "StreamWriter",
     "open_resume_store",
 ]

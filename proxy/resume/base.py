@@ -1,7 +1,8 @@
 """What a resume store keeps, and the shape both stores have (issue 13).
 
-A stored stream is its text in order, as deltas each tagged with the character offset of its
-end, then one end marker: Done or Failed. It belongs to the client key that started it, and
+A stored stream is its parts in order (proxy/parts.py), each tagged with the character offset
+of its end (offsets count every part's characters, proxy/formats/encoders.py), then one end
+marker: Done or Failed. It belongs to the client key that started it, and
 lives for the TTL after its last write. Starting a stream under an id already in use
 replaces it (a chat's next turn): a reader of the old one still reads the old one to its end.
 
@@ -20,18 +21,19 @@ from typing import Protocol
 import orjson
 
 from proxy.errors import InvalidRequest, NotFound, ProxyError, error_body
+from proxy.parts import Part, Reasoning, characters
 from proxy.values import Ending, Failed, ending_as_json, ending_from_json
 
 
 @dataclass(slots=True, frozen=True)
-class StoredText:
-    """One delta of a stored stream; `end` is the character offset just after it."""
+class StoredPart:
+    """One part of a stored stream; `end` is the character offset just after it."""
 
-    text: str
+    part: Part
     end: int
 
 
-StoredItem = StoredText | Ending
+StoredItem = StoredPart | Ending
 
 
 class ResumeTooLarge(ProxyError):
@@ -49,8 +51,8 @@ def too_large(request_id: str, cap: int) -> Failed:
 class StreamWriter(Protocol):
     """The producing side of one stored stream."""
 
-    def append(self, text: str) -> None:
-        """Queue one delta (non-empty); never waits."""
+    def append(self, part: Part) -> None:
+        """Queue one part (non-empty); never waits."""
         ...
 
     async def end(self, ending: Ending) -> None:
@@ -73,11 +75,12 @@ class StoredStream(Protocol):
 
     @property
     def length(self) -> int:
-        """Characters stored when it was found (all of them once it is not active)."""
+        """Characters stored when it was found, of every part (all of them once it is not
+        active)."""
         ...
 
     def follow(self, offset: int) -> AsyncGenerator[StoredItem, None]:
-        """The text from character `offset` on, live until the end marker, which comes last.
+        """The parts from character `offset` on, live until the end marker, which comes last.
 
         Raises StreamLost when nothing new arrives for the store's follow timeout (its producer
         died) and InvalidRequest for an offset past the end of a finished stream.
@@ -108,10 +111,14 @@ def past_the_end(offset: int, length: int) -> InvalidRequest:
     return InvalidRequest(f"offset {offset} is past the end of the stream ({length} characters)")
 
 
-def text_from(item: StoredText, offset: int) -> StoredText:
-    """The part of a delta at or after `offset` (the delta that straddles it is cut)."""
-    start = item.end - len(item.text)
-    return item if start >= offset else StoredText(item.text[offset - start :], item.end)
+def part_from(item: StoredPart, offset: int) -> StoredPart:
+    """What of a part is at or after `offset` (the part that straddles it is cut)."""
+    text = characters(item.part)
+    start = item.end - len(text)
+    if start >= offset:
+        return item
+    rest = text[offset - start :]
+    return StoredPart(rest if isinstance(item.part, str) else Reasoning(rest), item.end)
 
 
 def dump_ending(ending: Ending) -> bytes:

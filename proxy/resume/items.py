@@ -1,4 +1,4 @@
-"""A stored stream read back as a response's items: its text from an offset, followed live,
+"""A stored stream read back as a response's items: its parts from an offset, followed live,
 then its Ending (proxy/formats/head.py)."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from collections.abc import AsyncGenerator
 from starlette.types import Receive
 
 from proxy.errors import ClientDisconnected, ProxyError, error_body
-from proxy.resume.base import StoredItem, StoredText
+from proxy.parts import Part
+from proxy.resume.base import StoredItem, StoredPart, past_the_end
 from proxy.values import Ending, Failed
 from proxy.watchdog import Watchdog
 
@@ -30,7 +31,7 @@ class StoredItems:
     def __aiter__(self) -> StoredItems:
         return self
 
-    async def __anext__(self) -> str | Ending:
+    async def __anext__(self) -> Part | Ending:
         watchdog = self._watchdog
         watchdog.waiting_for_upstream()
         try:
@@ -47,8 +48,33 @@ class StoredItems:
         # per item, so a long replay neither holds the loop nor misses its client leaving
         # (StreamResponse skips FastAPI's own step, which the upstream's reads take for it).
         await asyncio.sleep(0)
-        return item.text if isinstance(item, StoredText) else item
+        return item.part if isinstance(item, StoredPart) else item
 
     async def aclose(self) -> None:
         self._watchdog.close()
         await self._items.aclose()
+
+
+async def answer_after(
+    items: AsyncGenerator[StoredItem, None], offset: int
+) -> AsyncGenerator[StoredItem, None]:
+    """A raw-text resume's items: a stored stream read from its start, its first `offset`
+    characters of text skipped. A raw-text client counts the answer alone (it never sees the
+    reasoning that the stream's offsets count too)."""
+    skip = offset
+    try:
+        async for item in items:
+            if isinstance(item, StoredPart):
+                text = item.part
+                if not isinstance(text, str):
+                    continue  # raw text carries the answer alone
+                if skip >= len(text):
+                    skip -= len(text)
+                    continue
+                if skip:
+                    item, skip = StoredPart(text[skip:], item.end), 0
+            elif skip:
+                raise past_the_end(offset, offset - skip)
+            yield item
+    finally:
+        await items.aclose()

@@ -8,12 +8,13 @@ import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 
 from proxy.errors import StreamLost
+from proxy.parts import Part, characters
 from proxy.resume.base import (
     StoredItem,
-    StoredText,
+    StoredPart,
     not_found,
+    part_from,
     past_the_end,
-    text_from,
     too_large,
 )
 from proxy.values import Ending
@@ -39,7 +40,7 @@ class MemoryStream:
         self._store = store
         self.owner = owner
         self.attributes = dict(attributes)
-        self._items: list[StoredText] = []
+        self._items: list[StoredPart] = []
         self._ends: list[int] = []
         self._bytes = 0
         self.length = 0
@@ -51,16 +52,17 @@ class MemoryStream:
     def active(self) -> bool:
         return self.ending is None
 
-    def append(self, text: str) -> None:
+    def append(self, part: Part) -> None:
         if self.ending is not None:
             return
+        text = characters(part)
         self._bytes += len(text.encode())
         if self._bytes > self._store.max_bytes:
             request_id = self.attributes.get("request_id", "")
             self._ended(too_large(request_id, self._store.max_bytes))
             return
         self.length += len(text)
-        self._items.append(StoredText(text, self.length))
+        self._items.append(StoredPart(part, self.length))
         self._ends.append(self.length)
         self._wake()
 
@@ -83,7 +85,7 @@ class MemoryStream:
         index = bisect.bisect_right(self._ends, offset)
         while True:
             while index < len(self._items):
-                yield text_from(self._items[index], offset)
+                yield part_from(self._items[index], offset)
                 index += 1
             if self.ending is not None:
                 yield self.ending

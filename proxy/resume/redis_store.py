@@ -3,9 +3,9 @@
 Keys, under `llm-stream-proxy:resume:`:
 
     {id}               hash: owner, generation, attributes (JSON); the stream's current owner
-    {id}:{generation}  Redis Stream of the text: one entry per batch of deltas, `t` = text,
-                       with the entry ID `{end offset}-0`; the end marker is `{length}-1`,
-                       `end` = JSON
+    {id}:{generation}  Redis Stream of the parts: one entry per batch of parts of one kind,
+                       `t` = text or `r` = reasoning, with the entry ID `{end offset}-0`; the
+                       end marker is `{length}-1`, `end` = JSON
 
 Entry IDs are the character offsets, so a replay from offset N is one XRANGE from `N-1`
 (the end marker of a stream exactly N long, and every entry ending after N) and following
@@ -27,15 +27,16 @@ import orjson
 import redis.asyncio as redis
 
 from proxy.errors import StreamLost
+from proxy.parts import Part, Reasoning, characters
 from proxy.redis_retry import reconnecting
 from proxy.resume.base import (
     StoredItem,
-    StoredText,
+    StoredPart,
     dump_ending,
     load_ending,
     not_found,
+    part_from,
     past_the_end,
-    text_from,
     too_large,
 )
 from proxy.values import Ending
@@ -70,9 +71,24 @@ def _offset(entry_id: bytes) -> int:
 
 def _item(entry_id: bytes, fields: Mapping[bytes, bytes], offset: int) -> StoredItem:
     text = fields.get(b"t")
-    if text is None:
-        return load_ending(fields[b"end"])
-    return text_from(StoredText(text.decode(), _offset(entry_id)), offset)
+    if text is not None:
+        return part_from(StoredPart(text.decode(), _offset(entry_id)), offset)
+    reasoning = fields.get(b"r")
+    if reasoning is not None:
+        return part_from(StoredPart(Reasoning(reasoning.decode()), _offset(entry_id)), offset)
+    return load_ending(fields[b"end"])
+
+
+def _batches(pending: list[tuple[int, Part]]) -> list[tuple[int, dict[str, str]]]:
+    """Queued parts as entries: one per run of one kind, by the offset of its end."""
+    entries: list[tuple[int, dict[str, str]]] = []
+    for end, part in pending:
+        field, text = ("t", part) if isinstance(part, str) else ("r", part.text)
+        if entries and field in entries[-1][1]:
+            entries[-1] = (end, {field: entries[-1][1][field] + text})
+        else:
+            entries.append((end, {field: text}))
+    return entries
 
 
 class RedisStreamWriter:
@@ -98,7 +114,7 @@ class RedisStreamWriter:
         self._meta = meta
         self._key = key
         self._request_id = request_id
-        self._pending: list[tuple[int, str]] = []
+        self._pending: list[tuple[int, Part]] = []
         self._final: Ending | None = None  # once set, nothing more is stored
         self._end_queued = False
         self._flushing: asyncio.Task[None] | None = None
@@ -107,16 +123,17 @@ class RedisStreamWriter:
         self._bytes = 0
         self.length = 0
 
-    def append(self, text: str) -> None:
+    def append(self, part: Part) -> None:
         if self._final is not None:
             return
+        text = characters(part)
         self._bytes += len(text.encode())
         if self._bytes > self._store.max_bytes:
             self._final = too_large(self._request_id, self._store.max_bytes)
             self._hurry.set()
         else:
             self.length += len(text)
-            self._pending.append((self.length, text))
+            self._pending.append((self.length, part))
         self._kick()
 
     async def end(self, ending: Ending) -> None:
@@ -143,9 +160,9 @@ class RedisStreamWriter:
                         await asyncio.wait_for(self._hurry.wait(), BATCH_WINDOW)
                 batch, self._pending = self._pending, []
                 pipe = self._redis.pipeline(transaction=False)
-                if batch:  # one entry for the batch: a replay cuts entries at any offset
-                    text = "".join(text for _, text in batch)
-                    pipe.xadd(self._key, {"t": text}, id=f"{batch[-1][0]}-0")
+                # An entry per run of one kind: a replay cuts entries at any offset.
+                for end, fields in _batches(batch):
+                    pipe.xadd(self._key, fields, id=f"{end}-0")  # type: ignore[arg-type]
                 refresh = loop.time() >= self._due_refresh
                 if self._final is not None and not self._end_queued:
                     self._end_queued = True
@@ -197,7 +214,7 @@ class RedisStoredStream:
             last_id = entry_id
             item = _item(entry_id, fields, offset)
             yield item
-            if not isinstance(item, StoredText):
+            if not isinstance(item, StoredPart):
                 return
         block = int(self._store.follow_timeout * 1000)
         while True:
@@ -208,7 +225,7 @@ class RedisStoredStream:
                 last_id = entry_id
                 item = _item(entry_id, fields, offset)
                 yield item
-                if not isinstance(item, StoredText):
+                if not isinstance(item, StoredPart):
                     return
 
 

@@ -25,9 +25,10 @@ from proxy.formats.completions import (
     completion_json,
 )
 from proxy.openai_request import ChatCompletionRequest
-from proxy.opening import ItemSource, Stream, StreamOpener, StreamRoute, answering_as
+from proxy.opening import Stream, StreamOpener, StreamRoute, answering_as
+from proxy.parts import ItemSource, characters
 from proxy.responses import StreamResponse
-from proxy.values import Failed, utf8_length
+from proxy.values import Done, Failed, utf8_length
 
 router = APIRouter()
 
@@ -102,18 +103,18 @@ async def whole_completion(stream: Stream, completion: Completion) -> Response:
 
 async def _collect(completion: Completion, items: ItemSource) -> dict[str, Any]:
     texts: list[str] = []
+    thoughts: list[str] = []
     size, limit = 0, MAX_COMPLETION_BYTES
     async for item in items:
-        if isinstance(item, str):
-            texts.append(item)
-            size += utf8_length(item)
-            if size > limit:
-                message = f"the answer is longer than {limit} bytes: ask with stream: true"
-                raise CompletionTooLarge(message)
-        elif isinstance(item, Failed):
+        if isinstance(item, Done):
+            return completion_json(completion, "".join(texts), item, "".join(thoughts))
+        if isinstance(item, Failed):
             raise _failure(item)
-        else:
-            return completion_json(completion, "".join(texts), item)
+        (texts if isinstance(item, str) else thoughts).append(characters(item))
+        size += utf8_length(characters(item))
+        if size > limit:
+            message = f"the answer is longer than {limit} bytes: ask with stream: true"
+            raise CompletionTooLarge(message)
     raise AssertionError("a stream ends with its Ending")
 
 

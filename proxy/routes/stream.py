@@ -22,7 +22,7 @@ from proxy.opening import (
 from proxy.requests import StreamRequest, resume_offset
 from proxy.responses import StreamResponse
 from proxy.resume.base import not_found, past_the_end
-from proxy.resume.items import StoredItems
+from proxy.resume.items import StoredItems, answer_after
 
 router = APIRouter()
 
@@ -53,7 +53,10 @@ async def find_stored(request: Request, stream_id: str) -> AsyncIterator[Stream]
         stored = await services.resumable.store.find(key, owner_of(client))
         if not stored.active and offset > stored.length:
             raise past_the_end(offset, stored.length)
-    items = StoredItems(stored.follow(offset), rid, request.receive)
+    if output.text_only:  # the client counted the answer's characters alone
+        items = StoredItems(answer_after(stored.follow(0), offset), rid, request.receive)
+    else:
+        items = StoredItems(stored.follow(offset), rid, request.receive)
     try:
         yield Stream(Head(output, rid, services.settings.sse_keepalive, offset), items)
     finally:

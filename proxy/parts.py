@@ -1,0 +1,71 @@
+"""What a stream carries, defined once: its parts, in order, then one Ending.
+
+    str         a text delta: the answer, exactly as decoded
+    Reasoning   a reasoning delta: a thinking model's thoughts, exactly as decoded
+    Ending      Done | Failed (proxy/values.py): last, once
+
+A text delta is the bare `str`: most deltas are text, and a str needs no wrapper per delta
+(`type(part) is str` is the fast path every consumer takes first). Every other kind is a small
+frozen class here, and each consumer dispatches over the family: a dialect's parser makes
+parts, the core (attempt, relay, session) only notes that one arrived, the stores keep them
+and an encoder is the one place that knows how its API spells each. The next kind (tool-call
+deltas) is one more class here and one method per encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from proxy.values import Ending
+
+
+@dataclass(slots=True, frozen=True)
+class Reasoning:
+    """A reasoning delta (OpenAI-compatible `reasoning_content` or `reasoning`, Anthropic's
+    `thinking_delta`, Ollama's `message.thinking`)."""
+
+    text: str
+
+
+Part = str | Reasoning
+Item = Part | Ending
+
+
+def characters(part: Part) -> str:
+    """The characters a part adds to its stream: what offsets and byte counts count."""
+    return part if isinstance(part, str) else part.text
+
+
+def add_text(parts: list[Part], text: object) -> None:
+    """Append a text delta, joined to a text delta just before it: what one read completed
+    is written at once. Anything but a non-empty string is no part."""
+    if not isinstance(text, str) or not text:
+        return
+    if parts and type(parts[-1]) is str:
+        parts[-1] += text
+    else:
+        parts.append(text)
+
+
+def add_reasoning(parts: list[Part], text: object) -> None:
+    """Append a reasoning delta, joined to one just before it. Anything but a non-empty
+    string (null, "", an object some servers send) is no part."""
+    if not isinstance(text, str) or not text:
+        return
+    last = parts[-1] if parts else None
+    if isinstance(last, Reasoning):
+        parts[-1] = Reasoning(last.text + text)
+    else:
+        parts.append(Reasoning(text))
+
+
+class ItemSource(Protocol):
+    """A live session or a stored stream: its parts, then its Ending."""
+
+    def __aiter__(self) -> AsyncIterator[Item]: ...
+
+    async def __anext__(self) -> Item: ...
+
+    async def aclose(self) -> None: ...
