@@ -106,8 +106,9 @@ class StreamRecord:
         """Answered with an error before the commit point (a client that left was not)."""
         return self.status != 200 and self.outcome != "client_disconnected"
 
-    def passed(self, part: Part) -> None:
-        """A part went to the client (or its store): count it by kind."""
+    def count(self, part: Part) -> None:
+        """A part came from the upstream: count it by kind (whether or not the client's
+        format carries it: the upstream made it, and bills it)."""
         if type(part) is str:
             if self.first_text_at is None:
                 self.first_text_at = time.monotonic()

@@ -97,7 +97,8 @@ class Relay:
                 return None
             self._progressed()
             if not text_only or type(part) is str:
-                return part
+                return part  # counted as it leaves the session
+            self._record.count(part)
 
     def _progressed(self) -> None:
         """A part arrived: the deadline is the idle timeout from now (not before the

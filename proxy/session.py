@@ -146,7 +146,7 @@ class StreamSession:
             if self._ended:
                 raise StopAsyncIteration
             return self._end(None)
-        self.record.passed(part)
+        self.record.count(part)
         return part
 
     async def _read(self) -> Part | None:

@@ -15,6 +15,7 @@ Never a request id, a key, a plain key's client id, or a URL's user info or path
     llm_proxy_upstream_attempts_total{model,replica,result}
     llm_proxy_replica_up{model,replica}                 1 unless the replica is cooling down
     llm_proxy_budget_*                                  named keys' budgets (budget_metrics.py)
+    llm_proxy_time_to_first_part_seconds{model}         and the rest of part_metrics.py
 
 With several workers (PROXY_WORKERS > 1) prometheus-client's multiprocess mode is on (see
 `proxy.multiprocess`): each worker writes its values to files in one directory and a scrape
@@ -34,15 +35,11 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from proxy.multiprocess import multiprocess_metrics
 from proxy.observers import StreamObserver
 from proxy.observers.budget_metrics import BudgetMetrics
+from proxy.observers.part_metrics import PREFIX, TTFB_BUCKETS, PartMetrics
 from proxy.record import AttemptRecord, StreamRecord
 from proxy.settings import ConfigError, Settings
 from proxy.urls import PublicURL
 
-PREFIX = "llm_proxy_"
-
-# LLM latencies: a cached prompt's first token comes in tens of milliseconds, a busy large
-# model's after tens of seconds (the first-token timeout defaults to 60 s).
-TTFB_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # Whole streams: a one-word answer to a ten-minute generation (the total timeout's default).
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 UNKNOWN_MODEL = "-"
@@ -67,6 +64,7 @@ class PrometheusMetrics(StreamObserver):
         self._define_stream_metrics(own)
         self._define_upstream_metrics(own)
         self._budgets = BudgetMetrics(own, self._model)
+        self._parts = PartMetrics(own)
 
     def _define_stream_metrics(self, own: CollectorRegistry | None) -> None:
         self._streams = Counter(
@@ -161,6 +159,7 @@ class PrometheusMetrics(StreamObserver):
         if record.status == 200 and ttfb is not None and duration is not None:
             self._child(self._ttfb, model).observe(ttfb)
             self._child(self._duration, model).observe(duration)
+        self._parts.stream_ended(record, model)
         if record.bytes:
             self._child(self._bytes, model).inc(record.bytes)
         usage = record.usage

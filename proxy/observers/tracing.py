@@ -240,6 +240,16 @@ def _server_attributes(record: StreamRecord) -> dict[str, Any]:
         attributes["llm_proxy.client"] = record.client
     if record.output_format is not None:
         attributes["llm_proxy.output_format"] = record.output_format
+    # A thinking model's time to its first part and to its answer (seconds), and how much it
+    # thought: counts only, never its text.
+    if record.first_part is not None:
+        attributes["llm_proxy.time_to_first_part"] = record.first_part
+    if record.first_text is not None:
+        attributes["llm_proxy.time_to_first_text"] = record.first_text
+    if record.reasoning_deltas:
+        attributes["llm_proxy.reasoning_deltas"] = record.reasoning_deltas
+    if record.usage.reasoning_tokens is not None:
+        attributes["gen_ai.usage.reasoning.output_tokens"] = record.usage.reasoning_tokens
     return attributes
 
 
