@@ -630,6 +630,32 @@ async def test_streamed_markdown_renders_code_block_lists_table_and_safe_links(
     assert chat.console_errors == []
 
 
+RENDER_PREFIX_BY_PREFIX = """(text) => {
+    const streamed = document.createElement("div");
+    const view = new MarkdownView(streamed);
+    for (let end = 1; end <= text.length; end++) view.render(text.slice(0, end));
+    const whole = document.createElement("div");
+    whole.append(renderMarkdown(text));
+    return [streamed.innerHTML, whole.innerHTML];
+}"""
+
+
+async def test_markdown_rendered_character_by_character_matches_one_parse(
+    chat: ChatPage, proxy: ProxyServer
+) -> None:
+    # The blocks that settle while an answer streams must not differ from a parse of the whole:
+    # a loose list's items apart, a setext heading, a code block with a blank line inside.
+    text = (
+        MARKDOWN_ANSWER
+        + "\n1. one\n\n2. two\n\n3. three\n\nHeading\n-------\n\n```\na\n\nb\n```\nend\r\nCR\rLF\n"
+    )
+    await chat.open(proxy.url)
+
+    streamed, whole = await chat.page.evaluate(RENDER_PREFIX_BY_PREFIX, text)
+
+    assert streamed.replace("\n", "") == whole.replace("\n", "")
+
+
 HOSTILE_ANSWER = (
     'Try <script>window.pwned = "script"</script> and <img src=x onerror="window.pwned = 1">.\n\n'
     '<iframe src="javascript:window.pwned = 2"></iframe>\n\n'

@@ -1,7 +1,7 @@
 // The chat page: streams POST /v1/stream as SSE with fetch and shows every part as it arrives:
 // the model's thoughts in a collapsed block, its answer as Markdown. Model output is untrusted:
 // thoughts and the user's own messages only ever become Text nodes, and the answer's Markdown
-// becomes DOM only through renderMarkdown (markdown.js), which escapes and sanitises it.
+// becomes DOM only through MarkdownView (markdown.js), which escapes and sanitises it.
 "use strict";
 
 const KEY_STORAGE = "llm-stream-proxy.api-key";
@@ -131,6 +131,7 @@ class Answer {
     this.firstTextAt = null;
     this.lastAt = null;
     this.frame = null; // the animation frame that will render the text
+    this.markdown = new MarkdownView(body);
     this.setState("waiting", "Waiting for the first token…");
   }
 
@@ -166,22 +167,24 @@ class Answer {
     this.scheduleRender();
   }
 
-  // The whole text is parsed again on each render, at most once a frame: a delta can close a
-  // code block or a table opened long before it.
+  // Rendered at most once a frame, however many deltas came: each render parses the last two
+  // blocks again (MarkdownView).
   scheduleRender() {
     if (this.frame === null) this.frame = requestAnimationFrame(() => this.render());
   }
 
   render() {
-    if (this.frame !== null) cancelAnimationFrame(this.frame);
     this.frame = null;
-    this.body.replaceChildren(renderMarkdown(this.text));
+    this.markdown.render(this.text);
     this.renderMeta();
     this.article.scrollIntoView({ block: "end" });
   }
 
   finish(state, label) {
-    this.render();
+    if (this.frame !== null) cancelAnimationFrame(this.frame);
+    this.frame = null;
+    this.markdown.finish(this.text);
+    this.article.scrollIntoView({ block: "end" });
     if (this.thinking !== null) this.thinking.end();
     // The exact characters as received, beside their rendering (which drops Markdown syntax
     // and some line ends).

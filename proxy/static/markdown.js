@@ -43,3 +43,48 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
 function renderMarkdown(source) {
   return DOMPurify.sanitize(markdown.parse(source).trimEnd(), SANITIZE);
 }
+
+// A streamed answer's Markdown in one element. Parsing the whole text on every frame costs
+// tens of milliseconds once an answer is long, so while it streams the blocks before the last
+// two are settled: rendered once and kept. Only the last two are parsed again: the growing
+// block, and the one before it, which the next line can still change (a loose list's next
+// item, a setext heading's underline). The final render parses the whole text once, so the
+// answer ends exactly as one parse shows it (reference-style links resolved too).
+class MarkdownView {
+  constructor(element) {
+    this.element = element;
+    this.settled = 0; // characters of the normalised source rendered for good
+    this.tail = []; // the nodes of the blocks still growing
+  }
+
+  render(text) {
+    // marked reads CR and CRLF as LF; its tokens' raw text is of the normalised source.
+    const source = text.replace(/\r\n?/g, "\n");
+    let tail = source.slice(this.settled);
+    const tokens = markdown.lexer(tail);
+    const blocks = tokens.flatMap((token, index) => (token.type === "space" ? [] : [index]));
+    const keep = blocks.length >= 3 ? blocks[blocks.length - 2] : 0;
+    const lengths = tokens.map((token) => token.raw.length);
+    const sum = (numbers) => numbers.reduce((total, length) => total + length, 0);
+    if (keep > 0 && sum(lengths) === tail.length) {
+      const settling = sum(lengths.slice(0, keep));
+      this.element.insertBefore(renderMarkdown(tail.slice(0, settling)), this.tail[0] || null);
+      this.settled += settling;
+      tail = tail.slice(settling);
+    }
+    this.replaceTail(renderMarkdown(tail));
+  }
+
+  finish(text) {
+    this.element.replaceChildren();
+    this.settled = 0;
+    this.tail = [];
+    this.replaceTail(renderMarkdown(text));
+  }
+
+  replaceTail(fragment) {
+    for (const node of this.tail) node.remove();
+    this.tail = [...fragment.childNodes];
+    this.element.append(fragment);
+  }
+}
