@@ -281,6 +281,25 @@ def test_the_image_cmd_and_healthcheck_serve_a_stream_from_the_wheel_alone(
     assert stopped.returncode != 0  # and it notices a proxy that is gone
 
 
+def test_the_image_serves_the_chat_page_and_every_file_it_loads(
+    image_venv: Path, tmp_path: Path
+) -> None:
+    # The vendored scripts are not Python: the wheel must carry them all the same.
+    python = str(image_venv / "bin" / "python")
+    proxy = ProxyProcess([python, "-m", "proxy", "serve"], cwd=str(tmp_path))
+    try:
+        with httpx.Client(base_url=proxy.url, timeout=30) as client:
+            page = client.get("/")
+            assert page.status_code == 200
+            loaded = re.findall(r'(?:src|href)="(static/[^"]+)"', page.text)
+            assert "static/vendor/marked/marked.umd.js" in loaded
+            assert "static/vendor/dompurify/purify.min.js" in loaded
+            for path in loaded:
+                assert client.get(f"/{path}").status_code == 200, path
+    finally:
+        proxy.close()
+
+
 # --- the scaled topology on loopback --------------------------------------------------------
 
 

@@ -1,5 +1,7 @@
-// The chat page: streams POST /v1/stream with fetch and renders every chunk as it arrives.
-// Model output is untrusted: it only ever becomes Text nodes, never markup.
+// The chat page: streams POST /v1/stream as SSE with fetch and shows every part as it arrives:
+// the model's thoughts in a collapsed block, its answer as Markdown. Model output is untrusted:
+// thoughts and the user's own messages only ever become Text nodes, and the answer's Markdown
+// becomes DOM only through MarkdownView (markdown.js), which escapes and sanitises it.
 "use strict";
 
 const KEY_STORAGE = "llm-stream-proxy.api-key";
@@ -73,12 +75,11 @@ function addMessage(role, text) {
   heading.textContent = role === "user" ? "You" : "Assistant";
   const body = document.createElement("div");
   body.className = "text";
-  const textNode = document.createTextNode(text);
-  body.append(textNode);
+  body.textContent = text;
   article.append(heading, body);
   view.conversation.append(article);
   article.scrollIntoView({ block: "end" });
-  return { article, body, textNode };
+  return { article, body };
 }
 
 function seconds(milliseconds) {
@@ -87,23 +88,51 @@ function seconds(milliseconds) {
     : `${(milliseconds / 1000).toFixed(2)} s`;
 }
 
+// The model's reasoning, above its answer: collapsed, as plain text, timed.
+class Thinking {
+  constructor(answer) {
+    this.details = document.createElement("details");
+    this.details.className = "thinking";
+    this.summary = document.createElement("summary");
+    this.summary.textContent = "Thinking…";
+    const thoughts = document.createElement("div");
+    thoughts.className = "thoughts";
+    this.textNode = document.createTextNode("");
+    thoughts.append(this.textNode);
+    this.details.append(this.summary, thoughts);
+    answer.article.insertBefore(this.details, answer.body);
+    this.startedAt = performance.now();
+    this.endedAt = null;
+  }
+
+  append(text) {
+    this.textNode.appendData(text);
+  }
+
+  end() {
+    if (this.endedAt !== null) return;
+    this.endedAt = performance.now();
+    this.summary.textContent = `Thought for ${seconds(this.endedAt - this.startedAt)}`;
+  }
+}
+
 class Answer {
   constructor() {
-    const { article, body, textNode } = addMessage("assistant", "");
+    const { article, body } = addMessage("assistant", "");
     this.article = article;
     this.body = body;
-    this.textNode = textNode;
+    this.text = ""; // the model's Markdown as it came: what the history sends back
+    this.thinking = null;
     this.meta = document.createElement("p");
     this.meta.className = "meta";
     article.append(this.meta);
     this.startedAt = performance.now();
-    this.firstAt = null;
+    this.firstAt = null; // the first part of any kind: a thinking model's first token
+    this.firstTextAt = null;
     this.lastAt = null;
+    this.frame = null; // the animation frame that will render the text
+    this.markdown = new MarkdownView(body);
     this.setState("waiting", "Waiting for the first token…");
-  }
-
-  get text() {
-    return this.textNode.data;
   }
 
   setState(state, label) {
@@ -113,16 +142,54 @@ class Answer {
     this.renderMeta();
   }
 
-  append(chunk) {
+  progress() {
     const now = performance.now();
     if (this.firstAt === null) {
       this.firstAt = now;
       this.setState("streaming", "Streaming…");
     }
     this.lastAt = now;
-    this.textNode.appendData(chunk);
+    return now;
+  }
+
+  appendReasoning(text) {
+    this.progress();
+    if (this.thinking === null) this.thinking = new Thinking(this);
+    this.thinking.append(text);
+    this.scheduleRender();
+  }
+
+  appendText(text) {
+    const now = this.progress();
+    if (this.firstTextAt === null) this.firstTextAt = now;
+    if (this.thinking !== null) this.thinking.end();
+    this.text += text;
+    this.scheduleRender();
+  }
+
+  // Rendered at most once a frame, however many deltas came: each render parses the last two
+  // blocks again (MarkdownView).
+  scheduleRender() {
+    if (this.frame === null) this.frame = requestAnimationFrame(() => this.render());
+  }
+
+  render() {
+    this.frame = null;
+    this.markdown.render(this.text);
     this.renderMeta();
     this.article.scrollIntoView({ block: "end" });
+  }
+
+  finish(state, label) {
+    if (this.frame !== null) cancelAnimationFrame(this.frame);
+    this.frame = null;
+    this.markdown.finish(this.text);
+    this.article.scrollIntoView({ block: "end" });
+    if (this.thinking !== null) this.thinking.end();
+    // The exact characters as received, beside their rendering (which drops Markdown syntax
+    // and some line ends).
+    this.article.dataset.markdown = this.text;
+    this.setState(state, label);
   }
 
   renderMeta() {
@@ -130,7 +197,7 @@ class Answer {
     if (this.firstAt !== null) {
       parts.push(`first token ${seconds(this.firstAt - this.startedAt)}`);
       const characters = [...this.text].length;
-      const elapsed = (this.lastAt - this.firstAt) / 1000;
+      const elapsed = this.firstTextAt === null ? 0 : (this.lastAt - this.firstTextAt) / 1000;
       if (elapsed > 0) parts.push(`${Math.round(characters / elapsed)} chars/s`);
       parts.push(`${characters} chars`);
     }
@@ -138,29 +205,70 @@ class Answer {
   }
 }
 
+// One SSE event of /v1/stream into the answer; the ending ({done} or {error}) when it is one.
+function takeEvent(event, answer) {
+  switch (event.type) {
+    case "reasoning":
+      answer.appendReasoning(JSON.parse(event.data).text);
+      return null;
+    case "delta":
+      answer.appendText(JSON.parse(event.data).text);
+      return null;
+    case "done":
+      return { done: JSON.parse(event.data) };
+    case "error":
+      return { error: JSON.parse(event.data).error };
+    default:
+      return null; // an event this page does not know yet
+  }
+}
+
+// Streams the SSE representation of /v1/stream (raw text carries no thoughts): the answer's
+// parts as they come, and how the stream ended (ending null: it closed without saying).
 async function stream(messages, answer, signal) {
   const model = view.model.value;
   const response = await fetch("v1/stream", {
     method: "POST",
-    headers: { "Content-Type": "application/json", ...authHeaders() },
+    headers: {
+      "Content-Type": "application/json",
+      Accept: "text/event-stream",
+      ...authHeaders(),
+    },
     body: JSON.stringify(model ? { messages, model } : { messages }),
     signal,
   });
   if (!response.ok) {
     return { ok: false, status: response.status, message: await errorMessage(response) };
   }
-  const reader = response.body.getReader();
-  // One decoder for the whole body: a chunk may end inside a multi-byte character.
-  const decoder = new TextDecoder("utf-8");
+  // One streaming decoder for the whole body: a read may end inside a multi-byte character.
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  const parser = new SSEParser();
+  let ending = null;
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
-    const text = decoder.decode(value, { stream: true });
-    if (text) answer.append(text);
+    for (const event of parser.feed(value)) {
+      if (ending === null) ending = takeEvent(event, answer);
+    }
   }
-  const rest = decoder.decode();
-  if (rest) answer.append(rest);
-  return { ok: true };
+  return { ok: true, ending };
+}
+
+function ended(answer, ending) {
+  if (ending === null) {
+    answer.finish("interrupted", "Interrupted: the stream ended before the answer did");
+  } else if (ending.error) {
+    const message = ending.error.message || "the stream failed";
+    // After the commit point a failure comes as an `error` event: the text so far is partial.
+    if (answer.firstAt !== null) answer.finish("interrupted", `Interrupted: ${message}`);
+    else answer.finish("error", `Error: ${message}`);
+  } else if (!answer.text) {
+    answer.finish("done", "The model answered with no text");
+  } else if (ending.done.finish_reason === "length") {
+    answer.finish("done", "Cut short: the answer reached its length limit");
+  } else {
+    answer.finish("done", "");
+  }
 }
 
 async function send() {
@@ -177,18 +285,18 @@ async function send() {
   try {
     const result = await stream(messages, answer, running.signal);
     if (result.ok) {
-      answer.setState("done", answer.text ? "" : "The model answered with no text");
+      ended(answer, result.ending);
     } else {
-      answer.setState("error", `Error ${result.status}: ${result.message}`);
+      answer.finish("error", `Error ${result.status}: ${result.message}`);
     }
   } catch (error) {
     if (error.name === "AbortError") {
-      answer.setState("stopped", "Stopped");
+      answer.finish("stopped", "Stopped");
     } else if (answer.firstAt !== null) {
-      // After the commit point the proxy reports a failure by breaking the connection.
-      answer.setState("interrupted", "Interrupted: the stream broke before the answer ended");
+      // A connection that breaks after the commit point.
+      answer.finish("interrupted", "Interrupted: the stream broke before the answer ended");
     } else {
-      answer.setState("error", `Error: the proxy is not reachable (${error.message})`);
+      answer.finish("error", `Error: the proxy is not reachable (${error.message})`);
     }
   } finally {
     running = null;
