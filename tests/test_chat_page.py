@@ -781,7 +781,6 @@ async def proxy_sse_parts(proxy_url: str, prompt: str) -> dict[str, str]:
     return joined
 
 
-@pytest.mark.skip(reason="needs the proxy's reasoning events (issue 26 core)")
 async def test_thinking_model_streams_its_thoughts_then_the_answer_through_the_proxy(
     chat: ChatPage, proxy: ProxyServer, marker: str
 ) -> None:
