@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,9 +23,28 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
+from proxy.config_sources import (
+    CONFIG_VARIABLE,
+    ConfigError,
+    ConfigFileSource,
+    config_file_path,
+    file_place,
+    read_config_file,
+    secret_from_reference,
+    setting_error,
+)
 from proxy.tracing_settings import TracingPolicy, TracingSettingError, tracing_policy
+
+__all__ = ["ConfigError"]  # raised by load_settings, defined with the sources that raise it
 
 DialectName = Literal["openai", "openai-completions", "ollama", "tgi", "anthropic"]
 LogFormat = Literal["json", "text"]
@@ -34,38 +54,73 @@ DEFAULT_MODEL_NAME = "default"
 ENV_FILE = ".env"  # in the directory the proxy starts in; the environment wins over it
 
 
-class ConfigError(Exception):
-    """Bad configuration: the message names the variable and is printed as one line."""
+# What a model's stream reasons with when a request does not say (issue 26); None is the
+# upstream's own default.
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high"]
+# A secret is its value, or `{env: NAME}`: the value of the environment variable NAME.
+Secret = Annotated[SecretStr, BeforeValidator(secret_from_reference)]
+Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
-@dataclass(slots=True, frozen=True)
-class ModelSpec:
-    """One model clients may ask for, and where and how to reach it.
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/")
+
+
+class ModelSpec(BaseModel):
+    """One model clients may ask for, and where and how to reach it: an item of PROXY_MODELS
+    (or of `models` in the PROXY_CONFIG file), or the model the PROXY_UPSTREAM_* variables
+    make. Each field is declared here once; docs/configuration.md's table lists them all.
 
     An empty `urls` means the built-in fake upstream, started with the app.
     """
 
-    name: str
-    dialect: DialectName
-    urls: tuple[str, ...]
-    api_key: SecretStr | None
-    upstream_model: str | None
-    max_tokens: int
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="what clients send as `model`")
+    dialect: DialectName = Field(default="openai", description="the upstream's API")
+    url: str | None = Field(default=None, repr=False, description="the base URL (first of urls)")
+    urls: tuple[str, ...] = Field(default=(), description="the base URLs of replicas")
+    api_key: Secret | None = Field(default=None, description="secret sent upstream")
+    upstream_model: str | None = Field(default=None, description="the model name sent upstream")
+    max_tokens: int = Field(default=4096, ge=1, description="ceiling for a request's max_tokens")
     # Ask for token usage where the API reports it only when asked (OpenAI-compatible
     # `stream_options.include_usage`, TGI `details`); off for servers that reject the field.
-    stream_usage: bool = True
+    stream_usage: bool = Field(default=True, description="ask for token usage")
     # What a million tokens cost, for the keys' spend budgets (PROXY_KEYS, docs/budgets.md).
-    input_price_per_mtok: float = 0.0
-    output_price_per_mtok: float = 0.0
+    input_price_per_mtok: Price = Field(default=0.0, description="price of 1M input tokens")
+    output_price_per_mtok: Price = Field(default=0.0, description="price of 1M output tokens")
+    reasoning: ReasoningEffort | None = Field(
+        default=None, description="default reasoning effort; None: the upstream's default"
+    )
 
-    def __repr__(self) -> str:
-        # SecretStr already hides the key; say so explicitly to anyone reading a log.
-        return (
-            f"ModelSpec(name={self.name!r}, dialect={self.dialect!r}, urls={self.urls!r}, "
-            f"api_key={'**********' if self.api_key else None}, "
-            f"upstream_model={self.upstream_model!r}, max_tokens={self.max_tokens}, "
-            f"stream_usage={self.stream_usage})"
-        )
+    @model_validator(mode="before")
+    @classmethod
+    def _url_first(cls, data: Any) -> Any:
+        """`url` is the first of `urls`: consumers read `urls` alone."""
+        urls = data.get("urls", ()) if isinstance(data, dict) else None
+        if isinstance(data, dict) and data.get("url") and isinstance(urls, list | tuple):
+            return {**data, "urls": (data["url"], *urls)}
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_http_url(value) for value in values)
+
+
+# The name tests and callers knew PROXY_MODELS' items by: the same class.
+ModelEntry = ModelSpec
+
+
+def _model_default(name: str) -> Any:
+    return ModelSpec.model_fields[name].default
 
 
 @dataclass(slots=True, frozen=True)
@@ -97,27 +152,32 @@ class RequestLimits:
     max_event_bytes: int
 
 
-@dataclass(slots=True, frozen=True)
-class KeyLimits:
+class KeyLimits(BaseModel):
     """A named key's budgets (None: no limit): tokens are input + output; spend is in the
-    currency of the models' prices."""
+    currency of the models' prices. Declared once: PROXY_KEYS' items (KeyEntry) extend it."""
 
-    tokens_per_minute: int | None = None
-    tokens_per_day: int | None = None
-    spend_per_day: float | None = None
-    spend_per_month: float | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="input + output tokens per UTC minute"
+    )
+    tokens_per_day: int | None = Field(
+        default=None, ge=1, description="input + output tokens per UTC day"
+    )
+    spend_per_day: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="spend per UTC day"
+    )
+    spend_per_month: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="spend per calendar month"
+    )
 
     @property
     def any(self) -> bool:
         return any(limit is not None for limit in self.limits())
 
     def limits(self) -> tuple[int | float | None, ...]:
-        return (
-            self.tokens_per_minute,
-            self.tokens_per_day,
-            self.spend_per_day,
-            self.spend_per_month,
-        )
+        """Every limit, in the order the fields are declared."""
+        return tuple(getattr(self, name) for name in KeyLimits.model_fields)
 
 
 @dataclass(slots=True, frozen=True)
@@ -127,7 +187,7 @@ class ClientKeySpec:
 
     name: str
     key_sha256: bytes = field(repr=False)
-    limits: KeyLimits = KeyLimits()
+    limits: KeyLimits = field(default_factory=KeyLimits)
 
 
 @dataclass(slots=True, frozen=True)
@@ -162,70 +222,19 @@ def _split(value: str | None) -> tuple[str, ...]:
     return tuple(item.strip() for item in (value or "").split(",") if item.strip())
 
 
-def _http_url(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("must start with http:// or https://")
-    return value.rstrip("/")
+class KeyEntry(KeyLimits):
+    """One item of PROXY_KEYS (or of `keys` in the PROXY_CONFIG file): a key and its budgets."""
 
-
-class ModelEntry(BaseModel):
-    """One item of PROXY_MODELS."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(min_length=1)
-    dialect: DialectName = "openai"
-    url: str | None = None
-    urls: tuple[str, ...] = ()
-    api_key: SecretStr | None = None
-    upstream_model: str | None = None
-    max_tokens: int = Field(default=4096, ge=1)
-    stream_usage: bool = True
-    input_price_per_mtok: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-    output_price_per_mtok: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-
-    @model_validator(mode="after")
-    def _has_urls(self) -> ModelEntry:
-        if not self.url and not self.urls:
-            raise ValueError("needs `url` or `urls`")
-        return self
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        return None if value is None else _http_url(value)
-
-    @field_validator("urls")
-    @classmethod
-    def _urls(cls, values: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_http_url(value) for value in values)
-
-    def spec(self) -> ModelSpec:
-        return ModelSpec(
-            name=self.name,
-            dialect=self.dialect,
-            urls=((self.url,) if self.url else ()) + self.urls,
-            api_key=self.api_key,
-            upstream_model=self.upstream_model,
-            max_tokens=self.max_tokens,
-            stream_usage=self.stream_usage,
-            input_price_per_mtok=self.input_price_per_mtok,
-            output_price_per_mtok=self.output_price_per_mtok,
-        )
-
-
-class KeyEntry(BaseModel):
-    """One item of PROXY_KEYS."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@-]+$")
-    key: SecretStr | None = Field(default=None, min_length=1)
-    key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
-    tokens_per_minute: int | None = Field(default=None, ge=1)
-    tokens_per_day: int | None = Field(default=None, ge=1)
-    spend_per_day: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    spend_per_month: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._:@-]+$",
+        description="what logs, metrics and traces call the key",
+    )
+    key: Secret | None = Field(default=None, min_length=1, description="the key itself")
+    key_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-fA-F]{64}$", description="the hex SHA-256 of the key"
+    )
 
     @model_validator(mode="after")
     def _one_key(self) -> KeyEntry:
@@ -240,10 +249,23 @@ class KeyEntry(BaseModel):
         return bytes.fromhex(self.key_sha256)
 
     def spec(self) -> ClientKeySpec:
-        limits = KeyLimits(
-            self.tokens_per_minute, self.tokens_per_day, self.spend_per_day, self.spend_per_month
-        )
+        limits = KeyLimits(**{name: getattr(self, name) for name in KeyLimits.model_fields})
         return ClientKeySpec(self.name, self.digest(), limits)
+
+
+def _json_list(of: str) -> BeforeValidator:
+    """PROXY_MODELS and PROXY_KEYS hold JSON text; the PROXY_CONFIG file holds a list."""
+
+    def decode(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except ValueError:
+            message = "must be a JSON list of {of}"
+            raise PydanticCustomError("json_list", message, {"of": of}) from None
+
+    return BeforeValidator(decode)
 
 
 def _unique_keys(entries: tuple[KeyEntry, ...] | None) -> tuple[KeyEntry, ...] | None:
@@ -260,7 +282,7 @@ def _unique_keys(entries: tuple[KeyEntry, ...] | None) -> tuple[KeyEntry, ...] |
     return entries
 
 
-def _unique_names(entries: tuple[ModelEntry, ...] | None) -> tuple[ModelEntry, ...] | None:
+def _unique_names(entries: tuple[ModelSpec, ...] | None) -> tuple[ModelSpec, ...] | None:
     if entries is not None:
         if not entries:
             raise ValueError("must list at least one model")
@@ -268,7 +290,20 @@ def _unique_names(entries: tuple[ModelEntry, ...] | None) -> tuple[ModelEntry, .
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"model names must be unique: {', '.join(duplicates)}")
+        for index, entry in enumerate(entries):
+            # Only the PROXY_UPSTREAM_* model may be the built-in fake upstream.
+            if not entry.urls:
+                where = f"{index}.urls"
+                raise setting_error("PROXY_MODELS", "needs `url` or `urls`", where)
     return entries
+
+
+ModelList = Annotated[
+    tuple[ModelSpec, ...] | None, NoDecode, _json_list("models"), AfterValidator(_unique_names)
+]
+KeyList = Annotated[
+    tuple[KeyEntry, ...] | None, NoDecode, _json_list("keys"), AfterValidator(_unique_keys)
+]
 
 
 def _optional_http_url(value: str | None) -> str | None:
@@ -318,15 +353,14 @@ class Settings(BaseSettings):
     )
 
     upstream_url: OptionalHTTPURL = None
-    upstream_dialect: DialectName = "openai"
-    upstream_api_key: SecretStr | None = None
+    # The one model of PROXY_UPSTREAM_*: ModelSpec's fields, with its defaults.
+    upstream_dialect: DialectName = _model_default("dialect")
+    upstream_api_key: Secret | None = None
     upstream_model: str | None = None
-    upstream_max_tokens: int = Field(default=4096, ge=1)
-    upstream_stream_usage: bool = True
-    # Several models at once (JSON list of ModelEntry); replaces the PROXY_UPSTREAM_* model.
-    model_list: Annotated[tuple[ModelEntry, ...] | None, AfterValidator(_unique_names)] = Field(
-        default=None, validation_alias="PROXY_MODELS"
-    )
+    upstream_max_tokens: int = Field(default=_model_default("max_tokens"), ge=1)
+    upstream_stream_usage: bool = _model_default("stream_usage")
+    # Several models at once (ModelSpec items); replaces the PROXY_UPSTREAM_* model.
+    model_list: ModelList = Field(default=None, validation_alias="PROXY_MODELS")
 
     connect_timeout: float = Field(default=5.0, gt=0)
     first_token_timeout: float = Field(default=60.0, gt=0)
@@ -342,15 +376,13 @@ class Settings(BaseSettings):
     # One upstream event (SSE) or line (NDJSON); bounds a stream's memory.
     max_event_bytes: int = Field(default=1_048_576, ge=1024)
 
-    # Named client keys with budgets (JSON list of KeyEntry; docs/budgets.md).
-    key_list: Annotated[tuple[KeyEntry, ...] | None, AfterValidator(_unique_keys)] = Field(
-        default=None, validation_alias="PROXY_KEYS"
-    )
+    # Named client keys with budgets (KeyEntry items; docs/budgets.md).
+    key_list: KeyList = Field(default=None, validation_alias="PROXY_KEYS")
     # Serve budgeted keys without their budgets while Redis is down (default: refuse, 503).
     budget_fail_open: bool = False
 
     # Public deployment (docs/deployment.md).
-    api_keys: SecretStr | None = None
+    api_keys: Secret | None = None
     cors_origins: str | None = None
     rate_limit: RateLimit = None
     max_streams_per_key: int | None = Field(default=None, ge=1)
@@ -389,6 +421,21 @@ class Settings(BaseSettings):
     def _keys_apart(self) -> Settings:
         _check_named_keys(self)
         return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The arguments, the environment, `.env`, then the PROXY_CONFIG file: the first that
+        sets a value wins."""
+        path = config_file_path({**_variables(dotenv_settings), **_variables(env_settings)})
+        config_file = () if path is None else (ConfigFileSource(settings_cls, path),)
+        return (init_settings, env_settings, dotenv_settings, *config_file, file_secret_settings)
 
     # The values the code is given, each made once from the fields above.
 
@@ -430,6 +477,10 @@ class Settings(BaseSettings):
         return ResumePolicy(self.resume_ttl, self.resume_max_bytes, follow_timeout, self.redis_url)
 
 
+def _variables(source: PydanticBaseSettingsSource) -> dict[str, str | None]:
+    return dict(source.env_vars) if isinstance(source, EnvSettingsSource) else {}
+
+
 def _check_named_keys(settings: Settings) -> None:
     """A key in both PROXY_KEYS and PROXY_API_KEYS would have two identities; budgets need
     one count for every worker."""
@@ -437,11 +488,11 @@ def _check_named_keys(settings: Settings) -> None:
     digests = {hashlib.sha256(key.encode()).digest() for key in plain}
     for entry in settings.key_list or ():
         if entry.digest() in digests:
-            raise ValueError(f"PROXY_KEYS: key {entry.name!r} is also in PROXY_API_KEYS")
+            raise setting_error("PROXY_KEYS", f"key {entry.name!r} is also in PROXY_API_KEYS")
     budgeted = any(entry.spec().limits.any for entry in settings.key_list or ())
     if budgeted and settings.workers > 1 and settings.redis_url is None:
         # Each worker would keep its own counts: a key could spend its budget once per worker.
-        raise ValueError("PROXY_KEYS: budgets with PROXY_WORKERS > 1 need PROXY_REDIS_URL")
+        raise setting_error("PROXY_KEYS", "budgets with PROXY_WORKERS > 1 need PROXY_REDIS_URL")
 
 
 def _tracing_from_environment(env_file: str | None = None) -> TracingPolicy | None:
@@ -453,12 +504,12 @@ def _tracing_from_environment(env_file: str | None = None) -> TracingPolicy | No
     try:
         return tracing_policy({k: v for k, v in environment.items() if v is not None})
     except TracingSettingError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(exc.variable, exc.message) from None
 
 
 def _model_table(settings: Settings) -> tuple[ModelSpec, ...]:
     if settings.model_list is not None:
-        return tuple(entry.spec() for entry in settings.model_list)
+        return settings.model_list
     urls = _split(settings.upstream_urls)
     return (
         ModelSpec(
@@ -489,25 +540,49 @@ def _admission_policy(settings: Settings) -> AdmissionPolicy:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read the environment and `.env`; raise ConfigError naming the first bad variable."""
+    """Read the arguments, the environment, `.env` and the PROXY_CONFIG file; raise
+    ConfigError about the first bad value."""
     given = {key: value for key, value in overrides.items() if value is not None}
     given.setdefault("tracing", _tracing_from_environment(ENV_FILE))
     try:
         return Settings(**given)
-    except SettingsError as exc:
-        # pydantic-settings could not even decode a value: one of the JSON ones.
-        variable = "PROXY_KEYS" if '"key_list"' in str(exc) else "PROXY_MODELS"
-        raise ConfigError(f"{variable}: not valid JSON ({exc.__cause__ or exc})") from None
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field, *where = [str(part) for part in error["loc"]] or ["configuration"]
-        variable = field.upper() if field.startswith("PROXY_") else f"PROXY_{field.upper()}"
-        location = f" [{'.'.join(where)}]" if where else ""
-        message = error["msg"].removeprefix("Value error, ")
-        if variable == "PROXY_MODELS" and not where and isinstance(error.get("input"), str):
-            message = "must be a JSON list of models"
-        if variable == "PROXY_KEYS" and not where and isinstance(error.get("input"), str):
-            message = "must be a JSON list of keys"
-        if variable == "PROXY_CONFIGURATION" and message.startswith("PROXY_"):
-            variable, _, message = message.partition(": ")
-        raise ConfigError(f"{variable}{location}: {message}") from None
+        raise _config_error(exc.errors()[0], set(given)) from None
+
+
+def _config_error(error: ErrorDetails, given: set[str]) -> ConfigError:
+    """What the error is about, as data: the variable a validator named (in its context), else
+    its field's; PROXY_CONFIG, with the place in the file, when the value came from there."""
+    field, *place = [str(part) for part in error["loc"]] or [""]
+    context = error.get("ctx") or {}
+    variable = str(context.get("variable") or _variable_of(field))
+    where = str(context.get("where") or ".".join(place))
+    message = error["msg"].removeprefix("Value error, ")
+    field = _field_of(variable)
+    in_file = None if field in given else _file_values_of(variable)
+    if in_file is not None and field in in_file:
+        return ConfigError(CONFIG_VARIABLE, message, file_place(in_file, field, where))
+    return ConfigError(variable, message, where)
+
+
+def _variable_of(field: str) -> str:
+    return field.upper() if field.startswith("PROXY_") else f"PROXY_{field.upper()}"
+
+
+def _field_of(variable: str) -> str:
+    alias = {"PROXY_MODELS": "model_list", "PROXY_KEYS": "key_list"}
+    return alias.get(variable) or variable.removeprefix("PROXY_").lower()
+
+
+def _file_values_of(variable: str) -> dict[str, Any] | None:
+    """The PROXY_CONFIG file's settings, unless `variable` is set in the environment or
+    `.env` (whose value was then the one validated)."""
+    environment: dict[str, str | None] = {}
+    if os.path.isfile(ENV_FILE):
+        environment.update(dotenv_values(ENV_FILE, encoding="utf-8"))
+    environment.update(os.environ)
+    environment = {name.upper(): value for name, value in environment.items()}
+    path = config_file_path(environment)
+    if path is None or variable in environment:
+        return None
+    return read_config_file(path, Settings)

@@ -31,7 +31,12 @@ TRACES_PATH = "/v1/traces"
 
 
 class TracingSettingError(ValueError):
-    """A bad OTEL_* value; the message starts with the variable's name."""
+    """A bad OTEL_* value: the variable it is about, and what is wrong with it."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+        self.message = message
 
 
 @dataclass(slots=True, frozen=True)
@@ -92,7 +97,7 @@ def _is_otel(name: str) -> bool:
 def _boolean(env: Mapping[str, str], name: str) -> bool:
     value = env.get(name, "").lower()
     if value not in ("", "true", "false"):
-        raise TracingSettingError(f"{name}: must be true or false, not {value!r}")
+        raise TracingSettingError(name, f"must be true or false, not {value!r}")
     return value == "true"
 
 
@@ -104,7 +109,7 @@ def _endpoint(env: Mapping[str, str]) -> str | None:
             return None
         url = url.rstrip("/") + TRACES_PATH
     if not url.startswith(("http://", "https://")):
-        raise TracingSettingError(f"{name}: must start with http:// or https:// (OTLP over HTTP)")
+        raise TracingSettingError(name, "must start with http:// or https:// (OTLP over HTTP)")
     return url
 
 
@@ -118,7 +123,7 @@ def _pairs(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
         key, equals, value = item.partition("=")
         if not equals or not key.strip():
             # Never the value: a header may be a credential.
-            raise TracingSettingError(f"{name}: every item must be key=value")
+            raise TracingSettingError(name, "every item must be key=value")
         pairs.append((key.strip(), unquote(value.strip())))
     return tuple(pairs)
 
@@ -127,7 +132,7 @@ def _sampler(env: Mapping[str, str]) -> Sampler:
     value = env.get("OTEL_TRACES_SAMPLER", "").lower() or "parentbased_always_on"
     if value in _SAMPLERS:
         return _SAMPLERS[value]
-    raise TracingSettingError(f"OTEL_TRACES_SAMPLER: must be one of {', '.join(SAMPLERS)}")
+    raise TracingSettingError("OTEL_TRACES_SAMPLER", f"must be one of {', '.join(SAMPLERS)}")
 
 
 def _ratio(env: Mapping[str, str]) -> float:
@@ -139,7 +144,7 @@ def _ratio(env: Mapping[str, str]) -> float:
     except ValueError:
         ratio = -1.0
     if not 0.0 <= ratio <= 1.0:
-        raise TracingSettingError("OTEL_TRACES_SAMPLER_ARG: must be a number from 0 to 1")
+        raise TracingSettingError("OTEL_TRACES_SAMPLER_ARG", "must be a number from 0 to 1")
     return ratio
 
 
@@ -155,7 +160,7 @@ def _batch(env: Mapping[str, str]) -> BatchPolicy:
     )
     if batch.max_export_batch_size > batch.max_queue_size:
         raise TracingSettingError(
-            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE: must not exceed OTEL_BSP_MAX_QUEUE_SIZE"
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "must not exceed OTEL_BSP_MAX_QUEUE_SIZE"
         )
     return batch
 
@@ -165,7 +170,7 @@ def _count(env: Mapping[str, str], name: str, default: int, least: int = 0) -> i
     if not text:
         return default
     if not (text.isascii() and text.isdigit()) or int(text) < least:
-        raise TracingSettingError(f"{name}: must be a whole number, at least {least}")
+        raise TracingSettingError(name, f"must be a whole number, at least {least}")
     return int(text)
 
 
@@ -183,6 +188,6 @@ def _compression(env: Mapping[str, str]) -> Compression:
         if not value:
             continue
         if value not in _COMPRESSIONS:
-            raise TracingSettingError(f"{name}: must be none, gzip or deflate")
+            raise TracingSettingError(name, "must be none, gzip or deflate")
         return _COMPRESSIONS[value]
     return "none"

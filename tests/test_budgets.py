@@ -36,16 +36,16 @@ from tests.servers import FakeUpstreamServer, ProxyProcess, ProxyServer
 from tests.test_metrics import scrape_when
 from tests.test_operations import log_lines  # noqa: F401  (fixture)
 
-MODEL = ModelSpec("m", "openai", (), None, None, 4096, True, 2.5, 10.0)
+MODEL = ModelSpec(name="m", input_price_per_mtok=2.5, output_price_per_mtok=10.0)
 
 # --- the arithmetic ----------------------------------------------------------------------
 
 limits_strategy = st.builds(
     KeyLimits,
-    st.none() | st.integers(1, 10_000),
-    st.none() | st.integers(1, 100_000),
-    st.none() | st.floats(0.000_01, 100),
-    st.none() | st.floats(0.000_01, 1000),
+    tokens_per_minute=st.none() | st.integers(1, 10_000),
+    tokens_per_day=st.none() | st.integers(1, 100_000),
+    spend_per_day=st.none() | st.floats(0.000_01, 100),
+    spend_per_month=st.none() | st.floats(0.000_01, 1000),
 )
 moments = st.floats(0, 4_102_444_800)  # 1970 to 2100
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from proxy.fake_upstream import reply_text
 from proxy.tracing_settings import tracing_policy
@@ -94,7 +95,7 @@ def seconds(duration: str) -> float:
     return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)(ms|s|m|h)", duration))
 
 
-@pytest.mark.parametrize("profile", [None, "fake", "ollama", "scaled", "tracing"])
+@pytest.mark.parametrize("profile", [None, "fake", "ollama", "scaled", "tracing", "file"])
 def test_compose_config_is_valid_and_every_proxy_outlasts_its_drain(
     docker_config: Path, profile: str | None
 ) -> None:
@@ -129,6 +130,20 @@ def test_fake_profile_wires_a_proxy_to_the_fake_upstream_service(docker_config: 
     wired = services["proxy-fake"]
     assert wired["environment"]["PROXY_UPSTREAM_URL"] == f"http://fake-upstream:{port}"
     assert wired["depends_on"]["fake-upstream"]["condition"] == "service_healthy"
+
+
+def test_file_profile_mounts_the_settings_file_read_only_and_points_proxy_config_at_it(
+    docker_config: Path,
+) -> None:
+    services = compose_config(docker_config, "file")["services"]
+    proxy = services["proxy-file"]
+    (volume,) = proxy["volumes"]
+    assert Path(volume["source"]) == DOCKER / "proxy.yaml"
+    assert volume["read_only"] is True
+    assert proxy["environment"]["PROXY_CONFIG"] == volume["target"]
+    assert "fake-upstream" in proxy["depends_on"]
+    models = yaml.safe_load((DOCKER / "proxy.yaml").read_text())["models"]
+    assert {model["url"] for model in models} == {"http://fake-upstream:9000"}
 
 
 def test_ollama_profile_pulls_a_model_into_a_volume_before_the_proxy_starts(

@@ -98,11 +98,33 @@ def proxy_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return container
 
 
-def settings_of(objects: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Settings:
+def config_file(objects: list[dict[str, Any]]) -> tuple[str, str]:
+    """PROXY_CONFIG's path in the pod, and the text of the ConfigMap's file mounted there."""
+    container = proxy_container(objects)
+    (path,) = [e["value"] for e in container["env"] if e["name"] == "PROXY_CONFIG"]
+    (mount,) = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+    (volume,) = [v for v in proxy_pod(objects)["volumes"] if v["name"] == mount["name"]]
+    data = one(objects, "ConfigMap", volume["configMap"]["name"])["data"]
+    return path, data[path.removeprefix(mount["mountPath"] + "/")]
+
+
+def settings_of(
+    objects: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    **secrets: str,
+) -> Settings:
+    """The settings a pod starts with: the ConfigMap's variables (and `secrets`, as the
+    Deployment's env sets them from the Secret) over its mounted file."""
     for name in [name for name in os.environ if name.startswith("PROXY_")]:
         monkeypatch.delenv(name)
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
     for name, value in config_map(objects).items():
         monkeypatch.setenv(name, value)
+    mounted = tmp_path / "proxy.yaml"
+    mounted.write_text(config_file(objects)[1])
+    monkeypatch.setenv("PROXY_CONFIG", str(mounted))
     return Settings(_env_file=None)  # type: ignore[call-arg]
 
 
@@ -153,11 +175,11 @@ def test_at_least_two_replicas_of_an_image_pinned_to_the_release(
 
 
 def test_the_settings_are_a_valid_configuration_of_known_variables(
-    rendered: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    rendered: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     known = {f"PROXY_{name.upper()}" for name in Settings.model_fields} | {"PROXY_MODELS"}
     assert set(config_map(rendered)) <= known  # a misspelt name would be silently ignored
-    settings = settings_of(rendered, monkeypatch)
+    settings = settings_of(rendered, monkeypatch, tmp_path)
     assert settings.workers == 1
     assert settings.redis_url == "redis://llm-stream-proxy-redis:6379/0"
     redis_port = one(rendered, "Service", "llm-stream-proxy-redis")["spec"]["ports"][0]["port"]
@@ -183,25 +205,25 @@ def test_readiness_is_readyz_and_liveness_is_healthz_on_the_served_port(
 
 
 def test_termination_grace_outlasts_the_prestop_wait_plus_the_drain(
-    rendered: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    rendered: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    settings = settings_of(rendered, monkeypatch)
+    settings = settings_of(rendered, monkeypatch, tmp_path)
     wait = proxy_container(rendered)["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert wait >= 5  # endpoints take seconds to drop a terminating pod
     assert proxy_pod(rendered)["terminationGracePeriodSeconds"] > wait + settings.shutdown_grace
 
 
 def test_the_keepalive_timeout_outlasts_the_ingress_idle_timeout(
-    rendered: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    rendered: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    settings = settings_of(rendered, monkeypatch)
+    settings = settings_of(rendered, monkeypatch, tmp_path)
     assert settings.keepalive_timeout > INGRESS_NGINX_KEEPALIVE_TIMEOUT_S
 
 
 def test_the_ingress_streams_and_outwaits_the_longest_stream(
-    rendered: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    rendered: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    settings = settings_of(rendered, monkeypatch)
+    settings = settings_of(rendered, monkeypatch, tmp_path)
     ingress = one(rendered, "Ingress")
     annotations = ingress["metadata"]["annotations"]
     assert annotations[INGRESS + "proxy-buffering"] == "off"
@@ -247,6 +269,50 @@ def test_the_upstream_key_comes_from_the_secret_whose_example_holds_a_placeholde
     assert secret["stringData"][reference["key"]].startswith("REPLACE")
 
 
+def test_the_settings_file_is_mounted_read_only_from_its_configmap_and_is_valid(
+    rendered: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path, text = config_file(rendered)
+    assert path == "/etc/llm-stream-proxy/proxy.yaml"
+    (mount,) = [m for m in proxy_container(rendered)["volumeMounts"] if m["name"] == "config"]
+    assert mount["readOnly"] is True
+    assert yaml.safe_load(text) == {}  # the base's models: the fake; an overlay gives its own
+    # Validated as the proxy validates it, the ConfigMap's variables winning.
+    assert settings_of(rendered, monkeypatch, tmp_path).models
+    # Rendered with the rest, so strictly validated with it; and rolled with it (hashed name).
+    volume = next(v for v in proxy_pod(rendered)["volumes"] if v["name"] == "config")
+    assert volume["configMap"]["name"].startswith("llm-stream-proxy-file-")
+
+
+def test_a_file_with_models_and_keys_mounted_so_starts_the_pod_with_the_secret_by_reference(
+    base: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What the base's proxy.yaml says an overlay does: models and keys in the file, the key
+    from the Secret through the variable the Deployment sets from it."""
+    (key,) = [e for e in proxy_container(base)["env"] if e["name"] == "PROXY_UPSTREAM_API_KEY"]
+    objects = copy.deepcopy(base)
+    generated = proxy_pod(objects)["volumes"]
+    name = next(v for v in generated if v["name"] == "config")["configMap"]["name"]
+    one(objects, "ConfigMap", name)["data"]["proxy.yaml"] = yaml.safe_dump(
+        {
+            "models": [
+                {"name": "qwen", "url": "http://vllm:8000", "api_key": {"env": key["name"]}},
+                {"name": "gpt", "url": "https://api.openai.com"},
+            ],
+            "keys": [{"name": "web-app", "key_sha256": "ab" * 32, "tokens_per_minute": 100}],
+        }
+    )
+    for document in objects:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    secret = {key["name"]: "sk-from-the-SECRET"}
+    settings = settings_of(objects, monkeypatch, tmp_path, **secret)
+    qwen, gpt = settings.models
+    assert qwen.api_key is not None
+    assert qwen.api_key.get_secret_value() == "sk-from-the-SECRET"
+    assert gpt.name == "gpt"
+    assert [k.name for k in settings.admission.named_keys] == ["web-app"]
+
+
 @pytest.mark.parametrize("name", ["llm-stream-proxy", "llm-stream-proxy-redis"])
 def test_every_container_runs_unprivileged_on_a_read_only_root(
     rendered: list[dict[str, Any]], name: str
@@ -265,8 +331,12 @@ def test_every_container_runs_unprivileged_on_a_read_only_root(
         assert "add" not in context["capabilities"]
         assert {"cpu", "memory"} <= set(container["resources"]["requests"])
         assert {"cpu", "memory"} <= set(container["resources"]["limits"])
-        # Only emptyDirs are mounted: nothing else is writable.
-        assert {m["name"] for m in container["volumeMounts"]} <= empty_dirs
+        # Only emptyDirs are mounted writable: nothing else is writable (the settings file's
+        # ConfigMap is mounted read-only).
+        writable = {m["name"] for m in container["volumeMounts"] if not m.get("readOnly")}
+        assert writable <= empty_dirs
+        config_maps = {v["name"] for v in pod["volumes"] if "configMap" in v}
+        assert {m["name"] for m in container["volumeMounts"]} <= empty_dirs | config_maps
 
 
 def test_redis_is_reachable_only_from_the_proxy_pods(rendered: list[dict[str, Any]]) -> None:
@@ -280,9 +350,9 @@ def test_redis_is_reachable_only_from_the_proxy_pods(rendered: list[dict[str, An
 
 
 def test_the_overlay_sets_replicas_image_upstream_and_resume(
-    overlay: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    overlay: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    settings = settings_of(overlay, monkeypatch)
+    settings = settings_of(overlay, monkeypatch, tmp_path)
     assert settings.resume is True
     assert settings.upstream_url is not None
     assert settings.redis_url is not None  # the resume store is shared, not per process
@@ -317,7 +387,8 @@ def pod_environment(base: list[dict[str, Any]]) -> dict[str, str]:
     if not shutil.which("unshare") or not user_namespaces_work():
         pytest.skip("needs unshare with user namespaces (util-linux) to make a read-only root")
     container = proxy_container(base)
-    (mount,) = container["volumeMounts"]
+    empty_dirs = {v["name"] for v in proxy_pod(base)["volumes"] if "emptyDir" in v}
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] in empty_dirs]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert env["TMPDIR"] == mount["mountPath"]
     hidden = [

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from proxy.settings import ConfigError, load_settings
+from proxy.settings import ConfigError, KeyEntry, ModelSpec, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def serve_with(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -136,3 +140,51 @@ def test_named_keys_keep_only_a_hash_and_their_limits(monkeypatch: pytest.Monkey
     )
     assert "k-SECRET" not in repr(settings)
     assert "k-SECRET" not in repr(settings.admission)
+
+
+def documented_fields(heading: str) -> set[str]:
+    """The names in the first column of the table under `heading` in configuration.md."""
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    section = text.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`(\w+)`", row.split(" | ")[0])}
+
+
+def test_the_docs_tables_list_exactly_the_declared_fields_of_a_model_and_a_key() -> None:
+    assert documented_fields("## Several models") == set(ModelSpec.model_fields)
+    assert documented_fields("## Named keys and budgets") == set(KeyEntry.model_fields)
+
+
+def test_every_field_has_a_description_and_every_variable_is_documented() -> None:
+    for model in (ModelSpec, KeyEntry):
+        assert all(field.description for field in model.model_fields.values()), model
+    documentation = (ROOT / "docs" / "configuration.md").read_text()
+    example = (ROOT / ".env.example").read_text()
+    for name, field in Settings.model_fields.items():
+        if name == "tracing":  # the OTEL_* variables: docs/tracing.md
+            continue
+        variable = str(field.validation_alias or f"PROXY_{name.upper()}")
+        assert f"`{variable}`" in documentation, variable
+        assert f"# {variable}=" in example, variable
+    assert "# PROXY_CONFIG=" in example
+
+
+def test_a_bad_variable_is_named_as_data_not_only_in_the_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROXY_MODELS", '[{"name": "a", "url": "http://x", "reasoning": "deep"}]')
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert (raised.value.variable, raised.value.where) == ("PROXY_MODELS", "0.reasoning")
+
+
+def test_a_models_repr_shows_every_field_but_its_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "PROXY_MODELS",
+        '[{"name": "a", "url": "http://x", "api_key": "sk-SECRET", "input_price_per_mtok": 2.5}]',
+    )
+    (model,) = load_settings().models
+    assert "sk-SECRET" not in repr(model)
+    for name in ModelSpec.model_fields.keys() - {"url"}:  # url is urls' first
+        assert f"{name}=" in repr(model), name
+    assert model.reasoning is None

@@ -203,6 +203,7 @@ def create_metrics(settings: Settings) -> PrometheusMetrics | None:
         return PrometheusMetrics(names, multiprocess=multiprocess_metrics(settings))
     except ValueError:  # the library found no shared directory
         raise ConfigError(
-            "PROXY_WORKERS: several workers share their metrics through a directory that "
-            "`python -m proxy serve` makes; start the proxy with it, or set PROXY_METRICS=false"
+            "PROXY_WORKERS",
+            "several workers share their metrics through a directory that "
+            "`python -m proxy serve` makes; start the proxy with it, or set PROXY_METRICS=false",
         ) from None
