@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from proxy.settings import ReasoningEffort
+
 Role = Literal["system", "user", "assistant"]
-# How hard a thinking model should think (OpenAI's `reasoning_effort` values); each dialect
-# maps it to its own request (proxy/dialects/).
-Effort = Literal["none", "minimal", "low", "medium", "high"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -27,7 +27,13 @@ class Conversation:
     temperature: float | None = None
     top_p: float | None = None
     stop: tuple[str, ...] | None = None
-    reasoning: Effort | None = None  # None: the upstream's default
+    reasoning: ReasoningEffort | None = None  # None: the upstream's default
+
+    def reasoning_or(self, default: ReasoningEffort | None) -> Conversation:
+        """This conversation, asking for the model's default effort when it asks for none."""
+        if self.reasoning is not None or default is None:
+            return self
+        return dataclasses.replace(self, reasoning=default)
 
     def as_prompt(self) -> str:
         """One plain-text prompt, for completion-style APIs that take no message list."""

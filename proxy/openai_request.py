@@ -19,9 +19,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from proxy.conversation import Conversation, Effort, Message, Role
+from proxy.conversation import Conversation, Message, Role
 from proxy.errors import UnsupportedParameter
 from proxy.requests import StreamBody
+from proxy.settings import ReasoningEffort
 
 OpenAIRole = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -75,7 +76,7 @@ class ChatCompletionRequest(StreamBody):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     stop: list[str] | None = Field(default=None, max_length=16)
-    reasoning_effort: Effort | None = None
+    reasoning_effort: ReasoningEffort | None = None
     user: str | dict[str, Any] | None = None  # Open WebUI's pipelines send an object
     # Asked for, and refused when they ask for more than one text answer.
     n: int | None = None

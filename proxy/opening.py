@@ -109,7 +109,7 @@ class StreamOpener:
             message_id=body.response_message_id(),
         )
         resume_id = body.resume_id(given_request_id(request))
-        conversation = body.conversation()
+        conversation = body.conversation().reasoning_or(upstream.spec.reasoning)
         if services.resumable is None or resume_id is None:
             await session.open(upstream, conversation, output.text_only)
             return Stream(with_budget(head, session.record), session, body, session.record)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 from starlette.requests import Request
 
-from proxy.conversation import Conversation, Effort, Message
+from proxy.conversation import Conversation, Message
 from proxy.errors import (
     BodyTooLarge,
     InvalidJSON,
@@ -21,7 +21,7 @@ from proxy.errors import (
 )
 from proxy.ids import ID_PATTERN, sane_id
 from proxy.services import Upstream
-from proxy.settings import RequestLimits
+from proxy.settings import ReasoningEffort, RequestLimits
 
 
 class MessagePart(BaseModel):
@@ -87,7 +87,7 @@ class StreamRequest(StreamBody):
     stop: list[str] | None = Field(default=None, max_length=16)
     # How hard a thinking model should think (OpenAI's reasoning_effort values); absent: the
     # model's configured default, else the upstream's.
-    reasoning: Effort | None = None
+    reasoning: ReasoningEffort | None = None
 
     @model_validator(mode="after")
     def _prompt_xor_messages(self) -> StreamRequest:

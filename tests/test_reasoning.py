@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from proxy.fake_upstream import reasoning_text, reply_text
+from proxy.settings import ModelEntry
 from tests.servers import FakeUpstreamServer, ProxyServer
 from tests.test_chat import chat_body
 from tests.test_formats import sse_events
@@ -261,3 +262,14 @@ async def test_the_log_line_and_metrics_count_reasoning_apart_and_never_show_it(
     assert line["reasoning_bytes"] == len(reasoning_text(prompt, 6).encode())
     assert 0 < line["first_part_ms"] < line["first_text_ms"]  # six thoughts 20 ms apart first
     assert not any(thought in "".join(log_lines) for thought in ("café", "🤔"))
+
+
+async def test_a_models_default_effort_is_asked_for_unless_the_request_asks(
+    start_proxy: Callable[..., ProxyServer], upstream: FakeUpstreamServer, marker: str
+) -> None:
+    entry = ModelEntry(name="thinker", dialect="openai", url=upstream.url, reasoning="high")
+    proxy = start_proxy(model_list=(entry,))
+    await post(proxy, {"prompt": f"{marker}-default @tokens=2"}, SSE)
+    assert (await upstream.wait_received(f"{marker}-default")).json["reasoning_effort"] == "high"
+    await post(proxy, {"prompt": f"{marker}-asked @tokens=2", "reasoning": "none"}, SSE)
+    assert (await upstream.wait_received(f"{marker}-asked")).json["reasoning_effort"] == "none"

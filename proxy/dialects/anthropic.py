@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.conversation import Conversation, Effort
+from proxy.conversation import Conversation
 from proxy.dialects.base import UpstreamRequest
 from proxy.dialects.common import (
     SSEPartsParser,
@@ -23,14 +23,19 @@ from proxy.dialects.common import (
 )
 from proxy.errors import UpstreamProtocolError
 from proxy.parts import Part, add_reasoning, add_text
-from proxy.settings import ModelSpec
+from proxy.settings import ModelSpec, ReasoningEffort
 from proxy.wire import ServerSentEvent
 
 ANTHROPIC_VERSION = "2023-06-01"
 
 
 # Thinking tokens asked for per effort; Anthropic's least is 1024.
-THINKING_BUDGETS: dict[Effort, int] = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+THINKING_BUDGETS: dict[ReasoningEffort, int] = {
+    "minimal": 1024,
+    "low": 2048,
+    "medium": 8192,
+    "high": 24576,
+}
 MIN_THINKING_BUDGET = 1024
 
 
@@ -105,7 +110,7 @@ class Anthropic:
         return error_message_of_body(body)
 
 
-def thinking_of(effort: Effort | None, max_tokens: int) -> dict[str, Any] | None:
+def thinking_of(effort: ReasoningEffort | None, max_tokens: int) -> dict[str, Any] | None:
     """The `thinking` field for an effort: a budget from the table, kept below max_tokens;
     "none" (or no room for the least budget) turns thinking off; None asks nothing."""
     if effort is None:
