@@ -1,15 +1,18 @@
 // Runs the AI SDK's default chat client against POST /v1/chat and prints what a frontend sees.
 //
 //   node chat_client.mjs '{"sdk": "ai5" | "ai7", "api": "http://.../v1/chat", "chatId": "...",
-//                          "prompt": "...", "headers": {...}, "dropAfter": N}'
+//                          "prompt": "...", "headers": {...}, "body": {...}, "dropAfter": N}'
 //
 // `AbstractChat` with `DefaultChatTransport` is what `useChat` runs (its React `Chat` class is
 // AbstractChat plus a React state holder like PlainChatState). Without `dropAfter` it
 // sends the prompt and waits for the end. With it, the client stops reading once the answer
 // has N characters (the page is closed), then a new chat with the same id and the messages
 // the app had stored (the user's) calls `resumeStream()`, as `useChat({resume: true})` does
-// when the page is opened again.
-// Prints one JSON line: {text, status, error, finished, messageId, metadata, dropped}.
+// when the page is opened again. `body` is sent with the message as an app adds its own fields
+// (e.g. {"reasoning": "low"}: `sendMessage(message, { body })`).
+// Prints one JSON line: {text, reasoning, partTypes, status, error, finished, messageId, metadata,
+// dropped}: `reasoning` is the text of the answer's reasoning parts (a thinking model's thoughts),
+// `partTypes` the types of its parts in order (e.g. ["step-start", "reasoning", "text"]).
 
 import { PlainChatState, textOf } from "./plain_chat.mjs";
 
@@ -36,6 +39,8 @@ function report(chat, seen) {
   const answer = last && last.role === "assistant" ? last : null;
   return {
     text: answer ? textOf(answer) : null,
+    reasoning: answer ? textOf(answer, "reasoning") : null,
+    partTypes: answer ? answer.parts.map((part) => part.type) : null,
     status: chat.status,
     error: chat.error ? String(chat.error.message ?? chat.error) : null,
     finished: seen.finished,
@@ -47,7 +52,7 @@ function report(chat, seen) {
 async function send() {
   const seen = { finished: false };
   const { chat } = newChat([], seen);
-  await chat.sendMessage({ text: options.prompt });
+  await chat.sendMessage({ text: options.prompt }, { body: options.body });
   return report(chat, seen);
 }
 
@@ -64,7 +69,7 @@ async function dropAndResume() {
       }
     }
   };
-  await chat.sendMessage({ text: options.prompt });
+  await chat.sendMessage({ text: options.prompt }, { body: options.body });
   const stored = chat.messages.filter((message) => message.role === "user");
   const second = { finished: false };
   const reopened = newChat(stored, second).chat;

@@ -27,9 +27,10 @@ export class PlainChatState {
   }
 }
 
-export function textOf(message) {
+// The text of a message's parts of one type: "text" (the answer) or "reasoning" (its thoughts).
+export function textOf(message, type = "text") {
   return message.parts
-    .filter((part) => part.type === "text")
+    .filter((part) => part.type === type)
     .map((part) => part.text)
     .join("");
 }
