@@ -1,20 +1,99 @@
-"""What the client asked for, in the proxy's own words, independent of any upstream API."""
+"""What the client asked for, in the proxy's own words, independent of any upstream API.
+
+Beyond text (issue 27, SPEC §5h): images a user attached, the function tools the model may
+call, the calls an assistant turn made and the results a `tool` turn gives back, and the
+structured response asked for. Each dialect renders these in its own shapes
+(proxy/dialects/), and says what it can carry (`Capabilities`): what it cannot is refused by
+the request model, naming its field, once the model is chosen.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from proxy.settings import ReasoningEffort
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(slots=True, frozen=True)
+class Image:
+    """An image a user attached: a `data:` URL (its bytes) or an https link (never fetched by
+    the proxy: it goes upstream as a link, or is refused where the dialect needs the bytes)."""
+
+    url: str
+    detail: str | None = None  # OpenAI's `detail` hint, passed where the dialect has it
+
+    @property
+    def inline(self) -> tuple[str, str] | None:
+        """(media type, base64 data) of a `data:` URL; None for a link."""
+        if not self.url.startswith("data:"):
+            return None
+        header, _, data = self.url.partition(",")
+        media_type = header.removeprefix("data:").partition(";")[0]
+        return media_type or "image/png", data
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCall:
+    """A call an assistant turn made: its id, the function's name, its arguments as JSON text."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(slots=True, frozen=True)
 class Message:
     role: Role
     content: str
+    images: tuple[Image, ...] = ()  # a user turn's attachments, after its text
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's calls
+    tool_call_id: str | None = None  # a `tool` turn: the call it answers
+
+
+@dataclass(slots=True, frozen=True)
+class Tool:
+    """A function the model may call: its name, what it does, its parameters' JSON Schema."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class ForcedTool:
+    """`tool_choice` naming one function: the model must call it."""
+
+    name: str
+
+
+ToolChoice = Literal["auto", "none", "required"] | ForcedTool
+
+
+@dataclass(slots=True, frozen=True)
+class ResponseFormat:
+    """A structured answer: any JSON object, or one that follows a JSON Schema."""
+
+    type: Literal["json_object", "json_schema"]
+    name: str | None = None
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+    description: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Capabilities:
+    """What a dialect can carry beyond text."""
+
+    tools: bool = False
+    images: bool = False  # as bytes (`data:` URLs)
+    image_links: bool = False  # as links the upstream fetches
+    response_format: bool = False
+    forced_tools: bool = False  # tool_choice `required` or a named function
 
 
 @dataclass(slots=True, frozen=True)
@@ -28,12 +107,37 @@ class Conversation:
     top_p: float | None = None
     stop: tuple[str, ...] | None = None
     reasoning: ReasoningEffort | None = None  # None: the upstream's default
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
 
     def reasoning_or(self, default: ReasoningEffort | None) -> Conversation:
         """This conversation, asking for the model's default effort when it asks for none."""
         if self.reasoning is not None or default is None:
             return self
         return dataclasses.replace(self, reasoning=default)
+
+    def beyond(self, can: Capabilities) -> tuple[str, str] | None:
+        """The first field asking what a dialect that `can` this much cannot carry, and what
+        it asks for; None when it carries all of it."""
+        if self.tools and not can.tools:
+            return "tools", "tools"
+        forced = self.tool_choice == "required" or isinstance(self.tool_choice, ForcedTool)
+        if forced and self.tools and not can.forced_tools:
+            return "tool_choice", "a required or named tool choice"
+        if self.response_format is not None and not can.response_format:
+            return "response_format", "a structured response format"
+        for index, message in enumerate(self.messages):
+            if (message.tool_calls or message.role == "tool") and not can.tools:
+                field = "tool_calls" if message.tool_calls else "role"
+                return f"messages.[{index}].{field}", "tool calls and their results"
+            for image in message.images:
+                inline = image.inline is not None
+                if not (can.images if inline else can.image_links):
+                    what = "images" if inline else "image links (the proxy fetches nothing)"
+                    return f"messages.[{index}].content", what
+        return None
 
     def as_prompt(self) -> str:
         """One plain-text prompt, for completion-style APIs that take no message list."""

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from proxy.errors import BudgetUnavailable, NotAcceptable, ProxyError
+from proxy.conversation import Conversation
+from proxy.errors import BudgetUnavailable, NotAcceptable, ProxyError, UnsupportedParameter
 from proxy.formats import Head, OutputFormat, negotiate
 from proxy.guards import Guards
 from proxy.ids import request_id
@@ -37,7 +38,7 @@ from proxy.requests import (
     read_body,
 )
 from proxy.resume.items import StoredItems
-from proxy.services import Services
+from proxy.services import Services, Upstream
 from proxy.session import StreamSession
 
 
@@ -110,6 +111,7 @@ class StreamOpener:
         )
         resume_id = body.resume_id(given_request_id(request))
         conversation = body.conversation().reasoning_or(upstream.spec.reasoning)
+        refuse_beyond(conversation, upstream)
         if services.resumable is None or resume_id is None:
             await session.open(upstream, conversation, output.text_only)
             return Stream(with_budget(head, session.record), session, body, session.record)
@@ -126,6 +128,18 @@ class StreamOpener:
         )
         items = StoredItems(live.follow(0), session.request_id, request.receive)
         return Stream(with_budget(head, session.record), items, body, session.record)
+
+
+def refuse_beyond(conversation: Conversation, upstream: Upstream) -> None:
+    """A 400 naming the field a model's dialect cannot carry (SPEC §5h): never dropped."""
+    beyond = conversation.beyond(upstream.dialect.capabilities)
+    if beyond is not None:
+        param, what = beyond
+        dialect, model = upstream.dialect.name, upstream.spec.name
+        message = (
+            f"{param}: model {model!r} speaks the {dialect} dialect, which cannot carry {what}"
+        )
+        raise UnsupportedParameter(message, param=param)
 
 
 def with_budget(head: Head, record: StreamRecord) -> Head:

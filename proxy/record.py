@@ -16,7 +16,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from proxy.parts import Part, characters
+from proxy.parts import Part, ToolCallDelta, characters
 from proxy.urls import PublicURL
 from proxy.values import NO_USAGE, Done, Outcome, Usage, outcome_of, utf8_length
 
@@ -74,6 +74,8 @@ class StreamRecord:
     bytes: int = 0  # text bytes (UTF-8)
     reasoning_deltas: int = 0
     reasoning_bytes: int = 0
+    tool_calls: int = 0  # calls begun (never their names or arguments: SPEC §5h)
+    tool_call_bytes: int = 0  # their arguments' bytes
     usage: Usage = NO_USAGE  # as the upstream reported it
     finish_reason: str | None = None  # as the upstream reported it, normalised
     went_upstream: bool = False  # `stream_started` was observed
@@ -114,9 +116,18 @@ class StreamRecord:
                 self.first_text_at = time.monotonic()
             self.deltas += 1
             self.bytes += utf8_length(part)
+        elif isinstance(part, ToolCallDelta):
+            self.tool_calls += part.id is not None
+            self.tool_call_bytes += utf8_length(part.arguments)
         else:
             self.reasoning_deltas += 1
             self.reasoning_bytes += utf8_length(characters(part))
+
+    @property
+    def output_bytes(self) -> int:
+        """Every byte the upstream produced as output: text, reasoning and call arguments, all
+        billed as output tokens."""
+        return self.bytes + self.reasoning_bytes + self.tool_call_bytes
 
     def failed(self, exc: ProxyError) -> None:
         """The stream ends with this failure, unless its end was already written down."""
@@ -166,6 +177,8 @@ class StreamRecord:
         if self.reasoning_deltas:  # a thinking model's thoughts: counted, never written
             fields["reasoning_deltas"] = self.reasoning_deltas
             fields["reasoning_bytes"] = self.reasoning_bytes
+        if self.tool_calls:
+            fields["tool_calls"] = self.tool_calls
         budget = self.budget
         if budget is not None and budget.settled_tokens is not None:
             fields["reserved_tokens"] = budget.reserved_tokens

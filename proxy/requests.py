@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 from starlette.requests import Request
 
-from proxy.conversation import Conversation, Message
+from proxy.conversation import Conversation, Image, Message
 from proxy.errors import (
     BodyTooLarge,
     InvalidJSON,
@@ -25,11 +25,19 @@ from proxy.settings import ReasoningEffort, RequestLimits
 
 
 class MessagePart(BaseModel):
-    """An AI SDK UI message part; only `text` parts carry prompt text."""
+    """An AI SDK UI message part: `text` parts carry prompt text, `file` parts with an image
+    media type an image (its `url`: a data: URL or a link); other parts are ignored."""
 
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)
     type: str
     text: str | None = None
+    media_type: str | None = Field(default=None, alias="mediaType")
+    url: str | None = None
+
+    def image(self) -> Image | None:
+        if self.type != "file" or not (self.media_type or "").startswith("image/"):
+            return None
+        return Image(self.url) if self.url else None
 
 
 class ChatMessage(BaseModel):
@@ -48,6 +56,10 @@ class ChatMessage(BaseModel):
         if self.content is not None:
             return self.content
         return "".join(part.text or "" for part in self.parts or () if part.type == "text")
+
+    def as_message(self) -> Message:
+        images = (part.image() for part in self.parts or ())
+        return Message(self.role, self.text(), tuple(image for image in images if image))
 
 
 class StreamBody(BaseModel):
@@ -105,7 +117,7 @@ class StreamRequest(StreamBody):
         if self.prompt:
             messages: tuple[Message, ...] = (Message("user", self.prompt),)
         else:
-            messages = tuple(Message(m.role, m.text()) for m in self.messages or ())
+            messages = tuple(m.as_message() for m in self.messages or ())
         return Conversation(
             messages=messages,
             system=self.system or None,

@@ -13,8 +13,10 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.errors import ProxyError, error_body, openai_error_body
 from proxy.formats import Head, Item
+from proxy.formats.encoders import Encoder
 from proxy.keepalive import KeepAlive
-from proxy.parts import Reasoning
+from proxy.parts import Part, Reasoning
+from proxy.values import Done, Failed
 
 # Seconds between the last text of a failed stream and the abort; the stream's upstream is
 # already closed by then.
@@ -75,12 +77,12 @@ class StreamResponse(StreamingResponse):
                 if type(item) is str:  # most parts are text: first, and no lookup
                     await write(encoder.delta(item))
                     continue
-                if isinstance(item, Reasoning):
-                    data = encoder.reasoning(item.text)
-                    if data:  # a format that does not carry it (raw text) writes nothing
+                assert not isinstance(item, Head | str), "a stream has one Head, first"
+                if not isinstance(item, Done | Failed):
+                    data = encode_part(encoder, item)
+                    if data:  # a format that does not carry a kind writes nothing for it
                         await write(data)
                     continue
-                assert not isinstance(item, Head | str), "a stream has one Head, first"
                 closing = encoder.end(item)
                 failed = closing is None  # a format that cannot say "failed" aborts
                 if closing is not None:
@@ -104,6 +106,15 @@ class StreamResponse(StreamingResponse):
         # The route's own headers (FastAPI's), but the Head says what the body is.
         extra = [header for header in self.raw_headers if header[0] != b"content-type"]
         return head.raw_headers() + extra
+
+
+def encode_part(encoder: Encoder, part: Part) -> bytes:
+    """A part other than text, by the encoder's method for its kind."""
+    if isinstance(part, Reasoning):
+        return encoder.reasoning(part.text)
+    if isinstance(part, str):
+        return encoder.delta(part)
+    return encoder.tool_call(part)
 
 
 def _unwrapped(content: AsyncGenerator[Item, None]) -> AsyncGenerator[Item, None]:

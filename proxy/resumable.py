@@ -19,7 +19,7 @@ from typing import Protocol
 import redis.asyncio as redis
 
 from proxy.errors import ShuttingDown, error_body
-from proxy.parts import ItemSource, Part
+from proxy.parts import ItemSource, Part, ToolCallDelta
 from proxy.resume import (
     MemoryResumeStore,
     ResumeStore,
@@ -54,6 +54,8 @@ class Tee:
         self._stored = stored
 
     def append(self, part: Part) -> None:
+        if isinstance(part, ToolCallDelta):
+            return  # the resumable routes take no tools: nothing of a call to keep
         self._live.append(part)
         self._stored.append(part)
 

@@ -152,8 +152,8 @@ class StreamSession:
     async def _read(self) -> Part | None:
         attempt, watchdog = self._attempt, self._watchdog
         assert attempt is not None and watchdog is not None, "the session is not open"  # noqa: PT018
-        if self._ticket is not None:  # reasoning is output the upstream bills too
-            self._ticket.check_output(self.record.bytes + self.record.reasoning_bytes)
+        if self._ticket is not None:
+            self._ticket.check_output(self.record.output_bytes)
         watchdog.waiting_for_upstream()
         try:
             return await attempt.read()

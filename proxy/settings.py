@@ -371,7 +371,8 @@ class Settings(BaseSettings):
     max_retry_after: float = Field(default=5.0, ge=0)
 
     max_concurrent_streams: int = Field(default=1000, ge=1)
-    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # A few images as data: URLs (a 2 MB photo is 2.7 MB in base64); larger ones go as links.
+    max_body_bytes: int = Field(default=10_485_760, ge=1024)
     max_prompt_chars: int = Field(default=200_000, ge=1)
     # One upstream event (SSE) or line (NDJSON); bounds a stream's memory.
     max_event_bytes: int = Field(default=1_048_576, ge=1024)

@@ -7,7 +7,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from proxy.conversation import Message
+from proxy.conversation import Image, Message
 from proxy.fake_upstream import reply_text
 from proxy.requests import ChatRequest
 from tests.servers import ProxyServer
@@ -48,13 +48,14 @@ def parse(body: dict[str, object]) -> ChatRequest:
     return ChatRequest.model_validate_json(orjson.dumps(body))
 
 
-def test_ui_messages_become_the_conversation_text_parts_only() -> None:
+def test_ui_messages_become_the_conversation_text_and_image_parts() -> None:
+    # An image `file` part goes upstream as an image since issue 27 (before, it was ignored).
     request = parse(SECOND_TURN)
     conversation = request.conversation()
     assert conversation.messages == (
         Message("user", "Hi"),
         Message("assistant", "Hello!"),
-        Message("user", "How are you?"),
+        Message("user", "How are you?", (Image("data:,"),)),
     )
     assert conversation.temperature == 0.2
     assert request.id == "Wm3FzJt2bPQnYxKc"

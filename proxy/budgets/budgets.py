@@ -102,8 +102,7 @@ class Reservation:
 
     def cost(self) -> tuple[int, int, bool]:
         """Prompt and output tokens to charge, and whether the proxy estimated them."""
-        # Reasoning is output the upstream bills as well.
-        usage, produced = self.record.usage, self.record.bytes + self.record.reasoning_bytes
+        usage, produced = self.record.usage, self.record.output_bytes
         if not usage.known and produced == 0:
             return 0, 0, False  # nothing came, and nothing was counted: nothing to charge
         prompt = usage.prompt_tokens

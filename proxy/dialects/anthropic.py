@@ -13,46 +13,83 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.conversation import Conversation
+from proxy.conversation import Capabilities, Conversation
+from proxy.dialects.anthropic_shapes import (
+    anthropic_messages,
+    anthropic_sampling,
+    anthropic_tool_fields,
+)
 from proxy.dialects.base import UpstreamRequest
 from proxy.dialects.common import (
     SSEPartsParser,
+    ToolCalls,
     error_message_of_body,
     json_error_message,
     loads_event,
 )
 from proxy.errors import UpstreamProtocolError
-from proxy.parts import Part, add_reasoning, add_text
-from proxy.settings import ModelSpec, ReasoningEffort
+from proxy.parts import Part, add_reasoning, add_text, add_tool_call
+from proxy.settings import ModelSpec
 from proxy.wire import ServerSentEvent
 
 ANTHROPIC_VERSION = "2023-06-01"
 
 
-# Thinking tokens asked for per effort; Anthropic's least is 1024.
-THINKING_BUDGETS: dict[ReasoningEffort, int] = {
-    "minimal": 1024,
-    "low": 2048,
-    "medium": 8192,
-    "high": 24576,
-}
-MIN_THINKING_BUDGET = 1024
-
-
 class AnthropicParser(SSEPartsParser):
-    __slots__ = ()
+    """A `tool_use` block is a call: numbered among the calls alone (OpenAI's index), its
+    `input_json_delta` fragments its arguments; a call that streamed none has `{}`."""
+
+    __slots__ = ("_blocks", "_calls", "_empty")
+
+    def __init__(self, max_event_bytes: int) -> None:
+        super().__init__(max_event_bytes)
+        self._calls = ToolCalls()
+        self._blocks: dict[object, int] = {}  # a tool_use block's index: its call's index
+        self._empty: set[int] = set()  # calls whose arguments have not begun
 
     def read_event(self, event: ServerSentEvent, parts: list[Part]) -> None:
         payload = loads_event(event.data)
         kind = payload.get("type", event.event)
         if kind == "content_block_delta":
-            delta = payload.get("delta") or {}
-            kind = delta.get("type")
-            if kind == "text_delta":
-                add_text(parts, delta.get("text"))
-            elif kind == "thinking_delta":
-                add_reasoning(parts, delta.get("thinking"))
+            self._read_delta(payload, parts)
+        elif kind == "content_block_start":
+            self._start_block(payload, parts)
+        elif kind == "content_block_stop":
+            call = self._blocks.pop(payload.get("index"), None)
+            if call is not None and call in self._empty:
+                self._empty.discard(call)
+                add_tool_call(parts, self._calls.piece(call, None, None, "{}"))
+        else:
+            self._read_message_event(kind, payload, event)
+
+    def _read_delta(self, payload: dict[str, Any], parts: list[Part]) -> None:
+        delta = payload.get("delta") or {}
+        kind = delta.get("type")
+        if kind == "text_delta":
+            add_text(parts, delta.get("text"))
+        elif kind == "thinking_delta":
+            add_reasoning(parts, delta.get("thinking"))
+        elif kind == "input_json_delta":
+            call = self._blocks.get(payload.get("index"))
+            fragment = delta.get("partial_json")
+            if call is not None and isinstance(fragment, str) and fragment:
+                self._empty.discard(call)
+                add_tool_call(parts, self._calls.piece(call, None, None, fragment))
+
+    def _start_block(self, payload: dict[str, Any], parts: list[Part]) -> None:
+        block = payload.get("content_block")
+        if not isinstance(block, dict) or block.get("type") != "tool_use":
             return
+        call = self._blocks[payload.get("index")] = len(self._calls)
+        given = block.get("input")
+        arguments = given if isinstance(given, dict) and given else ""
+        if not arguments:
+            self._empty.add(call)
+        add_tool_call(parts, self._calls.piece(call, block.get("id"), block.get("name"), arguments))
+
+    def _read_message_event(
+        self, kind: object, payload: dict[str, Any], event: ServerSentEvent
+    ) -> None:
         if kind == "message_start":
             message = payload.get("message")
             usage = message.get("usage") if isinstance(message, dict) else None
@@ -70,6 +107,8 @@ class AnthropicParser(SSEPartsParser):
 
 class Anthropic:
     name = "anthropic"
+    # Structured output has no field of its own in the Messages API: refused, not imitated.
+    capabilities = Capabilities(tools=True, images=True, image_links=True, forced_tools=True)
 
     def build_request(self, model: ModelSpec, conversation: Conversation) -> UpstreamRequest:
         # The Messages API takes the system prompt apart, and only user/assistant turns.
@@ -78,26 +117,17 @@ class Anthropic:
         max_tokens = conversation.max_tokens or model.max_tokens
         body: dict[str, Any] = {
             "model": model.upstream_model or model.name,
-            "messages": [
-                {"role": m.role, "content": m.content}
-                for m in conversation.messages
-                if m.role != "system"
-            ],
+            "messages": anthropic_messages(conversation),
             # Required upstream; without the client's value, the model's configured ceiling.
             "max_tokens": max_tokens,
             "stream": True,
         }
         if system:
             body["system"] = "\n\n".join(system)
-        thinking = thinking_of(conversation.reasoning, max_tokens)
-        if thinking is not None:
-            body["thinking"] = thinking
-        if thinking is None or thinking["type"] == "disabled":
-            body.update(_sampling(conversation))
-        elif conversation.top_p is not None and conversation.top_p >= 0.95:
-            body["top_p"] = conversation.top_p
+        body.update(anthropic_sampling(conversation, max_tokens))
         if conversation.stop:
             body["stop_sequences"] = list(conversation.stop)
+        body.update(anthropic_tool_fields(conversation))
         headers = {"anthropic-version": ANTHROPIC_VERSION}
         if model.api_key is not None:
             headers["x-api-key"] = model.api_key.get_secret_value()
@@ -108,23 +138,3 @@ class Anthropic:
 
     def error_message(self, body: bytes) -> str:
         return error_message_of_body(body)
-
-
-def thinking_of(effort: ReasoningEffort | None, max_tokens: int) -> dict[str, Any] | None:
-    """The `thinking` field for an effort: a budget from the table, kept below max_tokens;
-    "none" (or no room for the least budget) turns thinking off; None asks nothing."""
-    if effort is None:
-        return None
-    budget = min(THINKING_BUDGETS.get(effort, 0), max_tokens - 1)
-    if budget < MIN_THINKING_BUDGET:
-        return {"type": "disabled"}
-    return {"type": "enabled", "budget_tokens": budget}
-
-
-def _sampling(conversation: Conversation) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    if conversation.temperature is not None:
-        fields["temperature"] = min(conversation.temperature, 1.0)
-    if conversation.top_p is not None:
-        fields["top_p"] = conversation.top_p
-    return fields

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from proxy.conversation import Conversation
+from proxy.conversation import Capabilities, Conversation
 from proxy.errors import UpstreamProtocolError
 from proxy.parts import Part
 from proxy.settings import ModelSpec
@@ -60,6 +60,7 @@ class StreamParser(Protocol):
 
 class Dialect(Protocol):
     name: str
+    capabilities: Capabilities  # what it carries beyond text (SPEC §5h)
 
     def build_request(self, model: ModelSpec, conversation: Conversation) -> UpstreamRequest: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import orjson
@@ -9,7 +10,7 @@ import orjson
 from proxy.conversation import Conversation
 from proxy.dialects.base import Parsed
 from proxy.errors import UpstreamProtocolError
-from proxy.parts import Part
+from proxy.parts import Part, ToolCallDelta
 from proxy.settings import ModelSpec
 from proxy.values import NO_USAGE
 from proxy.wire import ServerSentEvent, SSEDecoder
@@ -25,13 +26,6 @@ def loads_event(data: bytes) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise UpstreamProtocolError("upstream sent an event that is not a JSON object")
     return payload
-
-
-def chat_messages(conversation: Conversation) -> list[dict[str, str]]:
-    """Role/content messages with the system prompt first, as chat APIs take them."""
-    messages = [{"role": "system", "content": conversation.system}] if conversation.system else []
-    messages.extend({"role": m.role, "content": m.content} for m in conversation.messages)
-    return messages
 
 
 def error_message_of_body(body: bytes) -> str:
@@ -97,3 +91,41 @@ class SSEPartsParser:
         """Add the parts one event carries (proxy/parts.py add_text, add_reasoning); set
         `complete` at the end marker; raise on errors."""
         raise NotImplementedError
+
+
+class ToolCalls:
+    """The function calls of one answer as its parser reads them (SPEC §5h): each call's id and
+    name are sent once, with its first piece, whatever the upstream repeats; a call the
+    upstream gave no id gets a unique one."""
+
+    __slots__ = ("_begun",)
+
+    def __init__(self) -> None:
+        self._begun: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._begun)
+
+    def piece(self, index: int, call_id: object, name: object, arguments: object) -> ToolCallDelta:
+        fragment = arguments_text(arguments)
+        if index in self._begun:
+            return ToolCallDelta(index, None, None, fragment)
+        self._begun.add(index)
+        given = call_id if isinstance(call_id, str) and call_id else None
+        return ToolCallDelta(
+            index, given or new_call_id(), name if isinstance(name, str) else "", fragment
+        )
+
+
+def new_call_id() -> str:
+    return "call_" + os.urandom(12).hex()
+
+
+def arguments_text(arguments: object) -> str:
+    """A call's arguments as JSON text: a string as it came, an object serialised (Ollama
+    sends objects), nothing as ""."""
+    if isinstance(arguments, str):
+        return arguments
+    if arguments is None:
+        return ""
+    return orjson.dumps(arguments).decode()

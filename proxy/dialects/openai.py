@@ -9,19 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.conversation import Conversation
+from proxy.conversation import Capabilities, Conversation
 from proxy.dialects.base import UpstreamRequest
 from proxy.dialects.common import (
     SSEPartsParser,
+    ToolCalls,
     bearer_headers,
-    chat_messages,
     error_message_of_body,
     json_error_message,
     loads_event,
     sampling_fields,
 )
+from proxy.dialects.openai_shapes import openai_messages, openai_tool_fields
 from proxy.errors import UpstreamProtocolError
-from proxy.parts import Part, add_reasoning, add_text
+from proxy.parts import Part, add_reasoning, add_text, add_tool_call
 from proxy.settings import ModelSpec
 from proxy.wire import ServerSentEvent
 
@@ -55,7 +56,11 @@ def usage_options(model: ModelSpec) -> dict[str, Any]:
 
 
 class OpenAIChatParser(SSEPartsParser):
-    __slots__ = ()
+    __slots__ = ("_calls",)
+
+    def __init__(self, max_event_bytes: int) -> None:
+        super().__init__(max_event_bytes)
+        self._calls = ToolCalls()
 
     def read_event(self, event: ServerSentEvent, parts: list[Part]) -> None:
         choice = openai_choice(self, event)
@@ -65,13 +70,34 @@ class OpenAIChatParser(SSEPartsParser):
         reasoning = delta.get("reasoning_content")
         add_reasoning(parts, delta.get("reasoning") if reasoning is None else reasoning)
         add_text(parts, delta.get("content"))
+        calls = delta.get("tool_calls")
+        if calls:
+            self._read_calls(calls, parts)
+
+    def _read_calls(self, calls: object, parts: list[Part]) -> None:
+        for position, call in enumerate(calls if isinstance(calls, list) else ()):
+            if not isinstance(call, dict):
+                continue
+            index = call.get("index")
+            if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+                index = position  # some servers leave it out (or say -1) for one call
+            function = call.get("function")
+            if not isinstance(function, dict):
+                function = {}
+            piece = self._calls.piece(
+                index, call.get("id"), function.get("name"), function.get("arguments")
+            )
+            add_tool_call(parts, piece)
 
 
 class OpenAIChat:
     name = "openai"
+    capabilities = Capabilities(
+        tools=True, images=True, image_links=True, response_format=True, forced_tools=True
+    )
 
     def build_request(self, model: ModelSpec, conversation: Conversation) -> UpstreamRequest:
-        body: dict[str, Any] = {"messages": chat_messages(conversation), "stream": True}
+        body: dict[str, Any] = {"messages": openai_messages(conversation), "stream": True}
         if model.upstream_model:
             body["model"] = model.upstream_model
         if conversation.max_tokens is not None:
@@ -80,6 +106,7 @@ class OpenAIChat:
         body.update(usage_options(model))
         if conversation.reasoning is not None:
             body["reasoning_effort"] = conversation.reasoning
+        body.update(openai_tool_fields(conversation))
         return UpstreamRequest("/v1/chat/completions", bearer_headers(model), body)
 
     def parser(self, max_event_bytes: int) -> OpenAIChatParser:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.conversation import Conversation
+from proxy.conversation import Capabilities, Conversation
 from proxy.dialects.base import UpstreamRequest
 from proxy.dialects.common import (
     SSEPartsParser,
@@ -29,6 +29,7 @@ class CompletionsParser(SSEPartsParser):
 
 class OpenAICompletions:
     name = "openai-completions"
+    capabilities = Capabilities()  # text alone
 
     def build_request(self, model: ModelSpec, conversation: Conversation) -> UpstreamRequest:
         body: dict[str, Any] = {"prompt": conversation.as_prompt(), "stream": True}

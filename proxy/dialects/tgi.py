@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.conversation import Conversation
+from proxy.conversation import Capabilities, Conversation
 from proxy.dialects.base import UpstreamRequest
 from proxy.dialects.common import (
     SSEPartsParser,
@@ -40,6 +40,7 @@ class TGIParser(SSEPartsParser):
 
 class TGI:
     name = "tgi"
+    capabilities = Capabilities()  # text alone
 
     def build_request(self, model: ModelSpec, conversation: Conversation) -> UpstreamRequest:
         parameters: dict[str, Any] = {}

@@ -8,8 +8,9 @@ was made with, so a replay from an offset numbers its events like the original s
 `keepalive` is what to send while nothing else is (empty: nothing).
 
 Offsets are in Unicode code points, the unit of Python's `len` (a JavaScript client counts
-them with `[...text].length`, not `text.length`), and count every part's characters in the
-stream's order, reasoning and text alike: one position in the stream, whatever kind came
+them with `[...text].length`, not `text.length`), and count the characters of reasoning and
+text in the stream's order (tool calls are not carried on the routes that offer these formats,
+and count nothing): one position in the stream, whatever kind came
 before it. An SSE event's `id:` is the offset of the *end* of its part, so a `Last-Event-ID`
 of N means "I have the first N characters" and a resume continues with character N, exactly
 as `?offset=N` does. Raw text counts its own text alone (its client sees nothing else): a
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from proxy.parts import ToolCallDelta
 from proxy.values import Done, Ending, Failed
 
 
@@ -35,6 +37,8 @@ class Encoder(Protocol):
     def delta(self, text: str) -> bytes: ...
 
     def reasoning(self, text: str) -> bytes: ...
+
+    def tool_call(self, call: ToolCallDelta) -> bytes: ...
 
     def end(self, ending: Ending) -> bytes | None:
         """The closing bytes; None when the format cannot say "failed" and must abort."""
@@ -59,6 +63,9 @@ class TextEncoder:
     def reasoning(self, text: str) -> bytes:
         return b""
 
+    def tool_call(self, call: ToolCallDelta) -> bytes:
+        return b""
+
     def end(self, ending: Ending) -> bytes | None:
         return b"" if isinstance(ending, Done) else None
 
@@ -73,6 +80,9 @@ class _CountingEncoder:
 
     def opening(self) -> bytes:
         return b""
+
+    def tool_call(self, call: ToolCallDelta) -> bytes:
+        return b""  # the routes of these formats take no tools (docs/api.md)
 
 
 class SSEEncoder(_CountingEncoder):
@@ -169,6 +179,9 @@ class UIMessageEncoder:
 
     def reasoning(self, text: str) -> bytes:
         return self._part("reasoning", text)
+
+    def tool_call(self, call: ToolCallDelta) -> bytes:
+        return b""  # POST /v1/chat takes no tools (docs/api.md)
 
     def _part(self, kind: str, delta: str) -> bytes:
         opening = b""

@@ -83,7 +83,7 @@ def _batches(pending: list[tuple[int, Part]]) -> list[tuple[int, dict[str, str]]
     """Queued parts as entries: one per run of one kind, by the offset of its end."""
     entries: list[tuple[int, dict[str, str]]] = []
     for end, part in pending:
-        field, text = ("t", part) if isinstance(part, str) else ("r", part.text)
+        field, text = ("t", part) if isinstance(part, str) else ("r", characters(part))
         if entries and field in entries[-1][1]:
             entries[-1] = (end, {field: entries[-1][1][field] + text})
         else:

@@ -21,12 +21,13 @@ from proxy.formats import Head, Item
 from proxy.formats.completions import (
     CHAT_COMPLETION_CHUNKS,
     Completion,
+    WholeAnswer,
     chat_completion_chunks,
     completion_json,
 )
 from proxy.openai_request import ChatCompletionRequest
 from proxy.opening import Stream, StreamOpener, StreamRoute, answering_as
-from proxy.parts import ItemSource, characters
+from proxy.parts import ItemSource, Reasoning, characters
 from proxy.responses import StreamResponse
 from proxy.values import Done, Failed, utf8_length
 
@@ -102,15 +103,19 @@ async def whole_completion(stream: Stream, completion: Completion) -> Response:
 
 
 async def _collect(completion: Completion, items: ItemSource) -> dict[str, Any]:
-    texts: list[str] = []
-    thoughts: list[str] = []
+    answer = WholeAnswer([], [], {})
     size, limit = 0, MAX_COMPLETION_BYTES
     async for item in items:
         if isinstance(item, Done):
-            return completion_json(completion, "".join(texts), item, "".join(thoughts))
+            return completion_json(completion, answer, item)
         if isinstance(item, Failed):
             raise _failure(item)
-        (texts if isinstance(item, str) else thoughts).append(characters(item))
+        if isinstance(item, str):
+            answer.text.append(item)
+        elif isinstance(item, Reasoning):
+            answer.reasoning.append(item.text)
+        else:
+            answer.add_call(item)
         size += utf8_length(characters(item))
         if size > limit:
             message = f"the answer is longer than {limit} bytes: ask with stream: true"
