@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also a bare FastAPI yield path operation, no upstream, in the CPU figures",
     )
+    parser.add_argument(
+        "--relay-floor",
+        action="store_true",
+        help="also a FastAPI yield path operation relaying the upstream, in the CPU figures",
+    )
     args = parser.parse_args(argv)
     settings = dict(item.partition("=")[::2] for item in args.proxy_env)
     only = tuple(args.only)
@@ -57,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         status = bench_main(args.quick, args.workers, args.output, only, settings)
     if args.cpu_rounds > 0 and (not only or any("cpu" in part.lower() for part in only)):
         figures = (args.cpu_rounds, args.quick, args.output, args.baseline)
-        status = cpu_main(*figures, args.granian, args.fastapi_floor) or status
+        status = cpu_main(*figures, args.granian, args.fastapi_floor, args.relay_floor) or status
     if not only or "memory" in only:
         status = bench_memory(args.quick, args.output, settings) or status
     return status
