@@ -9,6 +9,7 @@ from pathlib import Path
 from benchmarks.bench import FULL, QUICK
 from benchmarks.bench import main as bench_main
 from benchmarks.cpu import main as cpu_main
+from benchmarks.memory import bench_memory
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="*",
         default=(),
-        help='scenarios whose name contains any ("cpu": the CPU figures against the floor)',
+        help='scenarios whose name contains any ("cpu": the CPU figures against the floor; '
+        '"memory": the memory per open stream)',
     )
     parser.add_argument(
         "--cpu-rounds", type=int, default=5, help="interleaved rounds of the CPU figures (0: none)"
@@ -46,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also a bare FastAPI yield path operation, no upstream, in the CPU figures",
     )
+    parser.add_argument(
+        "--relay-floor",
+        action="store_true",
+        help="also a FastAPI yield path operation relaying the upstream, in the CPU figures",
+    )
     args = parser.parse_args(argv)
     settings = dict(item.partition("=")[::2] for item in args.proxy_env)
     only = tuple(args.only)
@@ -55,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         status = bench_main(args.quick, args.workers, args.output, only, settings)
     if args.cpu_rounds > 0 and (not only or any("cpu" in part.lower() for part in only)):
         figures = (args.cpu_rounds, args.quick, args.output, args.baseline)
-        status = cpu_main(*figures, args.granian, args.fastapi_floor) or status
+        status = cpu_main(*figures, args.granian, args.fastapi_floor, args.relay_floor) or status
+    if not only or "memory" in only:
+        status = bench_memory(args.quick, args.output, settings) or status
     return status
 
 

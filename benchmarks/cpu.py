@@ -3,8 +3,10 @@
 Serving processes that read the same fake upstream: the proxy (`python -m proxy serve`),
 the CPU floor (benchmarks/upstream_floor.py, a raw ASGI relay under the same uvicorn
 settings), with `--baseline DIR` the proxy of another checkout (the code before a change),
-with `--granian` the proxy under granian instead of uvicorn, and with `--fastapi-floor` a
-bare FastAPI `yield` path operation with no upstream (benchmarks/floor.py). Each round runs
+with `--granian` the proxy under granian instead of uvicorn, with `--fastapi-floor` a
+bare FastAPI `yield` path operation with no upstream (benchmarks/floor.py), and with
+`--relay-floor` one that relays the same upstream with the least code
+(benchmarks/relay_floor.py: issue 32's floor). Each round runs
 every load against each of them in turn (floor, proxy, baseline, floor, proxy, baseline
 ...), each run after an unmeasured one that opens as many kept-alive connections, and reads
 the serving process's own CPU time (its threads' run time in /proc/PID/task/TID/schedstat,
@@ -62,6 +64,8 @@ class Server:
     figures: dict[str, list[float]] = field(default_factory=dict)
     errors: int = 0
     first_error: str | None = None
+    # Each round's median time to first byte of the short load (256 arriving at once), s.
+    ttfb_p50: list[float] = field(default_factory=list)
 
 
 def _run_time(pid: int) -> float:
@@ -111,19 +115,27 @@ def _granian_proxy(upstream_url: str, port: int) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-def _fastapi_floor(port: int) -> subprocess.Popen[bytes]:
+def _fastapi_floor(
+    port: int, app: str = "benchmarks.floor:app", upstream: str = ""
+) -> subprocess.Popen[bytes]:
     """benchmarks/floor.py: the fake's text from a bare FastAPI `yield` path operation, no
-    upstream: what FastAPI and uvicorn alone cost per request and per delta."""
+    upstream: what FastAPI and uvicorn alone cost per request and per delta. With
+    `benchmarks.relay_floor:app` and the upstream's address, the relaying floor."""
     return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "benchmarks.floor:app", "--port", str(port),
+        [sys.executable, "-m", "uvicorn", app, "--port", str(port),
          "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
          "--no-access-log", "--backlog", "4096"],
+        env={**os.environ, "BENCH_UPSTREAM": upstream},
     )  # fmt: skip
 
 
 class CpuBench:
     def __init__(
-        self, baseline: Path | None = None, granian: bool = False, fastapi_floor: bool = False
+        self,
+        baseline: Path | None = None,
+        granian: bool = False,
+        fastapi_floor: bool = False,
+        relay_floor: bool = False,
     ) -> None:
         _raise_fd_limit()
         upstream_port = _free_port()
@@ -145,6 +157,10 @@ class CpuBench:
         if fastapi_floor:
             port = _free_port()
             self.servers.append(Server("fastapi", port, _fastapi_floor(port)))
+        if relay_floor:
+            port, relay = _free_port(), "benchmarks.relay_floor:app"
+            process = _fastapi_floor(port, relay, f"127.0.0.1:{upstream_port}")
+            self.servers.append(Server("relaying", port, process))
         self.generator = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         try:
             _wait_listening(upstream_port, self.upstream, "fake upstream")
@@ -171,6 +187,8 @@ class CpuBench:
         result = await loop.run_in_executor(
             self.generator, run_scenario, direct, "127.0.0.1", server.port, scenario
         )
+        if scenario.name == SHORT.name and result.ttfbs:
+            server.ttfb_p50.append(statistics.median(result.ttfbs))
         if result.errors:
             server.errors += result.errors
             server.first_error = server.first_error or result.first_error
@@ -217,6 +235,8 @@ def report(servers: list[Server]) -> tuple[str, dict[str, dict[str, float]]]:
     by_name = {server.name: server for server in servers}
     pairs = [(s.name, "floor") for s in servers[1:]]
     pairs += [(name, "proxy") for name in ("granian", "fastapi") if name in by_name]
+    if "relaying" in by_name:  # issue 32's targets are the proxy against this floor
+        pairs.append(("proxy", "relaying"))
     if "baseline" in by_name:
         pairs.append(("proxy", "baseline"))
     header = " | ".join(["figure"] + [f"{s.name} µs" for s in servers])
@@ -236,15 +256,24 @@ def report(servers: list[Server]) -> tuple[str, dict[str, dict[str, float]]]:
     return "\n".join(lines), summary
 
 
+def ttfb_line(servers: list[Server], streams: int) -> str:
+    """Time to first byte of the short load, its streams arriving at once: median of rounds."""
+    medians = [
+        f"{s.name} {statistics.median(s.ttfb_p50) * 1000:.1f} ms" for s in servers if s.ttfb_p50
+    ]
+    return f"TTFB p50, {streams} short streams at once: " + ", ".join(medians)
+
+
 async def run_cpu(
     rounds: int,
     quick: bool,
     baseline: Path | None,
     granian: bool = False,
     fastapi_floor: bool = False,
+    relay_floor: bool = False,
 ) -> tuple[list[Server], str]:
     loads = QUICK_LOADS if quick else (PACED, SHORT, FULL_SPEED)
-    bench = CpuBench(baseline, granian, fastapi_floor)
+    bench = CpuBench(baseline, granian, fastapi_floor, relay_floor)
     try:
         for index in range(rounds):
             await bench.round(loads)
@@ -262,8 +291,11 @@ def main(
     baseline: Path | None = None,
     granian: bool = False,
     fastapi_floor: bool = False,
+    relay_floor: bool = False,
 ) -> int:
-    servers, table = asyncio.run(run_cpu(rounds, quick, baseline, granian, fastapi_floor))
+    servers, table = asyncio.run(
+        run_cpu(rounds, quick, baseline, granian, fastapi_floor, relay_floor)
+    )
     _, summary = report(servers)
     result = {
         "rounds": rounds,
@@ -271,11 +303,13 @@ def main(
         "medians": summary,
         "errors": {s.name: s.errors for s in servers},
         "first_errors": {s.name: s.first_error for s in servers},
+        "ttfb_p50_seconds": {s.name: s.ttfb_p50 for s in servers},
     }
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "cpu.json").write_text(json.dumps(result, indent=2))
     print(table)
+    print(ttfb_line(servers, (QUICK_LOADS[1] if quick else SHORT).streams))
     errors = sum(s.errors for s in servers)
     for server in servers:
         if server.errors:
