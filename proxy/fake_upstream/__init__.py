@@ -4,8 +4,9 @@ It is the proxy's built-in default upstream (a friendly reply that says what it 
 suite's and the benchmark's (the tricky text, by directive). Prompts steer it with `@name=value`
 directives (see `directives`).
 
-    directives.py   what a prompt can ask for: text, length, thinking, pace, faults
+    directives.py   what a prompt can ask for: text, length, thinking, calls, pace, faults
     replies.py      the friendly reply, the tricky text and the reasoning, token by token
+    calls.py        the tool calls: their arguments, fragments and ids, and the answer to results
     formats/        one module per upstream API's wire format
     request.py      `FakeRequest`: one request as received, and what became of it
     answers.py      the answer to one request: a probe's, an error, or a streamed reply
@@ -13,6 +14,14 @@ directives (see `directives`).
     records.py      `RecordingFakeUpstream`: keeps every request, for tests
 """
 
+from proxy.fake_upstream.calls import (
+    TEXT_BEFORE_CALL,
+    tool_answer_text,
+    tool_call_arguments,
+    tool_call_fragments,
+    tool_call_id,
+    tool_call_input,
+)
 from proxy.fake_upstream.directives import Directives, Fault
 from proxy.fake_upstream.records import RecordingFakeUpstream
 from proxy.fake_upstream.replies import (
@@ -29,6 +38,7 @@ from proxy.fake_upstream.request import FakeRequest
 from proxy.fake_upstream.server import FakeUpstream, serve_fake_upstream
 
 __all__ = [
+    "TEXT_BEFORE_CALL",
     "THOUGHTS",
     "VOCABULARY",
     "Directives",
@@ -43,4 +53,9 @@ __all__ = [
     "reply_text",
     "reply_tokens",
     "serve_fake_upstream",
+    "tool_answer_text",
+    "tool_call_arguments",
+    "tool_call_fragments",
+    "tool_call_id",
+    "tool_call_input",
 ]

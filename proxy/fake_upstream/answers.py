@@ -4,18 +4,30 @@ fault its prompt asked for, written as chunked HTTP/1.1 onto the connection.
 A reply that thinks sends its reasoning tokens first, paced as its text, then its text; a
 mid-stream fault comes in the text (`@after` counts text tokens), and the request's max tokens
 count both, as a real server's do: a reply capped inside its thinking has no text.
+
+A reply that calls tools (`@call`, to a request that has tools) sends its few words first, if
+any, then its calls' arguments fragment by fragment, paced as tokens; a mid-stream fault comes
+among the fragments (`@after` counts them). A request whose last turn carries tool results
+gets a text that says what they were (`calls.tool_answer_text`), whole, whatever `@tokens` says.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from http.client import responses as REASON_PHRASES
 from typing import Any, Protocol
 
 import orjson
 
+from proxy.fake_upstream.calls import (
+    TEXT_BEFORE_CALL,
+    ToolCall,
+    fragments_of,
+    plan_calls,
+    tool_answer_text,
+)
 from proxy.fake_upstream.directives import MID_STREAM_FAULTS, Directives, Fault, FaultSchedule
 from proxy.fake_upstream.formats import FORMATS, OllamaFormat, WireFormat
 from proxy.fake_upstream.formats.base import Usage
@@ -94,10 +106,25 @@ class Answer:
         thinker = wire.with_reasoning(directives.reasoning_field)
         thinking = directives.thinking_tokens(wire.reasoning_asked(body)) if thinker else 0
         wire = thinker if thinker is not None and thinking else wire
-        stream = _Stream(
-            self._connection, record, wire, directives, fault, model, usage, limit, thinking
-        )
-        await stream.run(self._keep_alive)
+        reply, calls = self._content(wire, body, directives)
+        if calls:
+            wire = wire.with_calls(text=reply.total > 0)
+        stream = _Stream(self._connection, record, wire, directives, fault, model, reply, calls)
+        await stream.run(self._keep_alive, reports_usage=usage, max_tokens=limit, thinking=thinking)
+
+    def _content(
+        self, wire: WireFormat, body: dict[str, Any], directives: Directives
+    ) -> tuple[Reply, tuple[ToolCall, ...]]:
+        """What the reply says, and the calls it makes: an answer to tool results, calls (and
+        what comes before them), or the text its prompt asks for."""
+        prompt = self._record.prompt
+        results = wire.tool_results(body)
+        if results is not None:
+            return Reply.saying(tool_answer_text(results)), ()
+        calls = plan_calls(prompt, wire.tool_names(body), directives) if directives.call else ()
+        if calls:
+            return Reply.saying(TEXT_BEFORE_CALL if directives.text_before_call else ""), calls
+        return Reply(prompt, directives.text, directives.tokens), ()
 
     def _send_error_status(self, wire: WireFormat, directives: Directives) -> None:
         status, message = directives.status, "fake upstream error"
@@ -124,9 +151,20 @@ class Answer:
         self._record.finished_at = time.monotonic()
 
 
+def cap(reply: Reply, thinking: int, max_tokens: int | None) -> tuple[int, bool]:
+    """The reasoning tokens left under max tokens (reply's text cut to fit after them), and
+    whether the reply stops there."""
+    if max_tokens is None:
+        return thinking, False
+    capped = max_tokens < thinking + reply.total
+    thinking = min(thinking, max_tokens)
+    reply.total = min(reply.total, max_tokens - thinking)
+    return thinking, capped
+
+
 class _Stream:
-    """One streamed 200 reply, reasoning then text token by token, with the fault its prompt
-    asked for."""
+    """One streamed 200 reply: reasoning, then text token by token or calls fragment by
+    fragment, with the fault its prompt asked for."""
 
     def __init__(
         self,
@@ -136,9 +174,8 @@ class _Stream:
         directives: Directives,
         fault: Fault | None,
         model: str,
-        reports_usage: bool,
-        max_tokens: int | None = None,
-        thinking: int = 0,
+        reply: Reply,
+        calls: tuple[ToolCall, ...],
     ) -> None:
         self._connection = connection
         self._record = record
@@ -146,23 +183,20 @@ class _Stream:
         self._directives = directives
         self._fault = fault
         self._model = model
-        self._reply = Reply(record.prompt, directives.text, directives.tokens)
-        self._thinking = thinking
-        if max_tokens is not None:
-            self._capped = max_tokens < thinking + self._reply.total
-            self._thinking = min(thinking, max_tokens)
-            self._reply.total = min(self._reply.total, max_tokens - self._thinking)
-        else:
-            self._capped = False
-        completion = self._thinking + self._reply.total
-        self._usage = (
-            Usage(prompt_tokens(record.prompt), completion, self._thinking)
-            if reports_usage
-            else None
-        )
+        self._reply = reply
+        self._calls = calls
+        self._fragments = fragments_of(calls)
 
-    async def run(self, keep_alive: bool) -> None:
-        wire, directives, fault = self._wire, self._directives, self._fault
+    async def run(
+        self, keep_alive: bool, *, reports_usage: bool, max_tokens: int | None, thinking: int
+    ) -> None:
+        wire, fault, reply = self._wire, self._fault, self._reply
+        thinking, capped = cap(reply, thinking, max_tokens)
+        if capped:
+            self._fragments = []  # cut before its calls: calls that start are not cut
+        completion = thinking + reply.total + len(self._fragments)
+        prompt = self._record.prompt
+        usage = Usage(prompt_tokens(prompt), completion, thinking) if reports_usage else None
         self._connection.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: %b\r\nCache-Control: no-cache\r\n"
             b"Transfer-Encoding: chunked\r\n%b\r\n"
@@ -170,21 +204,39 @@ class _Stream:
         )
         if fault == "hang-before":
             await forever()
-        total = self._reply.total
-        mid_stream_fault = fault if fault in MID_STREAM_FAULTS else None
-        after = min(directives.after, total) if mid_stream_fault else total
-        await self._send(wire.preamble(self._model, self._usage))
-        if self._thinking:
-            await self._send_reasoning(self._thinking)
-        await self._send_tokens(0, after)
-        if mid_stream_fault and not await self._act_out(mid_stream_fault):
+        await self._send(wire.preamble(self._model, usage))
+        if thinking:
+            await self._send_reasoning(thinking)
+        if not await self._send_answer():
             return
-        await self._send_tokens(after, total)
-        await self._send(wire.epilogue())
         if fault != "no-end":
-            text = "".join(self._reply.tokens(0, total))
-            await self._send(wire.end(self._model, text, total, self._usage, capped=self._capped))
+            text = "".join(reply.tokens(0, reply.total))
+            await self._send(wire.end(self._model, text, reply.total, usage, capped=capped))
         self._finish()
+
+    async def _send_answer(self) -> bool:
+        """The text, or the text before the calls and then the calls, with the fault the
+        prompt asked for; whether the reply goes on to its end."""
+        if not self._fragments:
+            return await self._send_faulted(
+                self._send_tokens, self._reply.total, self._wire.epilogue()
+            )
+        await self._send_tokens(0, self._reply.total)
+        await self._send(self._wire.epilogue())
+        return await self._send_faulted(self._send_fragments, len(self._fragments), b"")
+
+    async def _send_faulted(
+        self, send: Callable[[int, int], Awaitable[None]], total: int, closing: bytes
+    ) -> bool:
+        """Units 0 to total, `@after` of them before a mid-stream fault, then closing."""
+        fault = self._fault if self._fault in MID_STREAM_FAULTS else None
+        after = min(self._directives.after, total) if fault else total
+        await send(0, after)
+        if fault and not await self._act_out(fault):
+            return False
+        await send(after, total)
+        await self._send(closing)
+        return True
 
     async def _send_reasoning(self, count: int) -> None:
         """The reasoning tokens, with `@think_gap`'s pause after the first half of them."""
@@ -200,6 +252,10 @@ class _Stream:
         token, model, total = self._wire.token, self._model, self._reply.total
         texts = enumerate(self._reply.tokens(start, stop), start)
         await self._send_paced(token(index, text, model, total) for index, text in texts)
+
+    async def _send_fragments(self, start: int, stop: int) -> None:
+        frame, calls, model = self._wire.call_fragment, self._calls, self._model
+        await self._send_paced(frame(calls, f, model) for f in self._fragments[start:stop])
 
     async def _send_paced(self, frames: Iterator[bytes]) -> None:
         """Each frame after `@delay`; a frame is made only when its turn comes."""

@@ -9,10 +9,20 @@
                        (see `Directives.thinking_tokens`)
     @reasoning_field=reasoning  openai chat: `delta.reasoning` instead of `reasoning_content`
     @think_gap=SECONDS one extra pause after half the reasoning tokens (rounded up)
-    @delay=SECONDS     pause before each token, reasoning or text (default: the constructor's
-                       `token_delay`)
+    @call=N            N tool calls instead of text (2: parallel calls), the i-th to the
+                       request's i-th tool (its first if it has fewer), in the API's own shape
+                       (openai chat, anthropic, ollama; ignored by the others, and by a request
+                       with no `tools`); a request whose last turn carries tool results gets
+                       text saying what they were instead (see `calls`)
+    @text_before_call=1  a few words of text before the calls, as models often say
+    @arg_split=K       the calls' arguments streamed K characters a fragment (default 7);
+                       Ollama sends its calls whole, in one line, once all would have come
+    @delay=SECONDS     pause before each token, reasoning, text or argument fragment (default:
+                       the constructor's `token_delay`)
     @fault=NAME        one of `Fault`; `@after=K` text tokens (default 2) precede a mid-stream
-                       one (reasoning tokens are not counted: the fault comes in the answer)
+                       one (reasoning tokens are not counted: the fault comes in the answer); in
+                       a reply that calls, K argument fragments, so the fault lands inside a
+                       call's arguments (the text before the calls is not counted either)
     @status=NNN        with `@fault=status` (default 500); `@retry_after=S` adds `Retry-After`,
                        `@echo_auth=1` puts the request's credential in the error message, as
                        careless upstreams do
@@ -55,6 +65,9 @@ ReasoningField = Literal["reasoning_content", "reasoning"]
 
 # What a request that asks for reasoning, and whose prompt does not say how much, gets.
 DEFAULT_THINK: Final = 4
+# Characters of a call's arguments a fragment: short enough that a JSON string, and a
+# multi-byte character, spans fragments.
+DEFAULT_ARG_SPLIT: Final = 7
 
 _DIRECTIVE = re.compile(r"(?<!\S)@(\w+)=(\S+)")
 _Default = TypeVar("_Default", bound=int | None)
@@ -99,6 +112,9 @@ class Directives:
     think: int | None = None  # None: as the request asks
     think_gap: float = 0.0
     reasoning_field: ReasoningField = "reasoning_content"
+    call: int = 0  # tool calls to make instead of text, when the request has tools
+    text_before_call: bool = False
+    arg_split: int = DEFAULT_ARG_SPLIT
 
     @classmethod
     def parse(cls, prompt: str, *, tokens: int | None, delay: float) -> Directives:
@@ -127,6 +143,9 @@ class Directives:
             reasoning_field=(
                 "reasoning" if found.get("reasoning_field") == "reasoning" else "reasoning_content"
             ),
+            call=_integer(found, "call", 0),
+            text_before_call=found.get("text_before_call") == "1",
+            arg_split=_integer(found, "arg_split", DEFAULT_ARG_SPLIT, least=1),
         )
 
     def thinking_tokens(self, asked: bool | None) -> int:

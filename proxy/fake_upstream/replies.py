@@ -83,6 +83,7 @@ THOUGHTS: tuple[str, ...] = (
 _ECHO_WORDS = 8
 _ECHO_CHARACTERS = 80
 _WORD = re.compile(r"\s*\S+")
+_PIECE = re.compile(r"\s*\S+|\s+")  # words, and the whitespace after the last
 
 
 def friendly_text(prompt: str) -> str:
@@ -116,6 +117,15 @@ class Reply:
             self._seed = 0
             whole = len(self._friendly)
         self.total = whole if count is None else count
+
+    @classmethod
+    def saying(cls, text: str) -> Reply:
+        """A reply of exactly text, word by word: an answer to tool results, or what a
+        reply says before it calls."""
+        reply = cls("", "friendly", None)
+        reply._friendly = _PIECE.findall(text)
+        reply.total = len(reply._friendly)
+        return reply
 
     def tokens(self, start: int, stop: int) -> Iterator[str]:
         """Tokens start to stop; past its end the friendly reply starts over."""

@@ -50,7 +50,10 @@ def tgi_text(event: Any) -> str:
 
 
 def anthropic_text(event: Any) -> str:
-    return str(event["delta"]["text"]) if event.get("type") == "content_block_delta" else ""
+    """Text deltas only: a call's `input_json_delta` and a thinking delta are not text."""
+    if event.get("type") != "content_block_delta":
+        return ""
+    return str(event["delta"].get("text", ""))
 
 
 @dataclass(frozen=True)

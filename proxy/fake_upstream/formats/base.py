@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from proxy.fake_upstream.calls import Fragment, ToolCall
 from proxy.fake_upstream.directives import ReasoningField
 
 
@@ -35,12 +37,30 @@ class WireFormat:
     content_type = b"text/event-stream"
 
     def prompt(self, body: dict[str, Any]) -> str:
-        """The content of the last user message (a string, or text blocks to join)."""
-        messages = body.get("messages")
-        for message in reversed(messages if isinstance(messages, list) else []):
-            if isinstance(message, dict) and message.get("role") == "user":
-                return _text_of(message.get("content"))
+        """The content of the last user message (a string, or text blocks to join; images
+        and other blocks left out), past user messages that only carry tool results."""
+        for message in reversed(messages_of(body)):
+            if message.get("role") == "user" and not _only_tool_results(message.get("content")):
+                return text_of(message.get("content"))
         return ""
+
+    def tool_names(self, body: dict[str, Any]) -> list[str]:
+        """The names of the request's tools, in order; none for an API that has no tools."""
+        return []
+
+    def tool_results(self, body: dict[str, Any]) -> list[str] | None:
+        """The contents of the tool results the conversation's last turn carries, in order;
+        None when it carries none."""
+        return None
+
+    def with_calls(self, text: bool) -> WireFormat:
+        """This format as it frames a reply that calls tools (`text`: a few words first)."""
+        return self
+
+    def call_fragment(self, calls: Sequence[ToolCall], fragment: Fragment, model: str) -> bytes:
+        """One fragment of a call's arguments, with whatever opens its call before the first
+        and closes it after the last."""
+        raise NotImplementedError
 
     def max_tokens(self, body: dict[str, Any]) -> int | None:
         """The most tokens the request asks for, where it says."""
@@ -102,7 +122,46 @@ def count_of(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def _text_of(content: Any) -> str:
+def function_names(body: dict[str, Any]) -> list[str]:
+    """The names of OpenAI-shaped tools (`{"type": "function", "function": {"name": …}}`)."""
+    tools = body.get("tools")
+    names = []
+    for tool in tools if isinstance(tools, list) else []:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str):
+            names.append(name)
+    return names
+
+
+def trailing_tool_messages(body: dict[str, Any]) -> list[str] | None:
+    """The contents of the `tool` messages that end the conversation (OpenAI's and Ollama's
+    shape for results), or None when it does not end with one."""
+    results: list[str] = []
+    for message in reversed(messages_of(body)):
+        if message.get("role") != "tool":
+            break
+        results.append(text_of(message.get("content")))
+    return results[::-1] or None
+
+
+def messages_of(body: dict[str, Any]) -> list[dict[str, Any]]:
+    messages = body.get("messages")
+    found = messages if isinstance(messages, list) else []
+    return [message for message in found if isinstance(message, dict)]
+
+
+def _only_tool_results(content: Any) -> bool:
+    """Whether content is Anthropic's user turn that only answers calls: no prompt in it."""
+    return (
+        isinstance(content, list)
+        and bool(content)
+        and all(isinstance(block, dict) and block.get("type") == "tool_result" for block in content)
+    )
+
+
+def text_of(content: Any) -> str:
+    """A message's text: a string, or its text blocks joined (images and the like left out)."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):

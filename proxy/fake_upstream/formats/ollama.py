@@ -2,16 +2,29 @@
 
 A reply that thinks (`think` in the request) sends its reasoning first, in `message.thinking`
 with an empty `content`, one line a token, as Ollama does for thinking models.
+
+A reply that calls tools sends its calls whole, all in one line with an empty `content`, each
+`{"function": {"name": …, "arguments": {…}}}` with its arguments as an object and no id, as
+Ollama does; the line comes once all the arguments would have streamed, and `done_reason` is
+`stop` even then, as Ollama's is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
+from proxy.fake_upstream.calls import Fragment, ToolCall
 from proxy.fake_upstream.directives import ReasoningField
-from proxy.fake_upstream.formats.base import Usage, WireFormat, count_of
+from proxy.fake_upstream.formats.base import (
+    Usage,
+    WireFormat,
+    count_of,
+    function_names,
+    trailing_tool_messages,
+)
 
 
 class OllamaFormat(WireFormat):
@@ -31,10 +44,23 @@ class OllamaFormat(WireFormat):
     def with_reasoning(self, field: ReasoningField) -> WireFormat:
         return self
 
+    def tool_names(self, body: dict[str, Any]) -> list[str]:
+        return function_names(body)
+
+    def tool_results(self, body: dict[str, Any]) -> list[str] | None:
+        return trailing_tool_messages(body)
+
+    def call_fragment(self, calls: Sequence[ToolCall], fragment: Fragment, model: str) -> bytes:
+        if not (fragment.last and fragment.call is calls[-1]):
+            return b""
+        whole = [{"function": {"name": call.name, "arguments": call.input}} for call in calls]
+        message = {"role": "assistant", "content": "", "tool_calls": whole}
+        return self._line_of(model, message)
+
     def _line(self, model: str, content: str, **fields: Any) -> bytes:
         return self._line_of(model, {"role": "assistant", "content": content}, **fields)
 
-    def _line_of(self, model: str, message: dict[str, str], **fields: Any) -> bytes:
+    def _line_of(self, model: str, message: dict[str, Any], **fields: Any) -> bytes:
         line = {
             "model": model,
             "created_at": "2024-01-01T00:00:00Z",
