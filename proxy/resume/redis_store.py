@@ -27,7 +27,7 @@ import orjson
 import redis.asyncio as redis
 
 from proxy.errors import StreamLost
-from proxy.redis_retry import reconnecting
+from proxy.redis_retry import REDIS_ERRORS, reconnecting, redis_call
 from proxy.resume.base import (
     StoredItem,
     StoredText,
@@ -159,7 +159,7 @@ class RedisStreamWriter:
                     pipe.pexpire(self._key, int(ttl * 1000))
                     pipe.pexpire(self._meta, int(ttl * 1000))
                 await pipe.execute()
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             # The live stream goes on; only its resume is lost (a reader times out).
             self._pending.clear()
             self._end_queued = True
@@ -189,6 +189,13 @@ class RedisStoredStream:
         self.length = _offset(last[0][0]) if last else 0
 
     async def follow(self, offset: int) -> AsyncGenerator[StoredItem, None]:
+        # Redis failing under a reader is an error ending, never a bare cut (issue 25).
+        with redis_call("following a stored stream"):
+            async with contextlib.aclosing(self._follow(offset)) as items:
+                async for item in items:
+                    yield item
+
+    async def _follow(self, offset: int) -> AsyncGenerator[StoredItem, None]:
         last = _entries(await self._redis.xrevrange(self._key, count=1))
         if last and b"end" in last[0][1] and _offset(last[0][0]) < offset:
             raise past_the_end(offset, _offset(last[0][0]))
@@ -238,19 +245,21 @@ class RedisResumeStore:
         meta = PREFIX + stream_id
         fields: list[str | bytes] = ["owner", owner, "generation", generation]
         fields += ["attributes", orjson.dumps(dict(attributes))]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(meta, items=fields)
-            pipe.pexpire(meta, int(self.ttl * 1000))
-            await pipe.execute()
         request_id = attributes.get("request_id", stream_id)
+        with redis_call("starting a stored stream", request_id):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(meta, items=fields)
+                pipe.pexpire(meta, int(self.ttl * 1000))
+                await pipe.execute()
         return RedisStreamWriter(self, meta, f"{meta}:{generation}", request_id)
 
     async def find(self, stream_id: str, owner: str) -> RedisStoredStream:
-        meta = cast(dict[bytes, bytes], await self.redis.hgetall(PREFIX + stream_id))
-        if not meta or meta.get(b"owner", b"").decode() != owner:
-            raise not_found(stream_id)
-        key = f"{PREFIX}{stream_id}:{meta[b'generation'].decode()}"
-        last = _entries(await self.redis.xrevrange(key, count=1))
+        with redis_call("finding a stored stream"):
+            meta = cast(dict[bytes, bytes], await self.redis.hgetall(PREFIX + stream_id))
+            if not meta or meta.get(b"owner", b"").decode() != owner:
+                raise not_found(stream_id)
+            key = f"{PREFIX}{stream_id}:{meta[b'generation'].decode()}"
+            last = _entries(await self.redis.xrevrange(key, count=1))
         attributes: dict[str, str] = orjson.loads(meta[b"attributes"])
         return RedisStoredStream(self, key, attributes, last)
 
