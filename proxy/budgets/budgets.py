@@ -137,7 +137,7 @@ class Budgets:
         *,
         fail_open: bool,
         hold_expiry: float,
-        timeout: float = 1.0,
+        timeout: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._timeout = timeout  # PROXY_REDIS_TIMEOUT: a store slower than this is down
