@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -111,6 +112,24 @@ async def test_a_resume_while_redis_is_down_is_a_json_503_with_its_request_id(
         error = resumed.json()["error"]
         assert error["type"] == "redis_unavailable"
         assert error["request_id"] == f"{marker}-r{i}"
+
+
+async def test_a_resume_while_redis_does_not_answer_is_a_503_within_its_bound(
+    upstream: FakeUpstreamServer, redis_server: RedisServer, marker: str
+) -> None:
+    busier = redis.Redis.from_url(redis_server.url)
+    with proxy_process(upstream, redis_server.url, PROXY_RESUME="true") as proxy:
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=30) as client:
+            busy = asyncio.create_task(busier.eval(BUSY, 0, 4_000_000))  # 4 s
+            await asyncio.sleep(0.1)  # the busy script has Redis's one thread
+            asked = time.monotonic()
+            resumed = await client.get(f"/v1/stream/{marker}", headers=auth())
+            took = time.monotonic() - asked
+            await busy
+    await busier.aclose()
+    assert resumed.status_code == 503
+    assert resumed.json()["error"]["type"] == "redis_unavailable"
+    assert took < 3.5  # the store's 2 s bound, not its socket's (idle timeout + 10 s)
 
 
 async def test_a_followed_sse_resume_whose_redis_dies_ends_with_an_error_event(
