@@ -45,6 +45,10 @@ logger = logging.getLogger("proxy.resume")
 PREFIX = "llm-stream-proxy:resume:"
 # How long the end of a stream may wait for the text queued before it to reach Redis.
 END_TIMEOUT = 2.0
+# Starting a stored stream (before its first byte) and finding one (a resume) wait no longer:
+# a Redis that has not answered is down. Above the worst round trip measured on a busy
+# 2-core machine (0.75 s, docs/operations.md); the socket's own bound is the follow's.
+CALL_TIMEOUT = 2.0
 # Deltas are gathered this long into one round trip: a pipeline per 20 ms of text still cost
 # the proxy nearly as much CPU as relaying it (README, Performance). Only resumers on other
 # replicas wait for it; the client that started the stream reads it in-process
@@ -247,19 +251,21 @@ class RedisResumeStore:
         fields += ["attributes", orjson.dumps(dict(attributes))]
         request_id = attributes.get("request_id", stream_id)
         with redis_call("starting a stored stream", request_id):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(meta, items=fields)
-                pipe.pexpire(meta, int(self.ttl * 1000))
-                await pipe.execute()
+            async with asyncio.timeout(CALL_TIMEOUT):
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.hset(meta, items=fields)
+                    pipe.pexpire(meta, int(self.ttl * 1000))
+                    await pipe.execute()
         return RedisStreamWriter(self, meta, f"{meta}:{generation}", request_id)
 
     async def find(self, stream_id: str, owner: str) -> RedisStoredStream:
         with redis_call("finding a stored stream"):
-            meta = cast(dict[bytes, bytes], await self.redis.hgetall(PREFIX + stream_id))
-            if not meta or meta.get(b"owner", b"").decode() != owner:
-                raise not_found(stream_id)
-            key = f"{PREFIX}{stream_id}:{meta[b'generation'].decode()}"
-            last = _entries(await self.redis.xrevrange(key, count=1))
+            async with asyncio.timeout(CALL_TIMEOUT):
+                meta = cast(dict[bytes, bytes], await self.redis.hgetall(PREFIX + stream_id))
+                if not meta or meta.get(b"owner", b"").decode() != owner:
+                    raise not_found(stream_id)
+                key = f"{PREFIX}{stream_id}:{meta[b'generation'].decode()}"
+                last = _entries(await self.redis.xrevrange(key, count=1))
         attributes: dict[str, str] = orjson.loads(meta[b"attributes"])
         return RedisStoredStream(self, key, attributes, last)
 
