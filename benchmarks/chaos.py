@@ -146,7 +146,7 @@ async def restart_redis(servers: Servers, faults: Faults) -> None:
 
 async def slow_redis(servers: Servers, config: ChaosConfig, faults: Faults) -> None:
     client = redis.Redis(port=servers.redis.port, socket_timeout=10)
-    busy = config.redis_timeout * 1.5
+    busy = config.redis_timeout + 0.5
     faults.busy_until = time.monotonic() + busy + 0.5
     try:
         await client.eval(BUSY, 0, int(busy * 1_000_000))

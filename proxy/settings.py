@@ -146,7 +146,7 @@ class AdmissionPolicy:
     named_keys: tuple[ClientKeySpec, ...] = ()
     budget_fail_open: bool = False
     # PROXY_REDIS_TIMEOUT: an admission's Redis answering slower than this is down.
-    redis_timeout: float = 1.0
+    redis_timeout: float = 2.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -358,7 +358,7 @@ class Settings(BaseSettings):
     max_streams_per_key: int | None = Field(default=None, ge=1)
     redis_url: RedisURL = None
     # Seconds an admission's Redis (limits, slots, budgets) may take (docs/configuration.md).
-    redis_timeout: float = Field(default=1.0, gt=0, le=30)
+    redis_timeout: float = Field(default=2.0, gt=0, le=30)
     rate_limit_fail_closed: bool = False
     upstream_urls: HTTPURLList = None
     replica_cooldown: float = Field(default=10.0, ge=0)

@@ -47,7 +47,8 @@ PREFIX = "llm-stream-proxy:resume:"
 END_TIMEOUT = 2.0
 # Starting a stored stream (before its first byte) and finding one (a resume) wait no longer:
 # a Redis that has not answered is down. Above the worst round trip measured on a busy
-# 2-core machine (0.75 s, docs/operations.md); the socket's own bound is the follow's.
+# 2-core machine (0.78 s, docs/operations.md), as PROXY_REDIS_TIMEOUT's default is; the
+# socket's own bound is the follow's.
 CALL_TIMEOUT = 2.0
 # Deltas are gathered this long into one round trip: a pipeline per 20 ms of text still cost
 # the proxy nearly as much CPU as relaying it (README, Performance). Only resumers on other
