@@ -8,7 +8,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) pip
 
-.PHONY: install install-dev run test system-deps lint typecheck pytest fake-upstream bench upgrade clean
+.PHONY: install install-dev run test system-deps lint typecheck pytest fake-upstream bench chaos upgrade clean
 
 install: $(BIN)/python
 	$(PIP_INSTALL) -e .
@@ -42,6 +42,10 @@ pytest:
 bench: $(BIN)/python
 	$(PIP_INSTALL) -e '.[bench]'
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Replicas and Redis killed under load; every response judged (docs/operations.md).
+chaos: install-dev
+	$(BIN)/python -m benchmarks.chaos $(CHAOS_ARGS)
 
 fake-upstream: install
 	$(BIN)/python -m proxy fake-upstream

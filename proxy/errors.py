@@ -14,7 +14,9 @@
     │   ├── RateLimited              429  Retry-After
     │   │   └── BudgetExceeded       429  Retry-After, x-ratelimit-* (a key's budget is spent)
     │   └── Overloaded               503  Retry-After
-    │       └── BudgetUnavailable    503  (the budgets' Redis is down; fail closed)
+    │       ├── BudgetUnavailable    503  (the budgets' Redis is down; fail closed)
+    │       └── RedisUnavailable     503  Retry-After; an error ending after the commit
+    │                                     (Redis failed or answered too late: redis_retry.py)
     ├── ShuttingDown                 503, or aborted after the commit (shutdown grace ran out)
     └── UpstreamError                the upstream failed us
         ├── UpstreamStatusError      502, or 429 + Retry-After when the upstream said 429
@@ -145,6 +147,13 @@ class BudgetExceeded(RateLimited):
 
 class BudgetUnavailable(Overloaded):
     error_type = "budget_unavailable"
+
+
+class RedisUnavailable(Overloaded):
+    """A Redis command failed or did not answer in time; every Redis error of the proxy
+    becomes this one (proxy/redis_retry.py `redis_call`), never a redis-py exception."""
+
+    error_type = "redis_unavailable"
 
 
 class UpstreamError(ProxyError):

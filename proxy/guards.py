@@ -26,14 +26,15 @@ from proxy.budgets.headers import reset_duration
 from proxy.conversation import Conversation
 from proxy.errors import Overloaded, RateLimited, Unauthorized
 from proxy.record import StreamRecord
-from proxy.redis_retry import reconnecting
+from proxy.redis_retry import REDIS_ERRORS, reconnecting
 from proxy.settings import AdmissionPolicy, ClientKeySpec, ModelSpec
 
 logger = logging.getLogger("proxy.guards")
 
-# A rate-limit backend that answers slower than this is treated as down: a limit check must
-# never hold a stream back noticeably.
-BACKEND_TIMEOUT = 0.25
+# How long undoing an admission that timed out may take: it runs in the background, after
+# the stream was let through, and must reach a Redis that was slow, so far longer than
+# PROXY_REDIS_TIMEOUT (PROXY_REDIS_TIMEOUT bounds what a stream waits for).
+UNDO_TIMEOUT = 10.0
 
 
 def client_id(key: str) -> str:
@@ -94,6 +95,8 @@ class StreamCounter(Protocol):
 
     async def release(self, client: str) -> None: ...
 
+    async def aclose(self) -> None: ...
+
 
 class MemoryStreamCounter:
     def __init__(self) -> None:
@@ -113,18 +116,30 @@ class MemoryStreamCounter:
         else:
             self._open.pop(client, None)
 
+    async def aclose(self) -> None:
+        pass
+
 
 # A slot is a member of the client's sorted set, scored by when it lapses (Redis's clock).
 # A release removes only its own member: a slot taken before a Redis restart gives nothing
 # back to the new one (a counter went below zero there and admitted one stream too many),
 # and the slots of a replica that died lapse one by one, not kept alive by others' streams.
+# KEYS[2] marks a slot undone: an admission the proxy stopped waiting for must not count,
+# whether its script runs before the undo or after it (issue 25: a late answer leaked slots).
 _ACQUIRE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_UNDO = """
+redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], 1, 'PX', ARGV[1])
 return 1
 """
 
@@ -137,17 +152,44 @@ class RedisStreamCounter:
         # A proxy that dies holding slots must not block a client for ever.
         self._expiry_ms = expiry * 1000
         self._acquire = client.register_script(_ACQUIRE)
+        self._undo = client.register_script(_UNDO)
         self._held: dict[str, list[str]] = {}  # this process's slots, by client
+        self._undoing: set[asyncio.Task[None]] = set()
 
     def _key(self, client: str) -> str:
         return f"llm-stream-proxy:stream-slots:{client}"
 
+    def _undone_key(self, slot: str) -> str:
+        return f"llm-stream-proxy:stream-slot-undone:{slot}"
+
     async def acquire(self, client: str, limit: int) -> bool:
         slot = os.urandom(8).hex()
-        if not await self._acquire([self._key(client)], [limit, self._expiry_ms, slot]):
+        keys = [self._key(client), self._undone_key(slot)]
+        try:
+            taken = await self._acquire(keys, [limit, self._expiry_ms, slot])
+        except (asyncio.CancelledError, TimeoutError, redis.TimeoutError):
+            self._undo_later(keys, slot)  # sent, not answered in time: it may still run, late
+            raise
+        if not taken:
             return False
         self._held.setdefault(client, []).append(slot)
         return True
+
+    def _undo_later(self, keys: list[str], slot: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._undo_slot(keys, slot))
+        self._undoing.add(task)
+        task.add_done_callback(self._undoing.discard)
+
+    async def _undo_slot(self, keys: list[str], slot: str) -> None:
+        try:
+            async with asyncio.timeout(UNDO_TIMEOUT):
+                await self._undo(keys, [self._expiry_ms, slot])
+        except REDIS_ERRORS as exc:  # the slot, if it was taken, lapses with its expiry
+            logger.warning(
+                "a timed-out stream slot could not be undone; it lapses in %d s",
+                self._expiry_ms // 1000,
+                extra={"fields": {"error": type(exc).__name__}},
+            )
 
     async def release(self, client: str) -> None:
         slots = self._held.get(client)
@@ -157,6 +199,10 @@ class RedisStreamCounter:
         if not slots:
             del self._held[client]
         await self._redis.zrem(self._key(client), slot)
+
+    async def aclose(self) -> None:
+        """Waits for the undos still running (each bounded)."""
+        await asyncio.gather(*self._undoing, return_exceptions=True)
 
 
 class ClientLimits:
@@ -174,7 +220,9 @@ class ClientLimits:
         counter: StreamCounter,
         *,
         fail_closed: bool,
+        timeout: float,
     ) -> None:
+        self._timeout = timeout
         self._rate = rate
         self._max_streams = max_streams
         self._limiter = MovingWindowRateLimiter(storage)
@@ -189,7 +237,7 @@ class ClientLimits:
     async def admit(self, client: str) -> bool:
         """Counts one request; True when it holds a stream slot that `release` must free."""
         try:
-            async with asyncio.timeout(BACKEND_TIMEOUT):
+            async with asyncio.timeout(self._timeout):
                 if self._rate is not None and not await self._limiter.hit(self._rate, client):
                     stats = await self._limiter.get_window_stats(self._rate, client)
                     raise RateLimited(
@@ -206,15 +254,18 @@ class ClientLimits:
                 return True
         except RateLimited:
             raise
-        except (TimeoutError, OSError, redis.RedisError) as exc:
+        except REDIS_ERRORS as exc:
             return self._backend_failed(exc)
 
     async def release(self, client: str) -> None:
         try:
-            async with asyncio.timeout(BACKEND_TIMEOUT):
+            async with asyncio.timeout(self._timeout):
                 await self._counter.release(client)
-        except (TimeoutError, OSError, redis.RedisError) as exc:
+        except REDIS_ERRORS as exc:
             self._warn(exc)
+
+    async def aclose(self) -> None:
+        await self._counter.aclose()
 
     async def request_headers(self, client: str) -> tuple[tuple[str, str], ...]:
         """OpenAI's x-ratelimit-*-requests of PROXY_RATE_LIMIT for this client (none when
@@ -222,9 +273,9 @@ class ClientLimits:
         if self._rate is None:
             return ()
         try:
-            async with asyncio.timeout(BACKEND_TIMEOUT):
+            async with asyncio.timeout(self._timeout):
                 stats = await self._limiter.get_window_stats(self._rate, client)
-        except (TimeoutError, OSError, redis.RedisError):
+        except REDIS_ERRORS:
             return ()
         return (
             ("x-ratelimit-limit-requests", str(self._rate.amount)),
@@ -329,6 +380,8 @@ class Guards:
         return ticket
 
     async def aclose(self) -> None:
+        await self.client_limits.aclose()
+        await self.budgets.aclose()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -343,23 +396,32 @@ def client_limits(policy: AdmissionPolicy) -> tuple[ClientLimits, redis.Redis | 
             MemoryStorage(),
             MemoryStreamCounter(),
             fail_closed=policy.fail_closed,
+            timeout=policy.redis_timeout,
         )
         return memory, None
+    timeout = policy.redis_timeout
     client = redis.Redis.from_url(
         policy.redis_url,
-        socket_timeout=BACKEND_TIMEOUT,
-        socket_connect_timeout=BACKEND_TIMEOUT,
+        # Each call is bounded by PROXY_REDIS_TIMEOUT itself; the socket's own bound is the
+        # undo's, which must outwait a slow Redis.
+        socket_timeout=UNDO_TIMEOUT,
+        socket_connect_timeout=timeout,
         **reconnecting(),
     )
     storage = RedisStorage(
         "async+" + policy.redis_url,
         implementation="redispy",
-        socket_timeout=BACKEND_TIMEOUT,
-        socket_connect_timeout=BACKEND_TIMEOUT,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
         **reconnecting(),  # passed on to redis-py as they are
     )
     counter = RedisStreamCounter(client, expiry=policy.slot_expiry)
     shared = ClientLimits(
-        rate, policy.max_streams_per_key, storage, counter, fail_closed=policy.fail_closed
+        rate,
+        policy.max_streams_per_key,
+        storage,
+        counter,
+        fail_closed=policy.fail_closed,
+        timeout=timeout,
     )
     return shared, client

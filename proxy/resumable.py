@@ -11,14 +11,11 @@ resume from. The stream keeps its admission ticket until the producer is done.
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
-import redis.asyncio as redis
-
-from proxy.errors import ShuttingDown, error_body
+from proxy.errors import RedisUnavailable, ShuttingDown, error_body
 from proxy.parts import ItemSource, Part, ToolCallDelta
 from proxy.resume import (
     MemoryResumeStore,
@@ -30,8 +27,6 @@ from proxy.resume import (
 from proxy.resume.memory import MemoryStream
 from proxy.settings import ResumePolicy
 from proxy.values import Done, Ending, Failed
-
-logger = logging.getLogger("proxy.resume")
 
 
 class LiveStream(ItemSource, Protocol):
@@ -140,17 +135,8 @@ class ResumableStreams:
     ) -> StreamWriter:
         try:
             return await self.store.start(stream_id, owner, attributes)
-        except (redis.RedisError, OSError) as exc:
+        except RedisUnavailable:  # logged where it failed, with the request id
             # The stream is still served live; only a resume of it will not be possible.
-            logger.warning(
-                "resume store unavailable: a stream is not stored",
-                extra={
-                    "fields": {
-                        "request_id": attributes.get("request_id"),
-                        "error": type(exc).__name__,
-                    }
-                },
-            )
             return Unstored()
 
     async def _drain(self, stream: LiveStream, writer: Tee) -> None:

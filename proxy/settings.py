@@ -205,6 +205,8 @@ class AdmissionPolicy:
     # PROXY_KEYS: named keys, each with its budgets (proxy/budgets/).
     named_keys: tuple[ClientKeySpec, ...] = ()
     budget_fail_open: bool = False
+    # PROXY_REDIS_TIMEOUT: an admission's Redis answering slower than this is down.
+    redis_timeout: float = 2.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -388,6 +390,8 @@ class Settings(BaseSettings):
     rate_limit: RateLimit = None
     max_streams_per_key: int | None = Field(default=None, ge=1)
     redis_url: RedisURL = None
+    # Seconds an admission's Redis (limits, slots, budgets) may take (docs/configuration.md).
+    redis_timeout: float = Field(default=2.0, gt=0, le=30)
     rate_limit_fail_closed: bool = False
     upstream_urls: HTTPURLList = None
     replica_cooldown: float = Field(default=10.0, ge=0)
@@ -537,6 +541,7 @@ def _admission_policy(settings: Settings) -> AdmissionPolicy:
         slot_expiry=int(settings.total_timeout) + 60,
         named_keys=tuple(entry.spec() for entry in settings.key_list or ()),
         budget_fail_open=settings.budget_fail_open,
+        redis_timeout=settings.redis_timeout,
     )
 
 

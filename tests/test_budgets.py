@@ -15,6 +15,7 @@ import redis.asyncio as redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.budgets import Budgets
 from proxy.budgets.headers import reset_duration
 from proxy.budgets.ledger import (
     MIN_ALLOWANCE,
@@ -29,12 +30,16 @@ from proxy.budgets.ledger import (
 )
 from proxy.budgets.redis_store import RedisBudgetStore
 from proxy.budgets.store import Claim, MemoryBudgetStore
+from proxy.conversation import Conversation, Message
+from proxy.errors import BudgetUnavailable
 from proxy.fake_upstream import prompt_tokens
-from proxy.settings import KeyLimits, ModelSpec
+from proxy.record import StreamRecord
+from proxy.settings import ClientKeySpec, KeyLimits, ModelSpec
 from tests.redis_server import RedisServer
 from tests.servers import FakeUpstreamServer, ProxyProcess, ProxyServer
 from tests.test_metrics import scrape_when
 from tests.test_operations import log_lines  # noqa: F401  (fixture)
+from tests.test_redis_faults import BUSY
 
 MODEL = ModelSpec(name="m", input_price_per_mtok=2.5, output_price_per_mtok=10.0)
 
@@ -373,6 +378,61 @@ def test_redis_counts_are_never_negative_nor_above_the_limit(
             await client.aclose()
 
     asyncio.run(check())
+
+
+async def test_an_undone_reservation_counts_nothing_whether_it_ran_before_or_after_its_undo(
+    redis_server: RedisServer,
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    store = RedisBudgetStore(client)
+    now = 1_800_000_000.0
+    found = windows(KeyLimits(tokens_per_minute=2_000), MODEL, now)
+    keys = tuple(f"undo:{window.name}:{uuid.uuid4().hex}" for window in found)
+    try:
+        undone_first = Claim(keys, found, "undone-first", 100, 200, now + 600)
+        await store.undo(undone_first, now)
+        late, _ = await store.reserve(undone_first, now)  # the reserve that ran late
+        assert isinstance(late, Refusal)
+        undone_after = Claim(keys, found, "undone-after", 100, 200, now + 600)
+        granted, _ = await store.reserve(undone_after, now)
+        assert isinstance(granted, Grant)
+        await store.undo(undone_after, now)
+        assert await store.counts(keys, now) == (0,) * len(found)
+    finally:
+        await client.aclose()
+
+
+async def test_a_reservation_answered_late_is_undone_and_leaves_no_hold(
+    redis_server: RedisServer,
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    limits = KeyLimits(tokens_per_day=5_000)
+    budgets = Budgets(
+        (ClientKeySpec("alice", b"a", limits), ClientKeySpec("bob", b"b", limits)),
+        RedisBudgetStore(client),
+        fail_open=False,
+        hold_expiry=600,
+        timeout=0.1,
+    )
+    conversation = Conversation((Message("user", "hello"),), max_tokens=100)
+    await budgets.reserve("bob", MODEL, conversation, StreamRecord("warm"))  # scripts loaded
+    busier = redis.Redis.from_url(redis_server.url)
+    busy = asyncio.create_task(busier.eval(BUSY, 0, 600_000))
+    await asyncio.sleep(0.1)  # the busy script has Redis's one thread
+    try:
+        with pytest.raises(BudgetUnavailable):
+            await budgets.reserve("alice", MODEL, conversation, StreamRecord("late"))
+        await busy  # then the late reserve runs, and its undo
+        await budgets.aclose()
+        keys = [key async for key in client.scan_iter("llm-stream-proxy:budget:alice:*")]
+        holds = [await client.hgetall(key) for key in keys]
+        assert holds  # the late reserve did run...
+        for fields in holds:  # ...and holds nothing: its hold is zero until its deadline
+            units = {value.split(b":")[0] for name, value in fields.items() if name != b"settled"}
+            assert units == {b"0"}
+    finally:
+        await client.aclose()
+        await busier.aclose()
 
 
 def shared_environment(upstream: FakeUpstreamServer, redis_url: str, keys: Any) -> dict[str, str]:

@@ -31,5 +31,9 @@ def budgets_of(policy: AdmissionPolicy, client: redis.Redis | None) -> Budgets:
     store: BudgetStore = MemoryBudgetStore() if client is None else RedisBudgetStore(client)
     # A reservation outlives its stream's longest life; a replica that died frees it then.
     return Budgets(
-        policy.named_keys, store, fail_open=policy.budget_fail_open, hold_expiry=policy.slot_expiry
+        policy.named_keys,
+        store,
+        fail_open=policy.budget_fail_open,
+        hold_expiry=policy.slot_expiry,
+        timeout=policy.redis_timeout,
     )

@@ -32,15 +32,16 @@ from proxy.budgets.store import BudgetStore, Claim
 from proxy.conversation import Conversation
 from proxy.errors import BudgetExceeded, BudgetUnavailable, OutputLimitReached
 from proxy.record import BudgetNote, StreamRecord
+from proxy.redis_retry import REDIS_ERRORS
 from proxy.settings import ClientKeySpec, KeyLimits, ModelSpec
 from proxy.values import utf8_length
 
 logger = logging.getLogger("proxy.budgets")
 T = TypeVar("T")
 
-# A budget store slower than this is down (the same bound as the rate limits').
-STORE_TIMEOUT = 0.25
-STORE_ERRORS = (TimeoutError, OSError, redis.RedisError)
+STORE_ERRORS = REDIS_ERRORS
+# Undoing a reservation that timed out runs in the background and must reach a slow Redis.
+UNDO_TIMEOUT = 10.0
 _PREFIX = "llm-stream-proxy:budget:"
 
 
@@ -136,8 +137,11 @@ class Budgets:
         *,
         fail_open: bool,
         hold_expiry: float,
+        timeout: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._timeout = timeout  # PROXY_REDIS_TIMEOUT: a store slower than this is down
+        self._undoing: set[asyncio.Task[None]] = set()
         self._limits = {key.name: key.limits for key in keys if key.limits.any}
         self._store = store
         self._fail_open = fail_open
@@ -167,6 +171,8 @@ class Budgets:
         try:
             decision, counts = await self._call(self._store.reserve(claim, now))
         except STORE_ERRORS as exc:
+            if isinstance(exc, TimeoutError | redis.TimeoutError):  # it may still run, late
+                self._undo_later(claim)
             self.warn("reserving", exc)
             if not self._fail_open:
                 raise unavailable() from None
@@ -209,8 +215,24 @@ class Budgets:
         return shown, rate_limit_headers(claim.windows, counts, now)
 
     async def _call(self, step: Awaitable[T]) -> T:
-        async with asyncio.timeout(STORE_TIMEOUT):
+        async with asyncio.timeout(self._timeout):
             return await step
+
+    def _undo_later(self, claim: Claim) -> None:
+        task = asyncio.get_running_loop().create_task(self._undo(claim))
+        self._undoing.add(task)
+        task.add_done_callback(self._undoing.discard)
+
+    async def _undo(self, claim: Claim) -> None:
+        try:
+            async with asyncio.timeout(UNDO_TIMEOUT):
+                await self._store.undo(claim, self._clock())
+        except STORE_ERRORS as exc:  # the hold, if it was made, lapses at its deadline
+            self.warn("undoing a reservation", exc)
+
+    async def aclose(self) -> None:
+        """Waits for the undos still running (each bounded)."""
+        await asyncio.gather(*self._undoing, return_exceptions=True)
 
     def warn(self, doing: str, exc: BaseException) -> None:
         now = time.monotonic()

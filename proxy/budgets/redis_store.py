@@ -36,10 +36,12 @@ end
 
 # ARGV: now ms, hold, deadline ms, prompt tokens, requested, minimum, then for each window
 # its limit, input rate, output rate, expiry ms. Returns {1, allowance, counts...} or
-# {0, refusing window (0-based), counts...}.
+# {0, refusing window (0-based), counts...}. A hold already there was undone (UNDO): the
+# proxy stopped waiting for this reservation, which must not count when it runs late.
 RESERVE = (
     _COUNT
     + """
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then return {0, 0} end
 local now, prompt, requested = tonumber(ARGV[1]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local minimum = math.min(tonumber(ARGV[6]), requested)
 local used, allowance, binding = {}, requested, -1
@@ -77,6 +79,16 @@ end
 return 1
 """
 
+# ARGV: hold, its deadline ms, then each window's expiry ms. The hold is left at zero until
+# its deadline: a reservation that runs after its undo finds it and takes nothing.
+UNDO = """
+for i, key in ipairs(KEYS) do
+  redis.call('HSET', key, ARGV[1], string.format('0:%d', tonumber(ARGV[2])))
+  if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[i + 2]) end
+end
+return 1
+"""
+
 COUNTS = (
     _COUNT
     + """
@@ -95,6 +107,7 @@ class RedisBudgetStore:
     def __init__(self, client: redis.Redis) -> None:
         self._reserve = client.register_script(RESERVE)
         self._settle = client.register_script(SETTLE)
+        self._undo = client.register_script(UNDO)
         self._counts = client.register_script(COUNTS)
 
     async def reserve(self, claim: Claim, now: float) -> tuple[Grant | Refusal, tuple[int, ...]]:
@@ -115,6 +128,11 @@ class RedisBudgetStore:
         for window, charge in zip(claim.windows, charges, strict=True):
             arguments += [charge, _expiry_ms(window, now)]
         await self._settle(list(claim.keys), arguments)
+
+    async def undo(self, claim: Claim, now: float) -> None:
+        arguments: list[int | str] = [claim.hold, int(claim.deadline * 1000)]
+        arguments += [_expiry_ms(window, now) for window in claim.windows]
+        await self._undo(list(claim.keys), arguments)
 
     async def counts(self, keys: tuple[str, ...], now: float) -> tuple[int, ...]:
         if not keys:

@@ -36,6 +36,11 @@ class BudgetStore(Protocol):
         """Drop the claim's hold and add what the stream really cost to each window."""
         ...
 
+    async def undo(self, claim: Claim, now: float) -> None:
+        """The claim's reservation counts for nothing, whether it was made already or is
+        made after this (a reserve the proxy stopped waiting for may run late)."""
+        ...
+
     async def counts(self, keys: tuple[str, ...], now: float) -> tuple[int, ...]: ...
 
 
@@ -86,6 +91,10 @@ class MemoryBudgetStore:
         for count, charge in zip(self._counts_of(claim, now), charges, strict=True):
             count.holds.pop(claim.hold, None)
             count.settled += charge
+
+    async def undo(self, claim: Claim, now: float) -> None:
+        for count in self._counts_of(claim, now):  # never late here: one event loop
+            count.holds.pop(claim.hold, None)
 
     async def counts(self, keys: tuple[str, ...], now: float) -> tuple[int, ...]:
         return tuple(count.total(now) if (count := self._counts.get(key)) else 0 for key in keys)

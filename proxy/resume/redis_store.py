@@ -28,7 +28,7 @@ import redis.asyncio as redis
 
 from proxy.errors import StreamLost
 from proxy.parts import Part, Reasoning, characters
-from proxy.redis_retry import reconnecting
+from proxy.redis_retry import REDIS_ERRORS, reconnecting, redis_call
 from proxy.resume.base import (
     StoredItem,
     StoredPart,
@@ -46,6 +46,11 @@ logger = logging.getLogger("proxy.resume")
 PREFIX = "llm-stream-proxy:resume:"
 # How long the end of a stream may wait for the text queued before it to reach Redis.
 END_TIMEOUT = 2.0
+# Starting a stored stream (before its first byte) and finding one (a resume) wait no longer:
+# a Redis that has not answered is down. Above the worst round trip measured on a busy
+# 2-core machine (0.78 s, docs/operations.md), as PROXY_REDIS_TIMEOUT's default is; the
+# socket's own bound is the follow's.
+CALL_TIMEOUT = 2.0
 # Deltas are gathered this long into one round trip: a pipeline per 20 ms of text still cost
 # the proxy nearly as much CPU as relaying it (README, Performance). Only resumers on other
 # replicas wait for it; the client that started the stream reads it in-process
@@ -176,7 +181,7 @@ class RedisStreamWriter:
                     pipe.pexpire(self._key, int(ttl * 1000))
                     pipe.pexpire(self._meta, int(ttl * 1000))
                 await pipe.execute()
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             # The live stream goes on; only its resume is lost (a reader times out).
             self._pending.clear()
             self._end_queued = True
@@ -206,6 +211,13 @@ class RedisStoredStream:
         self.length = _offset(last[0][0]) if last else 0
 
     async def follow(self, offset: int) -> AsyncGenerator[StoredItem, None]:
+        # Redis failing under a reader is an error ending, never a bare cut (issue 25).
+        with redis_call("following a stored stream"):
+            async with contextlib.aclosing(self._follow(offset)) as items:
+                async for item in items:
+                    yield item
+
+    async def _follow(self, offset: int) -> AsyncGenerator[StoredItem, None]:
         last = _entries(await self._redis.xrevrange(self._key, count=1))
         if last and b"end" in last[0][1] and _offset(last[0][0]) < offset:
             raise past_the_end(offset, _offset(last[0][0]))
@@ -255,19 +267,23 @@ class RedisResumeStore:
         meta = PREFIX + stream_id
         fields: list[str | bytes] = ["owner", owner, "generation", generation]
         fields += ["attributes", orjson.dumps(dict(attributes))]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(meta, items=fields)
-            pipe.pexpire(meta, int(self.ttl * 1000))
-            await pipe.execute()
         request_id = attributes.get("request_id", stream_id)
+        with redis_call("starting a stored stream", request_id):
+            async with asyncio.timeout(CALL_TIMEOUT):
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.hset(meta, items=fields)
+                    pipe.pexpire(meta, int(self.ttl * 1000))
+                    await pipe.execute()
         return RedisStreamWriter(self, meta, f"{meta}:{generation}", request_id)
 
     async def find(self, stream_id: str, owner: str) -> RedisStoredStream:
-        meta = cast(dict[bytes, bytes], await self.redis.hgetall(PREFIX + stream_id))
-        if not meta or meta.get(b"owner", b"").decode() != owner:
-            raise not_found(stream_id)
-        key = f"{PREFIX}{stream_id}:{meta[b'generation'].decode()}"
-        last = _entries(await self.redis.xrevrange(key, count=1))
+        with redis_call("finding a stored stream"):
+            async with asyncio.timeout(CALL_TIMEOUT):
+                meta = cast(dict[bytes, bytes], await self.redis.hgetall(PREFIX + stream_id))
+                if not meta or meta.get(b"owner", b"").decode() != owner:
+                    raise not_found(stream_id)
+                key = f"{PREFIX}{stream_id}:{meta[b'generation'].decode()}"
+                last = _entries(await self.redis.xrevrange(key, count=1))
         attributes: dict[str, str] = orjson.loads(meta[b"attributes"])
         return RedisStoredStream(self, key, attributes, last)
 
