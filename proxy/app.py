@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.budgets.headers import RATE_LIMIT_HEADERS
 from proxy.drain import AbortOnShutdown
-from proxy.errors import ClientDisconnected, ProxyError, RequestError
+from proxy.errors import ClientDisconnected, ErrorShape, ProxyError, RequestError, error_body
 from proxy.fake_upstream import FakeUpstream
 from proxy.guards import Guards
 from proxy.ids import request_id
@@ -159,7 +159,7 @@ async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
     rid = exc.request_id or request_id(request.headers.get("x-request-id"))
     if isinstance(exc, ClientDisconnected):
         return JSONResponse({}, status_code=exc.status_code)
-    return error_response(exc, rid, openai=_speaks_openai(request))
+    return error_response(exc, rid, _error_shape(request))
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -167,13 +167,16 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     error.status_code = exc.status_code
     error.error_type = "not_found" if exc.status_code == 404 else "http_error"
     rid = request_id(request.headers.get("x-request-id"))
-    return error_response(error, rid, openai=_speaks_openai(request))
+    return error_response(error, rid, _error_shape(request))
 
 
-def _speaks_openai(request: Request) -> bool:
-    """Errors answer in OpenAI's shape on the routes of OpenAI's API (SPEC §5c)."""
+# Each API's routes answer errors in that API's shape (SPEC §5c, §5i); the proxy's own else.
+ERROR_SHAPES: dict[str, ErrorShape] = {**completions.ERROR_SHAPES}
+
+
+def _error_shape(request: Request) -> ErrorShape:
     route = request.scope.get("route")
-    return getattr(route, "path", None) in completions.OPENAI_PATHS
+    return ERROR_SHAPES.get(getattr(route, "path", ""), error_body)
 
 
 def app_from_environment() -> FastAPI:

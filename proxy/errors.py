@@ -27,8 +27,9 @@
         ├── StreamLost               502 a resumed stream stopped without its end (issue 13)
         └── CompletionTooLarge       502 a `stream: false` answer over what is held in memory
 
-Exceptions are raised where the failure happens; the JSON shapes (`error_body`, and
-OpenAI's `openai_error_body` for the OpenAI-compatible route), the status and the headers of
+Exceptions are raised where the failure happens; the JSON shapes (`error_body`, OpenAI's
+`openai_error_body` and Anthropic's `anthropic_error_body` for their APIs' routes), the status
+and the headers of
 each live here alone, and `proxy.responses.error_response` is the one place they become a
 response. The one that logs a refusal (a stream's session) writes its
 request id on the error, so the response names the request the log line does.
@@ -38,6 +39,8 @@ Messages must never contain secrets: they are sent to clients and logged.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
+from typing import Any
 
 
 class ProxyError(Exception):
@@ -242,8 +245,35 @@ def openai_error(status: int, code: str, message: str, param: str | None = None)
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def openai_error_body(exc: ProxyError) -> OpenAIErrorBody:
+def openai_error_body(exc: ProxyError, request_id: str = "") -> OpenAIErrorBody:
     return openai_error(exc.status_code, exc.error_type, exc.message, exc.param)
+
+
+# Anthropic's error types by status, as its SDKs map them to their exceptions (SPEC §5i).
+_ANTHROPIC_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+    504: "timeout_error",
+}
+
+
+def anthropic_error(status: int, message: str) -> dict[str, Any]:
+    """Anthropic's error object: `{"type": "error", "error": {"type", "message"}}`."""
+    kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def anthropic_error_body(exc: ProxyError, request_id: str = "") -> dict[str, Any]:
+    return {**anthropic_error(exc.status_code, exc.message), "request_id": request_id}
+
+
+# How a route's API spells an error: (the error, the request's id) → the JSON body.
+ErrorShape = Callable[[ProxyError, str], Mapping[str, Any]]
 
 
 def _openai_type(status: int) -> str:

@@ -11,7 +11,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from proxy.errors import ProxyError, error_body, openai_error_body
+from proxy.errors import ErrorShape, ProxyError, error_body
 from proxy.formats import Head, Item
 from proxy.formats.encoders import Encoder
 from proxy.keepalive import KeepAlive
@@ -135,8 +135,9 @@ def _unwrapped(content: AsyncGenerator[Item, None]) -> AsyncGenerator[Item, None
     return inner if isinstance(inner, AsyncGeneratorType) else content
 
 
-def error_response(exc: ProxyError, request_id: str, *, openai: bool = False) -> JSONResponse:
-    """The error as JSON: the proxy's own shape, or OpenAI's error object."""
+def error_response(
+    exc: ProxyError, request_id: str, shape: ErrorShape = error_body
+) -> JSONResponse:
+    """The error as JSON, in the shape of the route's API (the proxy's own by default)."""
     headers = {"X-Request-ID": request_id, **dict(exc.extra_headers), **exc.headers()}
-    body = openai_error_body(exc) if openai else error_body(exc, request_id)
-    return JSONResponse(body, status_code=exc.status_code, headers=headers)
+    return JSONResponse(shape(exc, request_id), status_code=exc.status_code, headers=headers)

@@ -16,7 +16,13 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Depends
 from starlette.responses import JSONResponse, Response
 
-from proxy.errors import CompletionTooLarge, NotFound, UpstreamError
+from proxy.errors import (
+    CompletionTooLarge,
+    ErrorShape,
+    NotFound,
+    UpstreamError,
+    openai_error_body,
+)
 from proxy.formats import Head, Item
 from proxy.formats.completions import (
     CHAT_COMPLETION_CHUNKS,
@@ -51,7 +57,9 @@ NOT_RELAYED: Final = {
     "/v1/audio/transcriptions": "transcription",
 }
 # The paths whose errors answer in OpenAI's shape.
-OPENAI_PATHS: Final = frozenset({"/v1/chat/completions", *NOT_RELAYED})
+ERROR_SHAPES: Final[dict[str, ErrorShape]] = dict.fromkeys(
+    ("/v1/chat/completions", *NOT_RELAYED), openai_error_body
+)
 # What OpenAI's SDKs send with every request, from a browser too (openai-node's platform
 # headers): a CORS preflight that did not allow them would refuse every call.
 OPENAI_SDK_HEADERS: Final = (
