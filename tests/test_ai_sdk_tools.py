@@ -20,6 +20,7 @@ import pytest
 from proxy.fake_upstream import (
     TEXT_BEFORE_CALL,
     tool_answer_text,
+    tool_call_fragments,
     tool_call_id,
     tool_call_input,
 )
@@ -29,6 +30,7 @@ from tests.servers import FakeUpstreamServer, ProxyServer, proxy_settings
 from tests.test_models import MODELS
 
 TOOL_MODELS = ("chat", "claude", "llama")
+STREAMED_CALL_MODELS = ("chat", "claude")  # Ollama sends a call whole, in one line
 TOOLS = ["get_weather", "get_time"]
 
 
@@ -202,3 +204,33 @@ async def test_the_text_before_a_call_stays_in_its_step_and_goes_back_with_the_c
     assert result["steps"] == ["tool-calls", "stop"]
     _, second = upstream.find(marker)
     assert assistant_text(dialect, second.json) == TEXT_BEFORE_CALL
+
+
+# A failure inside a call
+
+
+@pytest.mark.parametrize("model", STREAMED_CALL_MODELS)
+async def test_a_drop_inside_the_arguments_is_an_error_and_no_tool_runs(
+    node: str, tools_proxy: ProxyServer, marker: str, model: str
+) -> None:
+    prompt = f"{marker} weather? @fault=drop-mid @after=2 @call=1"
+    result = await run_loop(node, tools_proxy, model, prompt, TOOLS[:1])
+    assert result["errors"][0] == "upstream connection dropped mid-stream"
+    types = result["types"]
+    assert types.index("error") < types.index("finish-step")
+    assert result["executions"] == []
+    # The SDK closes the call it was given with what arrived: two fragments, not valid JSON.
+    partial = "".join(tool_call_fragments(prompt, 0)[:2])
+    assert [call["input"] for call in result["calls"]] == [partial]
+    # No step finished. (The SDK sends the failed call back as a tool error and tries a second
+    # step, which the fake drops too: each step ends as an error.)
+    assert set(result["steps"]) == {"error"}
+
+
+async def test_a_drop_before_ollamas_whole_call_is_a_failure_before_any_step(
+    node: str, tools_proxy: ProxyServer, marker: str
+) -> None:
+    prompt = f"{marker} weather? @fault=drop-mid @after=2 @call=1"
+    result = await run_loop(node, tools_proxy, "llama", prompt, TOOLS[:1])
+    assert result["errors"] == ["upstream connection dropped before any text"]
+    assert (result["steps"], result["executions"], result["calls"]) == ([], [], [])
