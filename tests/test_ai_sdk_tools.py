@@ -167,7 +167,8 @@ async def test_two_parallel_calls_are_both_executed_and_both_results_answered(
     node: str, tools_proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str, model: str
 ) -> None:
     dialect = MODELS[model][0]
-    prompt = f"{marker} weather and time? @call=2 @arg_split=3"
+    # Argument fragments of 3 characters, the upstream's bytes cut one at a time.
+    prompt = f"{marker} weather and time? @call=2 @arg_split=3 @split=1"
     result = await run_loop(node, tools_proxy, model, prompt, TOOLS)
     assert result["errors"] == []
     inputs = [tool_call_input(prompt, index) for index in (0, 1)]

@@ -23,6 +23,7 @@ const requests = [];
 const provider = createOpenAICompatible({
   name: "proxy",
   baseURL: options.baseURL,
+  includeUsage: true, // stream_options.include_usage, as apps set it: a usage chunk after the calls
   fetch: async (url, init) => {
     requests.push(JSON.parse(init.body));
     return fetch(url, init);
