@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -19,6 +20,7 @@ from proxy.drain import AbortOnShutdown
 from proxy.errors import ClientDisconnected, ErrorShape, ProxyError, RequestError, error_body
 from proxy.fake_upstream import FakeUpstream
 from proxy.guards import Guards
+from proxy.hedging import HedgeBudget
 from proxy.ids import request_id
 from proxy.logs import protect_logs
 from proxy.observers import Observers, StreamObserver
@@ -151,7 +153,8 @@ async def _start_services(
         stack.push_async_callback(resumable.aclose)
     if guards.keys.open:
         logger.warning("PROXY_API_KEYS is not set: the proxy is open to every client")
-    return Services(settings, upstreams, http, guards, Observers(observers), resumable)
+    hedges = HedgeBudget(settings.hedge_budget, time.monotonic)
+    return Services(settings, upstreams, http, guards, Observers(observers), resumable, hedges)
 
 
 async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:

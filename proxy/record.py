@@ -74,6 +74,8 @@ class StreamRecord:
     bytes: int = 0  # text bytes (UTF-8)
     reasoning_deltas: int = 0
     reasoning_bytes: int = 0
+    hedged: bool = False  # a second attempt raced the first for its first part (SPEC §5j)
+    hedge_won: bool = False  # and got there first
     tool_calls: int = 0  # calls begun (never their names or arguments: SPEC §5h)
     tool_call_bytes: int = 0  # their arguments' bytes
     usage: Usage = NO_USAGE  # as the upstream reported it
@@ -179,6 +181,8 @@ class StreamRecord:
             fields["reasoning_bytes"] = self.reasoning_bytes
         if self.tool_calls:
             fields["tool_calls"] = self.tool_calls
+        if self.hedged:
+            fields["hedge"] = "won" if self.hedge_won else "lost"
         budget = self.budget
         if budget is not None and budget.settled_tokens is not None:
             fields["reserved_tokens"] = budget.reserved_tokens
@@ -205,6 +209,7 @@ AttemptResult = Literal[
     "dropped",
     "protocol_error",
     "cancelled",
+    "hedge_lost",  # the other racer's first part came first (proxy/hedge.py)
 ]
 _STATUS_CLASSES: dict[int, AttemptResult] = {
     1: "status_1xx",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -10,6 +11,7 @@ import httpx
 from proxy.balancer import Balancer
 from proxy.dialects import Dialect, get_dialect
 from proxy.guards import Guards
+from proxy.hedging import FirstPartTimes, HedgeBudget
 from proxy.observers import Observers, StreamObserver
 from proxy.resumable import ResumableStreams
 from proxy.settings import ModelSpec, Settings
@@ -27,6 +29,8 @@ class Upstream:
     spec: ModelSpec
     dialect: Dialect
     balancer: Balancer
+    # Its recent times to a first part: what `hedge_after: auto` follows (issue 30).
+    first_parts: FirstPartTimes = field(default_factory=FirstPartTimes)
 
     async def reachable(self, http: UpstreamHTTP, timeout: float) -> bool:
         """Whether a healthy replica answers HTTP at all (any status will do)."""
@@ -51,6 +55,8 @@ class Services:
     observers: StreamObserver = field(default_factory=Observers)
     # PROXY_RESUME (issue 13); None when off.
     resumable: ResumableStreams | None = None
+    # PROXY_HEDGE_BUDGET: the share of requests that may be hedged (issue 30).
+    hedges: HedgeBudget = field(default_factory=lambda: HedgeBudget(0.1, time.monotonic))
 
     @property
     def default_upstream(self) -> Upstream:

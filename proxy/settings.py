@@ -94,6 +94,12 @@ class ModelSpec(BaseModel):
     reasoning: ReasoningEffort | None = Field(
         default=None, description="default reasoning effort; None: the upstream's default"
     )
+    # Issue 30: race a second replica when the first is slow to its first part. `auto` follows
+    # the model's recent time to first part (docs/configuration.md); with one replica there is
+    # nothing to race, so it is off there whatever is set.
+    hedge_after: Annotated[float, Field(gt=0, allow_inf_nan=False)] | Literal["auto"] | None = (
+        Field(default="auto", description="seconds without a part before a hedge; auto; null: off")
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -395,6 +401,8 @@ class Settings(BaseSettings):
     rate_limit_fail_closed: bool = False
     upstream_urls: HTTPURLList = None
     replica_cooldown: float = Field(default=10.0, ge=0)
+    # The share of requests that may be hedged over a sliding minute (issue 30).
+    hedge_budget: float = Field(default=0.1, ge=0, le=1)
 
     # The chat page at GET / (docs/api.md); off for API-only deployments.
     chat_page: bool = True

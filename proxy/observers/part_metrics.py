@@ -1,10 +1,18 @@
-"""What a stream's parts did (SPEC §5g), part of PrometheusMetrics' registry:
+"""What a stream's parts did (SPEC §5g) and the race for its first part (§5j), part of
+PrometheusMetrics' registry:
 
 llm_proxy_time_to_first_part_seconds{model}   histogram: to the upstream's first part of
                                               any kind (what the first-token deadline counts)
 llm_proxy_time_to_first_text_seconds{model}   histogram: to the answer's first text (after
                                               a thinking model's thoughts)
 llm_proxy_stream_deltas_total{model,kind}     deltas relayed: text, reasoning
+llm_proxy_hedges_total{model,result}          hedges started, by whether the hedge won the
+                                              race (`won`) or the first attempt did (`lost`:
+                                              its upstream work was wasted)
+
+A lost hedge had streamed no part: a racer is closed the moment the other's first part comes,
+so what it cost is its prompt's processing, which no upstream reports for a request it saw
+cancelled (the attempts counter shows it as `result="hedge_lost"`).
 """
 
 from __future__ import annotations
@@ -41,6 +49,12 @@ class PartMetrics:
             ("model", "kind"),
             registry=registry,
         )
+        self._hedges = Counter(
+            PREFIX + "hedges",
+            "Hedges started, by who won the race for the first part (won: the hedge).",
+            ("model", "result"),
+            registry=registry,
+        )
 
     def stream_ended(self, record: StreamRecord, model: str) -> None:
         if record.first_part is not None:
@@ -51,3 +65,5 @@ class PartMetrics:
             self._deltas.labels(model, "text").inc(record.deltas)
         if record.reasoning_deltas:
             self._deltas.labels(model, "reasoning").inc(record.reasoning_deltas)
+        if record.hedged:
+            self._hedges.labels(model, "won" if record.hedge_won else "lost").inc()

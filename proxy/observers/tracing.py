@@ -22,7 +22,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.context import Context
@@ -80,8 +80,9 @@ class _Live:
     """One stream's open spans."""
 
     server: Span
-    attempt: Span | None = None
-    attempt_began: float = 0.0  # time.monotonic()
+    attempt: Span | None = None  # the attempt the stream went on with
+    # Attempts under way, by replica: a hedge races the first on another replica (SPEC §5j).
+    racing: dict[str, tuple[Span, float]] = field(default_factory=dict)  # and time.monotonic()
 
 
 class StreamTracer(StreamObserver):
@@ -104,24 +105,24 @@ class StreamTracer(StreamObserver):
             SpanKind.CLIENT,
             _attempt_attributes(attempt, operation),
         )
-        live.attempt, live.attempt_began = span, time.monotonic()
+        live.racing[attempt.replica.url] = (span, time.monotonic())
         headers: dict[str, str] = {}
         _PROPAGATOR.inject(headers, set_span_in_context(span, Context()))
         return headers or NO_HEADERS
 
     def attempt_ended(self, attempt: AttemptRecord) -> None:
         live = self._live.get(id(attempt.stream))
-        if live is None or live.attempt is None:
+        racing = live.racing.pop(attempt.replica.url, None) if live is not None else None
+        if live is None or racing is None:
             return
-        span = live.attempt
+        span, began = racing
         if attempt.result == "ok":  # reached the commit point: it lasts as the stream does
-            span.set_attribute(
-                "gen_ai.response.time_to_first_chunk", time.monotonic() - live.attempt_began
-            )
+            span.set_attribute("gen_ai.response.time_to_first_chunk", time.monotonic() - began)
+            live.attempt = span
             return
         if attempt.result == "cancelled":  # the stream's end says why: the client, a shutdown
+            live.attempt = span
             return
-        live.attempt = None
         error_type: str = attempt.result
         status = getattr(attempt.error, "upstream_status", None)
         if status is not None:
