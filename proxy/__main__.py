@@ -29,11 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     fake.add_argument("--port", type=int, default=9000)
     fake.add_argument("--tokens", type=int, help="tokens per reply (default: the whole reply)")
     fake.add_argument("--token-delay", type=float, default=0.02, help="seconds per token")
+    fake.add_argument(
+        "--slow-start", type=float, default=0.0, help="seconds a slow reply holds its first part"
+    )
+    fake.add_argument("--slow-every", type=int, default=1, help="every Nth reply is slow")
 
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args.host, args.port)
-    return _fake_upstream(args.host, args.port, args.tokens, args.token_delay)
+    return _fake_upstream(args)
 
 
 def _serve(host: str | None, port: int | None) -> int:
@@ -92,11 +96,19 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def _fake_upstream(host: str, port: int, tokens: int | None, token_delay: float) -> int:
+def _fake_upstream(args: argparse.Namespace) -> int:
     from proxy.fake_upstream import serve_fake_upstream
 
+    fake = serve_fake_upstream(
+        args.host,
+        args.port,
+        tokens=args.tokens,
+        token_delay=args.token_delay,
+        slow_start=args.slow_start,
+        slow_every=args.slow_every,
+    )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_fake_upstream(host, port, tokens=tokens, token_delay=token_delay))
+        asyncio.run(fake)
     return 0
 
 

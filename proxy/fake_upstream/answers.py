@@ -64,7 +64,9 @@ class Answer:
         tokens: int | None,
         token_delay: float,
         faults: FaultSchedule,
+        slow_start: float = 0.0,
     ) -> None:
+        self._slow_start = slow_start
         self._connection = connection
         self._record = record
         self._keep_alive = keep_alive
@@ -110,6 +112,7 @@ class Answer:
         if calls:
             wire = wire.with_calls(text=reply.total > 0)
         stream = _Stream(self._connection, record, wire, directives, fault, model, reply, calls)
+        stream.slow_start = self._slow_start
         await stream.run(self._keep_alive, reports_usage=usage, max_tokens=limit, thinking=thinking)
 
     def _content(
@@ -186,6 +189,7 @@ class _Stream:
         self._reply = reply
         self._calls = calls
         self._fragments = fragments_of(calls)
+        self.slow_start = 0.0  # seconds between the response head and the first part
 
     async def run(
         self, keep_alive: bool, *, reports_usage: bool, max_tokens: int | None, thinking: int
@@ -204,6 +208,8 @@ class _Stream:
         )
         if fault == "hang-before":
             await forever()
+        if self.slow_start:
+            await asyncio.sleep(self.slow_start)
         await self._send(wire.preamble(self._model, usage))
         if thinking:
             await self._send_reasoning(thinking)

@@ -16,8 +16,17 @@ from proxy.fake_upstream.server import FakeUpstream
 class RecordingFakeUpstream(FakeUpstream):
     """`FakeUpstream` plus `records`: every request in arrival order, and what became of it."""
 
-    def __init__(self, *, tokens: int | None = None, token_delay: float = 0.0) -> None:
-        super().__init__(tokens=tokens, token_delay=token_delay)
+    def __init__(
+        self,
+        *,
+        tokens: int | None = None,
+        token_delay: float = 0.0,
+        slow_start: float = 0.0,
+        slow_every: int = 1,
+    ) -> None:
+        super().__init__(
+            tokens=tokens, token_delay=token_delay, slow_start=slow_start, slow_every=slow_every
+        )
         self.records: list[FakeRequest] = []
         self._changed = asyncio.Event()
 

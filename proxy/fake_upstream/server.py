@@ -30,14 +30,31 @@ class FakeUpstream:
     whole reply.
     """
 
-    def __init__(self, *, tokens: int | None = None, token_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        tokens: int | None = None,
+        token_delay: float = 0.0,
+        slow_start: float = 0.0,
+        slow_every: int = 1,
+    ) -> None:
         self.tokens = tokens
         self.token_delay = token_delay
+        # A replica slow to start (issue 30's hedging): every `slow_every`-th streamed reply
+        # holds its first part `slow_start` seconds after its response head.
+        self.slow_start = slow_start
+        self.slow_every = max(1, slow_every)
+        self.replies_started = 0
         self.connections_accepted = 0
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.faults = FaultSchedule()
+
+    def next_slow_start(self) -> float:
+        """The hold before the next reply's first part (0: none)."""
+        self.replies_started += 1
+        return self.slow_start if self.replies_started % self.slow_every == 0 else 0.0
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         loop = asyncio.get_running_loop()
@@ -208,6 +225,7 @@ class _Connection(asyncio.Protocol):
                     keep_alive,
                     tokens=fake.tokens,
                     token_delay=fake.token_delay,
+                    slow_start=fake.next_slow_start(),
                     faults=fake.faults,
                 ).run()
                 self._current = None
@@ -239,10 +257,18 @@ class _Connection(asyncio.Protocol):
 
 
 async def serve_fake_upstream(
-    host: str, port: int, *, tokens: int | None, token_delay: float
+    host: str,
+    port: int,
+    *,
+    tokens: int | None,
+    token_delay: float,
+    slow_start: float = 0.0,
+    slow_every: int = 1,
 ) -> None:
     """Runs the fake alone until cancelled (`python -m proxy fake-upstream`)."""
-    fake = FakeUpstream(tokens=tokens, token_delay=token_delay)
+    fake = FakeUpstream(
+        tokens=tokens, token_delay=token_delay, slow_start=slow_start, slow_every=slow_every
+    )
     await fake.start(host, port)
     print(f"fake upstream listening on http://{host}:{fake.port}", flush=True)
     try:
