@@ -9,6 +9,7 @@ from pathlib import Path
 from benchmarks.bench import FULL, QUICK
 from benchmarks.bench import main as bench_main
 from benchmarks.cpu import main as cpu_main
+from benchmarks.hedging import bench_hedging, print_rows
 from benchmarks.memory import bench_memory
 
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=(),
         help='scenarios whose name contains any ("cpu": the CPU figures against the floor; '
-        '"memory": the memory per open stream)',
+        '"memory": the memory per open stream; "hedging": TTFT with hedging off and on)',
     )
     parser.add_argument(
         "--cpu-rounds", type=int, default=5, help="interleaved rounds of the CPU figures (0: none)"
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         status = cpu_main(*figures, args.granian, args.fastapi_floor, args.relay_floor) or status
     if not only or "memory" in only:
         status = bench_memory(args.quick, args.output, settings) or status
+    if not only or "hedging" in only:
+        requests = 40 if args.quick else 400
+        print_rows(bench_hedging(requests, concurrency=4, slow_start=2.0, slow_every=10))
     return status
 
 
