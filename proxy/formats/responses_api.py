@@ -133,6 +133,46 @@ def text_part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
 
 
+# Where a kind's deltas go within its item.
+_POSITIONS: Final = {"message": {"content_index": 0}, "reasoning": {"summary_index": 0}}
+
+
+def opening_events(kind: str, where: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """What follows an item's `output_item.added`: its one content or summary part."""
+    if kind == "message":
+        return [
+            ("response.content_part.added", {**where, "content_index": 0, "part": text_part("")})
+        ]
+    if kind == "reasoning":
+        part = {"type": "summary_text", "text": ""}
+        return [
+            ("response.reasoning_summary_part.added", {**where, "summary_index": 0, "part": part})
+        ]
+    return []
+
+
+def closing_events(
+    kind: str, where: dict[str, Any], item: dict[str, Any], text: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """What precedes an item's `output_item.done`: its text whole, its part done."""
+    if kind == "message":
+        return [
+            (
+                "response.output_text.done",
+                {**where, "content_index": 0, "text": text, "logprobs": []},
+            ),
+            ("response.content_part.done", {**where, "content_index": 0, "part": text_part(text)}),
+        ]
+    if kind == "reasoning":
+        part = {"type": "summary_text", "text": text}
+        return [
+            ("response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": text}),
+            ("response.reasoning_summary_part.done", {**where, "summary_index": 0, "part": part}),
+        ]
+    done = {**where, "arguments": item["arguments"], "name": item["name"]}
+    return [("response.function_call_arguments.done", done)]
+
+
 class ResponseEventEncoder:
     """The Responses API's events; one output item open at a time."""
 
@@ -233,20 +273,10 @@ class ResponseEventEncoder:
         opening = self._event(
             "response.output_item.added", output_index=self._index, item=self._output[-1]
         )
-        if kind == "message":
-            opening += self._event(
-                "response.content_part.added", **where, content_index=0, part=text_part("")
-            )
-        elif kind == "reasoning":
-            part = {"type": "summary_text", "text": ""}
-            opening += self._event(
-                "response.reasoning_summary_part.added", **where, summary_index=0, part=part
-            )
+        for event, fields in opening_events(kind, where):
+            opening += self._event(event, **fields)
         event, self._delta_tail = _DELTAS[kind]
-        position = {"message": {"content_index": 0}, "reasoning": {"summary_index": 0}}.get(
-            kind, {}
-        )
-        head = {"type": event, "sequence_number": 0, **where, **position}
+        head = {"type": event, "sequence_number": 0, **where, **_POSITIONS.get(kind, {})}
         # `..."sequence_number":0,...` → `..."sequence_number":%d,...,"delta":`
         rendered = orjson.dumps(head)[:-1].replace(b'"sequence_number":0', b'"sequence_number":%d')
         self._delta_head = b"event: " + event.encode() + b"\ndata: " + rendered + b',"delta":'
@@ -257,34 +287,13 @@ class ResponseEventEncoder:
         if not self._kind:
             return b""
         item = self._output[self._index] = self._item(status)
-        text = "".join(self._texts)
         where = {"item_id": item["id"], "output_index": self._index}
-        if self._kind == "message":
-            closing = self._event(
-                "response.output_text.done", **where, content_index=0, text=text, logprobs=[]
-            )
-            closing += self._event(
-                "response.content_part.done", **where, content_index=0, part=text_part(text)
-            )
-        elif self._kind == "reasoning":
-            part = {"type": "summary_text", "text": text}
-            closing = self._event(
-                "response.reasoning_summary_text.done", **where, summary_index=0, text=text
-            )
-            closing += self._event(
-                "response.reasoning_summary_part.done", **where, summary_index=0, part=part
-            )
-        else:
-            arguments = item["arguments"]
-            closing = self._event(
-                "response.function_call_arguments.done",
-                **where,
-                arguments=arguments,
-                name=item["name"],
-            )
+        closing = b""
+        for event, fields in closing_events(self._kind, where, item, "".join(self._texts)):
+            closing += self._event(event, **fields)
         self._kind = ""
         return closing + self._event(
-            "response.output_item.done", output_index=where["output_index"], item=item
+            "response.output_item.done", output_index=self._index, item=item
         )
 
     def _item(self, status: str) -> dict[str, Any]:
