@@ -29,7 +29,7 @@ from proxy.observers.metrics import PrometheusMetrics, create_metrics
 from proxy.observers.tracing import create_tracer
 from proxy.responses import SERVER_SEND, error_response
 from proxy.resumable import ResumableStreams
-from proxy.routes import chat, completions, operations, stream, usage
+from proxy.routes import chat, completions, operations, responses_api, stream, usage
 from proxy.routes.chat_page import add_chat_page
 from proxy.services import Services, build_upstreams
 from proxy.settings import Settings
@@ -72,7 +72,14 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     protect_logs()
-    for routes in (stream.router, chat.router, completions.router, operations.router, usage.router):
+    for routes in (
+        stream.router,
+        chat.router,
+        completions.router,
+        responses_api.router,
+        operations.router,
+        usage.router,
+    ):
         app.include_router(routes)
     if metrics is not None:
         endpoint = operations.metrics_endpoint(metrics)
@@ -174,7 +181,7 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 # Each API's routes answer errors in that API's shape (SPEC §5c, §5i); the proxy's own else.
-ERROR_SHAPES: dict[str, ErrorShape] = {**completions.ERROR_SHAPES}
+ERROR_SHAPES: dict[str, ErrorShape] = {**completions.ERROR_SHAPES, **responses_api.ERROR_SHAPES}
 
 
 def _error_shape(request: Request) -> ErrorShape:

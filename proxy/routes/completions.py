@@ -49,7 +49,6 @@ MAX_COMPLETION_BYTES: Final = 16 * 1024 * 1024
 # The rest of OpenAI's API that clients may call: refused clearly (404, naming what is not
 # relayed) rather than with a bare "Not Found".
 NOT_RELAYED: Final = {
-    "/v1/responses": "the Responses API",
     "/v1/completions": "the legacy Completions API",
     "/v1/embeddings": "embeddings",
     "/v1/images/generations": "image generation",
