@@ -419,7 +419,7 @@ def node() -> str:
 async def test_the_npm_sdk_streams_a_message_exactly(
     node: str, messages_proxy: ProxyServer, marker: str, model: str
 ) -> None:
-    prompt = f"{marker} @text=tricky @tokens=30 @split=1 @think=5"
+    prompt = f"{marker} @text=tricky @tokens=30 @split=1 @delay=0.01 @think=5"
     options = {"url": messages_proxy.url, "key": KEY, "model": model, "prompt": prompt}
     seen = await run_node_script(node, AI_SDK_DIRECTORY / "anthropic_client.mjs", options)
     assert seen["error"] is None

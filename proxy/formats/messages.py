@@ -219,36 +219,38 @@ def _encode(encoder: MessagesEncoder, part: Part) -> bytes:
 
 @dataclass(slots=True)
 class WholeMessage:
-    """A not-streamed answer's content blocks, gathered from its parts in the encoder's
-    order of blocks; a call's input stays JSON text until the end."""
+    """A not-streamed answer's content blocks, gathered from its parts in the blocks the
+    encoder makes of them: the parts before the first call, the calls, the parts after them.
+    A call's input stays JSON text until the end."""
 
-    content: list[dict[str, Any]] = field(default_factory=list)
+    before: list[dict[str, Any]] = field(default_factory=list)
     calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    after: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def content(self) -> list[dict[str, Any]]:
+        return [*self.before, *self.calls.values(), *self.after]
 
     def add(self, part: Part) -> None:
-        last = self.content[-1] if self.content else {}
+        blocks = self.after if self.calls else self.before
+        last = blocks[-1] if blocks else {}
         if isinstance(part, str):
             if last.get("type") == "text":
                 last["text"] += part
             else:
-                self.content.append({"type": "text", "text": part})
+                blocks.append({"type": "text", "text": part})
         elif isinstance(part, Reasoning | ReasoningSignature):
-            self._think(last, part)
+            if last.get("type") != "thinking" or last["signature"]:
+                last = {**_THINKING_START}
+                blocks.append(last)
+            if isinstance(part, Reasoning):
+                last["thinking"] += part.text
+            else:
+                last["signature"] = part.signature
         elif part.index in self.calls:
             self.calls[part.index]["input"] += part.arguments
         else:
-            block = {**_call_block(part), "input": part.arguments}
-            self.calls[part.index] = block
-            self.content.append(block)
-
-    def _think(self, last: dict[str, Any], part: Reasoning | ReasoningSignature) -> None:
-        if last.get("type") != "thinking" or last["signature"]:
-            last = {**_THINKING_START}
-            self.content.append(last)
-        if isinstance(part, Reasoning):
-            last["thinking"] += part.text
-        else:
-            last["signature"] = part.signature
+            self.calls[part.index] = {**_call_block(part), "input": part.arguments}
 
 
 def message_json(meta: MessageMeta, whole: WholeMessage, done: Done) -> dict[str, Any]:
