@@ -29,7 +29,7 @@ from proxy.observers.metrics import PrometheusMetrics, create_metrics
 from proxy.observers.tracing import create_tracer
 from proxy.responses import SERVER_SEND, error_response
 from proxy.resumable import ResumableStreams
-from proxy.routes import chat, completions, operations, responses_api, stream, usage
+from proxy.routes import chat, completions, messages, operations, responses_api, stream, usage
 from proxy.routes.chat_page import add_chat_page
 from proxy.services import Services, build_upstreams
 from proxy.settings import Settings
@@ -77,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
         chat.router,
         completions.router,
         responses_api.router,
+        messages.router,
         operations.router,
         usage.router,
     ):
@@ -109,6 +110,7 @@ def _allow_origins(app: FastAPI, origins: tuple[str, ...]) -> None:
             "x-request-id",
             "last-event-id",  # an SSE client resuming (issue 13)
             *completions.OPENAI_SDK_HEADERS,
+            *messages.ANTHROPIC_SDK_HEADERS,
         ],
         # What a page may read besides the safelisted headers: its request id, and a
         # budgeted key's limits (docs/budgets.md).
@@ -181,7 +183,11 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 # Each API's routes answer errors in that API's shape (SPEC §5c, §5i); the proxy's own else.
-ERROR_SHAPES: dict[str, ErrorShape] = {**completions.ERROR_SHAPES, **responses_api.ERROR_SHAPES}
+ERROR_SHAPES: dict[str, ErrorShape] = {
+    **completions.ERROR_SHAPES,
+    **responses_api.ERROR_SHAPES,
+    **messages.ERROR_SHAPES,
+}
 
 
 def _error_shape(request: Request) -> ErrorShape:

@@ -46,12 +46,24 @@ class ToolCall:
 
 
 @dataclass(slots=True, frozen=True)
+class Thinking:
+    """A thinking block an assistant turn made, sent back as it came (Anthropic's Messages API,
+    issue 29): its thoughts and signature, or a redacted block's opaque `data`. Only the
+    anthropic dialect carries it; the others drop it (their models never made it)."""
+
+    thinking: str = ""
+    signature: str = ""
+    redacted_data: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
 class Message:
     role: Role
     content: str
     images: tuple[Image, ...] = ()  # a user turn's attachments, after its text
     tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's calls
     tool_call_id: str | None = None  # a `tool` turn: the call it answers
+    thinking: tuple[Thinking, ...] = ()  # an assistant turn's thinking, before its text
 
 
 @dataclass(slots=True, frozen=True)
@@ -94,6 +106,7 @@ class Capabilities:
     image_links: bool = False  # as links the upstream fetches
     response_format: bool = False
     forced_tools: bool = False  # tool_choice `required` or a named function
+    top_k: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -107,6 +120,10 @@ class Conversation:
     top_p: float | None = None
     stop: tuple[str, ...] | None = None
     reasoning: ReasoningEffort | None = None  # None: the upstream's default
+    # The thinking tokens asked for exactly (the Messages API's `budget_tokens`), for a dialect
+    # that takes a budget; the others take `reasoning`, the effort it maps to.
+    reasoning_budget: int | None = None
+    top_k: int | None = None
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
@@ -128,6 +145,8 @@ class Conversation:
             return "tool_choice", "a required or named tool choice"
         if self.response_format is not None and not can.response_format:
             return "response_format", "a structured response format"
+        if self.top_k is not None and not can.top_k:
+            return "top_k", "top_k sampling"
         for index, message in enumerate(self.messages):
             if (message.tool_calls or message.role == "tool") and not can.tools:
                 field = "tool_calls" if message.tool_calls else "role"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -52,6 +52,9 @@ class StreamRoute:
     formats: tuple[OutputFormat, ...]
     # Where its resumable streams are kept (PROXY_RESUME), apart from other routes'.
     resume_prefix: str
+    # Refuses (raises) what the request's headers ask for that the route cannot relay, before
+    # its body is read: the Messages API's `anthropic-beta` features.
+    check_headers: Callable[[Mapping[str, str]], None] | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -99,6 +102,8 @@ class StreamOpener:
         output = acceptable(request, route.formats)
         session.record.output_format = output.name
         await session.admit(client, peer_of(request))
+        if route.check_headers is not None:
+            route.check_headers(request.headers)
         body = await read_body(request, settings.request_limits, route.request_model)
         session.name_model(body.model or "-")
         check_prompt_length(body, settings.request_limits)

@@ -4,6 +4,8 @@
     Reasoning       a reasoning delta: a thinking model's thoughts, exactly as decoded
     ToolCallDelta   a piece of a function call: its first carries the call's index, id and
                     name, the rest argument fragments under the same index
+    ReasoningSignature  the signature that seals the reasoning before it (Anthropic's
+                    `signature_delta`): opaque, no characters, for a client to send back
     Ending          Done | Failed (proxy/values.py): last, once
 
 A text delta is the bare `str`: most deltas are text, and a str needs no wrapper per delta
@@ -44,7 +46,17 @@ class ToolCallDelta:
     arguments: str
 
 
-Part = str | Reasoning | ToolCallDelta
+@dataclass(slots=True, frozen=True)
+class ReasoningSignature:
+    """The signature of the reasoning just before it (Anthropic's `signature_delta`, issue 29):
+    opaque, never shown, counted as no characters. A client of Anthropic's Messages API sends
+    its thinking back with it; only the Messages API carries it (every other encoder writes
+    nothing for it), and resumable stores do not keep it."""
+
+    signature: str
+
+
+Part = str | Reasoning | ToolCallDelta | ReasoningSignature
 Item = Part | Ending
 
 
@@ -53,6 +65,8 @@ def characters(part: Part) -> str:
     argument fragments)."""
     if isinstance(part, str):
         return part
+    if isinstance(part, ReasoningSignature):
+        return ""
     return part.arguments if isinstance(part, ToolCallDelta) else part.text
 
 

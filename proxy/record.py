@@ -16,7 +16,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from proxy.parts import Part, ToolCallDelta, characters
+from proxy.parts import Part, ReasoningSignature, ToolCallDelta, characters
 from proxy.urls import PublicURL
 from proxy.values import NO_USAGE, Done, Outcome, Usage, outcome_of, utf8_length
 
@@ -121,6 +121,8 @@ class StreamRecord:
         elif isinstance(part, ToolCallDelta):
             self.tool_calls += part.id is not None
             self.tool_call_bytes += utf8_length(part.arguments)
+        elif isinstance(part, ReasoningSignature):
+            return  # opaque, and no output of the model's: nothing to count
         else:
             self.reasoning_deltas += 1
             self.reasoning_bytes += utf8_length(characters(part))

@@ -15,7 +15,7 @@ from proxy.errors import ErrorShape, ProxyError, error_body
 from proxy.formats import Head, Item
 from proxy.formats.encoders import Encoder
 from proxy.keepalive import KeepAlive
-from proxy.parts import Part, Reasoning
+from proxy.parts import Part, Reasoning, ToolCallDelta
 from proxy.values import Done, Failed
 
 # Seconds between the last text of a failed stream and the abort; the stream's upstream is
@@ -114,7 +114,9 @@ def encode_part(encoder: Encoder, part: Part) -> bytes:
         return encoder.reasoning(part.text)
     if isinstance(part, str):
         return encoder.delta(part)
-    return encoder.tool_call(part)
+    if isinstance(part, ToolCallDelta):
+        return encoder.tool_call(part)
+    return encoder.signature(part)
 
 
 def _unwrapped(content: AsyncGenerator[Item, None]) -> AsyncGenerator[Item, None]:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from proxy.errors import RedisUnavailable, ShuttingDown, error_body
-from proxy.parts import ItemSource, Part, ToolCallDelta
+from proxy.parts import ItemSource, Part, ReasoningSignature, ToolCallDelta
 from proxy.resume import (
     MemoryResumeStore,
     ResumeStore,
@@ -49,8 +49,9 @@ class Tee:
         self._stored = stored
 
     def append(self, part: Part) -> None:
-        if isinstance(part, ToolCallDelta):
-            return  # the resumable routes take no tools: nothing of a call to keep
+        if isinstance(part, ToolCallDelta | ReasoningSignature):
+            # The resumable routes take no tools and carry no signature: nothing to keep.
+            return
         self._live.append(part)
         self._stored.append(part)
 

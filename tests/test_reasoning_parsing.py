@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from proxy.conversation import Conversation, Message
 from proxy.dialects import get_dialect
-from proxy.parts import Part, Reasoning
+from proxy.parts import Part, Reasoning, ReasoningSignature
 from tests.splits import cuts, split_at, token_text
 from tests.test_dialects import model, sse
 
@@ -92,7 +92,8 @@ def channels(dialect: str, pieces: list[bytes]) -> tuple[str, str, list[type], b
     parts += read
     reasoning = "".join(part.text for part in parts if isinstance(part, Reasoning))
     text = "".join(part for part in parts if isinstance(part, str))
-    kinds = [type(part) for part in parts]
+    # A signature (anthropic's, issue 29) seals the reasoning: neither channel's order.
+    kinds = [type(part) for part in parts if not isinstance(part, ReasoningSignature)]
     order = [kind for index, kind in enumerate(kinds) if index == 0 or kinds[index - 1] != kind]
     return reasoning, text, order, parser.complete
 
@@ -122,6 +123,24 @@ def test_multibyte_reasoning_split_at_every_byte(stream: str) -> None:
     for point in range(len(body) + 1):
         reasoning, text, _, complete = channels(dialect, [body[:point], body[point:]])
         assert (reasoning, text, complete) == ("é世界🙂 \u2028", "𝄞\u0085ok", True)
+
+
+def test_anthropic_signature_is_a_part_after_its_reasoning_at_any_split() -> None:
+    """The thinking block's `signature_delta` is relayed whole, after the thoughts it seals
+    and before the text (issue 29): a Messages API client sends it back."""
+    body = anthropic_thinking(["é", "世界"], ["ok"])
+    for point in range(0, len(body) + 1, 7):
+        parser = get_dialect("anthropic").parser(1_048_576)
+        parts: list[Part] = []
+        for piece in (body[:point], body[point:]):
+            read, failure = parser.feed(piece)
+            assert failure is None
+            parts += read
+        signatures = [i for i, part in enumerate(parts) if isinstance(part, ReasoningSignature)]
+        assert [parts[i] for i in signatures] == [ReasoningSignature("c2lnbmF0dXJl")]
+        reasoning = [i for i, part in enumerate(parts) if isinstance(part, Reasoning)]
+        text = [i for i, part in enumerate(parts) if isinstance(part, str)]
+        assert max(reasoning) < signatures[0] < min(text)
 
 
 def test_reasoning_sent_as_an_object_is_no_part() -> None:

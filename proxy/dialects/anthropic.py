@@ -1,7 +1,8 @@
 """Anthropic `/v1/messages`: typed SSE events; text in `content_block_delta`/`text_delta`,
 reasoning in `thinking_delta`, `message_stop` ends the stream, `error` events are failures,
-`ping` is a keep-alive. A thinking block's `signature_delta` and `redacted_thinking` blocks
-are neither text nor reasoning.
+`ping` is a keep-alive. A thinking block's `signature_delta` is a part of its own
+(ReasoningSignature), relayed by the Messages API so a client can send its thinking back
+(issue 29); `redacted_thinking` blocks are neither text nor reasoning.
 
 Reasoning is asked for with `thinking` and a token budget per effort (THINKING_BUDGETS). The
 Messages API wants the budget at least 1024 and below `max_tokens`, and refuses temperature
@@ -28,7 +29,7 @@ from proxy.dialects.common import (
     loads_event,
 )
 from proxy.errors import UpstreamProtocolError
-from proxy.parts import Part, add_reasoning, add_text, add_tool_call
+from proxy.parts import Part, ReasoningSignature, add_reasoning, add_text, add_tool_call
 from proxy.settings import ModelSpec
 from proxy.wire import ServerSentEvent
 
@@ -69,6 +70,10 @@ class AnthropicParser(SSEPartsParser):
             add_text(parts, delta.get("text"))
         elif kind == "thinking_delta":
             add_reasoning(parts, delta.get("thinking"))
+        elif kind == "signature_delta":
+            signature = delta.get("signature")
+            if isinstance(signature, str) and signature:
+                parts.append(ReasoningSignature(signature))
         elif kind == "input_json_delta":
             call = self._blocks.get(payload.get("index"))
             fragment = delta.get("partial_json")
@@ -108,7 +113,9 @@ class AnthropicParser(SSEPartsParser):
 class Anthropic:
     name = "anthropic"
     # Structured output has no field of its own in the Messages API: refused, not imitated.
-    capabilities = Capabilities(tools=True, images=True, image_links=True, forced_tools=True)
+    capabilities = Capabilities(
+        tools=True, images=True, image_links=True, forced_tools=True, top_k=True
+    )
 
     def build_request(self, model: ModelSpec, conversation: Conversation) -> UpstreamRequest:
         # The Messages API takes the system prompt apart, and only user/assistant turns.

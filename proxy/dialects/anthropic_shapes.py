@@ -10,6 +10,8 @@ images                      `image` blocks before the text (Anthropic's advice):
 tools                       `input_schema` for OpenAI's `parameters`
 tool_choice                 auto, any (`required`), tool (a named function), none;
                             `parallel_tool_calls: false` as `disable_parallel_tool_use`
+an assistant's thinking     `thinking` (with its signature) and `redacted_thinking` blocks
+                            first, as the Messages API wants them back (issue 29)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from proxy.conversation import Conversation, ForcedTool, Image, Message
+from proxy.conversation import Conversation, ForcedTool, Image, Message, Thinking
 from proxy.errors import UnsupportedParameter
 from proxy.settings import ReasoningEffort
 
@@ -41,7 +43,7 @@ def anthropic_messages(conversation: Conversation) -> list[dict[str, Any]]:
         blocks = content_blocks(message)
         if turns and turns[-1]["role"] == role == "user" and _has_results(turns[-1]):
             turns[-1]["content"] += blocks
-        elif message.images or message.tool_calls or message.role == "tool":
+        elif message.images or message.tool_calls or message.thinking or message.role == "tool":
             turns.append({"role": role, "content": blocks})
         else:
             turns.append({"role": role, "content": message.content})
@@ -57,13 +59,20 @@ def content_blocks(message: Message) -> list[dict[str, Any]]:
     if message.role == "tool":
         result = {"type": "tool_result", "tool_use_id": message.tool_call_id}
         return [{**result, "content": message.content}]
-    blocks = [image_block(image) for image in message.images]
+    blocks = [thinking_block(thinking) for thinking in message.thinking]
+    blocks += [image_block(image) for image in message.images]
     if message.content:
         blocks.append({"type": "text", "text": message.content})
     for call in message.tool_calls:
         block = {"type": "tool_use", "id": call.id, "name": call.name}
         blocks.append({**block, "input": call_input(call.arguments)})
     return blocks
+
+
+def thinking_block(thinking: Thinking) -> dict[str, Any]:
+    if thinking.redacted_data is not None:
+        return {"type": "redacted_thinking", "data": thinking.redacted_data}
+    return {"type": "thinking", "thinking": thinking.thinking, "signature": thinking.signature}
 
 
 def image_block(image: Image) -> dict[str, Any]:
@@ -113,12 +122,16 @@ def anthropic_tool_fields(conversation: Conversation) -> dict[str, Any]:
     return fields
 
 
-def thinking_of(effort: ReasoningEffort | None, max_tokens: int) -> dict[str, Any] | None:
-    """The `thinking` field for an effort: a budget from the table, kept below max_tokens;
-    "none" (or no room for the least budget) turns thinking off; None asks nothing."""
+def thinking_of(
+    effort: ReasoningEffort | None, max_tokens: int, exactly: int | None = None
+) -> dict[str, Any] | None:
+    """The `thinking` field for an effort: a budget from the table (or the one asked for
+    `exactly`), kept below max_tokens; "none" (or no room for the least budget) turns thinking
+    off; None asks nothing."""
     if effort is None:
         return None
-    budget = min(THINKING_BUDGETS.get(effort, 0), max_tokens - 1)
+    asked = THINKING_BUDGETS.get(effort, 0) if exactly is None or effort == "none" else exactly
+    budget = min(asked, max_tokens - 1)
     if budget < MIN_THINKING_BUDGET:
         return {"type": "disabled"}
     return {"type": "enabled", "budget_tokens": budget}
@@ -128,7 +141,7 @@ def anthropic_sampling(conversation: Conversation, max_tokens: int) -> dict[str,
     """`thinking` where asked for, and the sampling fields Anthropic takes with it: none of
     temperature and top_k, and top_p only from 0.95, while thinking is on."""
     fields: dict[str, Any] = {}
-    thinking = thinking_of(conversation.reasoning, max_tokens)
+    thinking = thinking_of(conversation.reasoning, max_tokens, conversation.reasoning_budget)
     if thinking is not None:
         fields["thinking"] = thinking
     thinking_on = thinking is not None and thinking["type"] == "enabled"
@@ -137,4 +150,6 @@ def anthropic_sampling(conversation: Conversation, max_tokens: int) -> dict[str,
     top_p = conversation.top_p
     if top_p is not None and (not thinking_on or top_p >= 0.95):
         fields["top_p"] = top_p
+    if conversation.top_k is not None and not thinking_on:
+        fields["top_k"] = conversation.top_k
     return fields

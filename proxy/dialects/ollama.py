@@ -77,7 +77,7 @@ class OllamaParser:
 
 class Ollama:
     name = "ollama"
-    capabilities = Capabilities(tools=True, images=True, response_format=True)
+    capabilities = Capabilities(tools=True, images=True, response_format=True, top_k=True)
 
     def build_request(self, model: ModelSpec, conversation: Conversation) -> UpstreamRequest:
         options: dict[str, Any] = {}
@@ -87,6 +87,8 @@ class Ollama:
             options["temperature"] = conversation.temperature
         if conversation.top_p is not None:
             options["top_p"] = conversation.top_p
+        if conversation.top_k is not None:
+            options["top_k"] = conversation.top_k
         if conversation.stop:
             options["stop"] = list(conversation.stop)
         body: dict[str, Any] = {

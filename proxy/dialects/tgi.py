@@ -40,7 +40,7 @@ class TGIParser(SSEPartsParser):
 
 class TGI:
     name = "tgi"
-    capabilities = Capabilities()  # text alone
+    capabilities = Capabilities(top_k=True)  # text alone, and top_k sampling
 
     def build_request(self, model: ModelSpec, conversation: Conversation) -> UpstreamRequest:
         parameters: dict[str, Any] = {}
@@ -52,6 +52,8 @@ class TGI:
             parameters["temperature"] = conversation.temperature
         if conversation.top_p is not None and 0 < conversation.top_p < 1:
             parameters["top_p"] = conversation.top_p
+        if conversation.top_k is not None:
+            parameters["top_k"] = conversation.top_k
         if conversation.stop:
             parameters["stop"] = list(conversation.stop)
         if model.stream_usage:

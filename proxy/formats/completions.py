@@ -32,7 +32,7 @@ import orjson
 
 from proxy.errors import openai_error
 from proxy.formats.encoders import Encoder, OutputFormat
-from proxy.parts import ToolCallDelta
+from proxy.parts import ReasoningSignature, ToolCallDelta
 from proxy.values import Done, Ending, Failed, Usage
 
 # OpenAI's words for why a completion stopped; the proxy's "other" (an upstream's own word) is
@@ -175,6 +175,9 @@ class ChatCompletionChunkEncoder:
         first = call.index not in self._calls
         self._calls.add(call.index)
         return self._chunk(b'{"tool_calls":[%s]}' % orjson.dumps(tool_call_json(call, first)))
+
+    def signature(self, part: ReasoningSignature) -> bytes:
+        return b""  # Chat Completions has no field for it
 
     def end(self, ending: Ending) -> bytes:
         if isinstance(ending, Failed):

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from proxy.parts import ToolCallDelta
+from proxy.parts import ReasoningSignature, ToolCallDelta
 from proxy.values import Done, Ending, Failed
 
 
@@ -39,6 +39,10 @@ class Encoder(Protocol):
     def reasoning(self, text: str) -> bytes: ...
 
     def tool_call(self, call: ToolCallDelta) -> bytes: ...
+
+    def signature(self, part: ReasoningSignature) -> bytes:
+        """A reasoning signature: written by the Messages API alone (b"" elsewhere)."""
+        ...
 
     def end(self, ending: Ending) -> bytes | None:
         """The closing bytes; None when the format cannot say "failed" and must abort."""
@@ -66,6 +70,9 @@ class TextEncoder:
     def tool_call(self, call: ToolCallDelta) -> bytes:
         return b""
 
+    def signature(self, part: ReasoningSignature) -> bytes:
+        return b""
+
     def end(self, ending: Ending) -> bytes | None:
         return b"" if isinstance(ending, Done) else None
 
@@ -83,6 +90,9 @@ class _CountingEncoder:
 
     def tool_call(self, call: ToolCallDelta) -> bytes:
         return b""  # the routes of these formats take no tools (docs/api.md)
+
+    def signature(self, part: ReasoningSignature) -> bytes:
+        return b""
 
 
 class SSEEncoder(_CountingEncoder):
@@ -182,6 +192,9 @@ class UIMessageEncoder:
 
     def tool_call(self, call: ToolCallDelta) -> bytes:
         return b""  # POST /v1/chat takes no tools (docs/api.md)
+
+    def signature(self, part: ReasoningSignature) -> bytes:
+        return b""
 
     def _part(self, kind: str, delta: str) -> bytes:
         opening = b""

@@ -43,7 +43,7 @@ import orjson
 
 from proxy.errors import openai_error
 from proxy.formats.encoders import Encoder, OutputFormat
-from proxy.parts import ToolCallDelta
+from proxy.parts import ReasoningSignature, ToolCallDelta
 from proxy.values import Done, Ending, Failed, Usage
 
 # Why an answer stopped short, in the Responses API's words (`incomplete_details.reason`).
@@ -213,6 +213,9 @@ class ResponseEventEncoder:
     def reasoning(self, text: str) -> bytes:
         opening = b"" if self._kind == "reasoning" else self._switch("reasoning")
         return opening + self._delta(text)
+
+    def signature(self, part: ReasoningSignature) -> bytes:
+        return b""  # a reasoning summary has no signature: Anthropic's, for its own API alone
 
     def tool_call(self, call: ToolCallDelta) -> bytes:
         index = self._calls.get(call.index)

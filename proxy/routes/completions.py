@@ -33,7 +33,7 @@ from proxy.formats.completions import (
 )
 from proxy.openai_request import ChatCompletionRequest
 from proxy.opening import Stream, StreamOpener, StreamRoute, answering_as
-from proxy.parts import ItemSource, Reasoning, characters
+from proxy.parts import ItemSource, Reasoning, ReasoningSignature, characters
 from proxy.responses import StreamResponse
 from proxy.values import Done, Failed, utf8_length
 
@@ -121,6 +121,8 @@ async def _collect(completion: Completion, items: ItemSource) -> dict[str, Any]:
             answer.text.append(item)
         elif isinstance(item, Reasoning):
             answer.reasoning.append(item.text)
+        elif isinstance(item, ReasoningSignature):
+            continue  # Chat Completions has no field for it
         else:
             answer.add_call(item)
         size += utf8_length(characters(item))

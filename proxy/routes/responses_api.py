@@ -25,8 +25,8 @@ from proxy.formats.responses_api import (
     response_events,
 )
 from proxy.opening import Stream, StreamOpener, StreamRoute, answering_as
-from proxy.parts import ItemSource, Reasoning, characters
-from proxy.responses import StreamResponse
+from proxy.parts import ItemSource, characters
+from proxy.responses import StreamResponse, encode_part
 from proxy.responses_request import ResponsesRequest
 from proxy.values import Done, Failed, utf8_length
 
@@ -86,12 +86,7 @@ async def _collect(response: ResponseObject, items: ItemSource) -> dict[str, Any
             return encoder.whole(item)
         if isinstance(item, Failed):
             raise _failure(item)
-        if isinstance(item, str):
-            encoder.delta(item)
-        elif isinstance(item, Reasoning):
-            encoder.reasoning(item.text)
-        else:
-            encoder.tool_call(item)
+        encode_part(encoder, item)
         size += utf8_length(characters(item))
         if size > limit:
             message = f"the answer is longer than {limit} bytes: ask with stream: true"
