@@ -339,10 +339,10 @@ class AdmissionTicket:
         reservation.note.headers = self._request_headers + reservation.note.headers
         return reservation.conversation
 
-    def check_output(self, produced_bytes: int) -> None:
+    def check_output(self, produced_bytes: int, produced_deltas: int) -> None:
         """OutputLimitReached once a budgeted stream's output has passed its allowance."""
         if self._reservation is not None:
-            self._reservation.check_output(produced_bytes)
+            self._reservation.check_output(produced_bytes, produced_deltas)
 
     async def release(self) -> None:
         if self._holds_slot:

@@ -76,6 +76,7 @@ class StreamRecord:
     reasoning_bytes: int = 0
     tool_calls: int = 0  # calls begun (never their names or arguments: SPEC §5h)
     tool_call_bytes: int = 0  # their arguments' bytes
+    tool_call_deltas: int = 0  # their pieces
     usage: Usage = NO_USAGE  # as the upstream reported it
     finish_reason: str | None = None  # as the upstream reported it, normalised
     went_upstream: bool = False  # `stream_started` was observed
@@ -118,6 +119,7 @@ class StreamRecord:
             self.bytes += utf8_length(part)
         elif isinstance(part, ToolCallDelta):
             self.tool_calls += part.id is not None
+            self.tool_call_deltas += 1
             self.tool_call_bytes += utf8_length(part.arguments)
         else:
             self.reasoning_deltas += 1
@@ -128,6 +130,12 @@ class StreamRecord:
         """Every byte the upstream produced as output: text, reasoning and call arguments, all
         billed as output tokens."""
         return self.bytes + self.reasoning_bytes + self.tool_call_bytes
+
+    @property
+    def output_deltas(self) -> int:
+        """Every output part of every kind: about one token each (servers send one a delta;
+        deltas one read brought are one part)."""
+        return self.deltas + self.reasoning_deltas + self.tool_call_deltas
 
     def failed(self, exc: ProxyError) -> None:
         """The stream ends with this failure, unless its end was already written down."""

@@ -146,14 +146,18 @@ class StreamSession:
             if self._ended:
                 raise StopAsyncIteration
             return self._end(None)
-        self.record.count(part)
+        record = self.record
+        record.count(part)
+        if self._ticket is not None:  # the part past a budget's allowance is not sent
+            try:
+                self._ticket.check_output(record.output_bytes, record.output_deltas)
+            except ProxyError as exc:
+                return self._end(exc)
         return part
 
     async def _read(self) -> Part | None:
         attempt, watchdog = self._attempt, self._watchdog
         assert attempt is not None and watchdog is not None, "the session is not open"  # noqa: PT018
-        if self._ticket is not None:
-            self._ticket.check_output(self.record.output_bytes)
         watchdog.waiting_for_upstream()
         try:
             return await attempt.read()

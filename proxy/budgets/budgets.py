@@ -2,7 +2,7 @@
 
 reservation = await budgets.reserve(name, model, conversation, record)  # or 429 / 503
 reservation.conversation          # asks the upstream for at most the allowance
-reservation.check_output(bytes)   # raises OutputLimitReached past the allowance
+reservation.check_output(bytes, deltas)  # OutputLimitReached past the allowance
 await reservation.settle()        # once, at the end: the real cost, the rest refunded
 """
 
@@ -93,9 +93,10 @@ class Reservation:
         self.note = record.budget = BudgetNote(claim.prompt_tokens + (conversation.max_tokens or 0))
         self.cutoff = (conversation.max_tokens or 0) * CUT_BYTES_PER_TOKEN
 
-    def check_output(self, produced_bytes: int) -> None:
-        """An upstream that ignores its max tokens is cut here (docs/budgets.md)."""
-        if produced_bytes > self.cutoff:
+    def check_output(self, produced_bytes: int, produced_deltas: int) -> None:
+        """An upstream that ignores its max tokens is cut here, by whichever count passes the
+        allowance first (docs/budgets.md)."""
+        if produced_deltas > (self.conversation.max_tokens or 0) or produced_bytes > self.cutoff:
             raise OutputLimitReached(
                 f"the output passed this key's allowance of {self.conversation.max_tokens} "
                 "tokens (the upstream ignored its max tokens)"
