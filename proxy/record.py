@@ -18,7 +18,7 @@ from proxy.errors import (
 )
 from proxy.parts import Part, ToolCallDelta, characters
 from proxy.urls import PublicURL
-from proxy.values import NO_USAGE, Done, Outcome, Usage, outcome_of, utf8_length
+from proxy.values import NO_USAGE, BudgetNote, Done, Outcome, Usage, outcome_of, utf8_length
 
 
 @dataclass(slots=True, frozen=True)
@@ -32,22 +32,6 @@ class Arrival:
 
 
 NO_ARRIVAL = Arrival()
-
-
-@dataclass(slots=True)
-class BudgetNote:
-    """What a named key's budget did for a stream (proxy/budgets/)."""
-
-    reserved_tokens: int  # the prompt estimate plus the output allowance
-    settled_tokens: int | None = None  # what it was charged, once settled
-    estimated: bool = False  # settled from the proxy's estimate, not the upstream's count
-    spend: float | None = None  # its settled cost at the model's prices (currency units)
-    refused: str | None = None  # the window that refused it
-    headers: tuple[tuple[str, str], ...] = ()  # x-ratelimit-* for its response
-
-    @property
-    def refunded_tokens(self) -> int:
-        return max(0, self.reserved_tokens - (self.settled_tokens or 0))
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""Issue 21: token budgets per named key, reserved, capped and settled (proxy/budgets/)."""
+"""Issue 21: token budgets per named key, reserved, capped and settled (admission/budgets/)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import redis.asyncio as redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.budgets import Budgets
-from proxy.budgets.headers import reset_duration
-from proxy.budgets.ledger import (
+from proxy.admission.budgets import Budgets
+from proxy.admission.budgets.headers import reset_duration
+from proxy.admission.budgets.ledger import (
     MIN_ALLOWANCE,
     Grant,
     Refusal,
@@ -28,12 +28,11 @@ from proxy.budgets.ledger import (
     token_rate,
     windows,
 )
-from proxy.budgets.redis_store import RedisBudgetStore
-from proxy.budgets.store import Claim, MemoryBudgetStore
+from proxy.admission.budgets.redis_store import RedisBudgetStore
+from proxy.admission.budgets.store import Claim, MemoryBudgetStore
 from proxy.conversation import Conversation, Message
 from proxy.errors import BudgetUnavailable
 from proxy.fake_upstream import prompt_tokens
-from proxy.record import StreamRecord
 from proxy.settings import ClientKeySpec, KeyLimits, ModelSpec
 from tests.redis_server import RedisServer
 from tests.scripted import LAST_CHUNK, Serve, chunk, read_request
@@ -463,13 +462,13 @@ async def test_a_reservation_answered_late_is_undone_and_leaves_no_hold(
         timeout=0.1,
     )
     conversation = Conversation((Message("user", "hello"),), max_tokens=100)
-    await budgets.reserve("bob", MODEL, conversation, StreamRecord("warm"))  # scripts loaded
+    await budgets.reserve("bob", MODEL, conversation)  # scripts loaded
     busier = redis.Redis.from_url(redis_server.url)
     busy = asyncio.create_task(busier.eval(BUSY, 0, 600_000))
     await asyncio.sleep(0.1)  # the busy script has Redis's one thread
     try:
         with pytest.raises(BudgetUnavailable):
-            await budgets.reserve("alice", MODEL, conversation, StreamRecord("late"))
+            await budgets.reserve("alice", MODEL, conversation)
         await busy  # then the late reserve runs, and its undo
         await budgets.aclose()
         keys = [key async for key in client.scan_iter("llm-stream-proxy:budget:alice:*")]

@@ -9,7 +9,7 @@ OpenAI's API has no resume.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Annotated, Any, Final
 
@@ -21,9 +21,9 @@ from proxy.errors import (
     ErrorShape,
     NotFound,
     UpstreamError,
+    answering_as,
     openai_error_body,
 )
-from proxy.formats import Head, Item
 from proxy.formats.completions import (
     CHAT_COMPLETION_CHUNKS,
     Completion,
@@ -32,9 +32,8 @@ from proxy.formats.completions import (
     completion_json,
 )
 from proxy.openai_request import ChatCompletionRequest
-from proxy.opening import Stream, StreamOpener, StreamRoute, answering_as
+from proxy.opening import Stream, StreamOpener, StreamRoute
 from proxy.parts import ItemSource, Reasoning, characters
-from proxy.responses import StreamResponse
 from proxy.values import Done, Failed, utf8_length
 
 router = APIRouter()
@@ -83,28 +82,21 @@ async def chat_completions(
     completion = Completion.new(stream.head.message_id, body.model)
     if body.stream:
         output = chat_completion_chunks(completion, body.include_usage)
-        return StreamResponse(chunks(replace(stream.head, format=output), stream.items))
+        return stream.response(replace(stream.head, format=output))
     return await whole_completion(stream, completion)
-
-
-async def chunks(head: Head, items: ItemSource) -> AsyncGenerator[Item, None]:
-    """The stream as a response's content; the opener closes the stream itself."""
-    yield head
-    async for item in items:
-        yield item
 
 
 async def whole_completion(stream: Stream, completion: Completion) -> Response:
     """`stream: false`: the whole text once it has ended. Nothing was sent before the end, so a
     failure after the first token is still an error status (502, SPEC §5c), and the stream's
     log line says so."""
-    head, record = stream.head, stream.record
-    assert record is not None
+    head, session = stream.head, stream.session
+    assert session is not None
     try:
         with answering_as(head.request_id):
             body = await _collect(completion, stream.items)
     except UpstreamError as exc:
-        record.refused(exc)
+        session.failed_whole(exc)
         raise
     # A budgeted key's x-ratelimit-* headers go with it.
     return JSONResponse(body, headers={"X-Request-ID": head.request_id, **dict(head.extra)})
