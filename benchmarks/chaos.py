@@ -36,7 +36,7 @@ from benchmarks.chaos_servers import (
     replica_service,
     upstream_service,
 )
-from proxy.guards import RedisStreamCounter
+from proxy.admission.counters import RedisStreamCounter
 from proxy.settings import Settings
 
 KEYS = tuple(f"chaos-{i}" for i in range(4))

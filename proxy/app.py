@@ -15,25 +15,27 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
 
-from proxy.budgets.headers import RATE_LIMIT_HEADERS
+from proxy.admission import Admission
+from proxy.admission.budgets.headers import RATE_LIMIT_HEADERS
 from proxy.drain import AbortOnShutdown
 from proxy.errors import ClientDisconnected, ErrorShape, ProxyError, RequestError, error_body
 from proxy.fake_upstream import FakeUpstream
-from proxy.guards import Guards
 from proxy.hedging import HedgeBudget
-from proxy.ids import request_id
+from proxy.ids import request_id_in
 from proxy.logs import protect_logs
 from proxy.observers import Observers, StreamObserver
 from proxy.observers.log import StreamLog
 from proxy.observers.metrics import PrometheusMetrics, create_metrics
 from proxy.observers.tracing import create_tracer
+from proxy.requests import request_id_of
 from proxy.responses import SERVER_SEND, error_response
 from proxy.resumable import ResumableStreams
 from proxy.routes import chat, completions, messages, operations, responses_api, stream, usage
 from proxy.routes.chat_page import add_chat_page
-from proxy.services import Services, build_upstreams
+from proxy.services import Services
 from proxy.settings import Settings
 from proxy.upstream import UpstreamHTTP
+from proxy.upstreams import build_upstreams
 
 logger = logging.getLogger("proxy")
 
@@ -121,10 +123,13 @@ def _allow_origins(app: FastAPI, origins: tuple[str, ...]) -> None:
 
 class ProxyApp(FastAPI):
     """FastAPI, with the server's own `send` in each request's scope for StreamResponse's
-    deltas (proxy/responses.py SERVER_SEND)."""
+    deltas (proxy/responses.py SERVER_SEND), and the request's id, derived once there for
+    every reader (proxy/ids.py)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[SERVER_SEND] = send
+        if scope["type"] == "http":
+            request_id_in(scope)
         await super().__call__(scope, receive, send)
 
 
@@ -155,20 +160,20 @@ async def _start_services(
         stack.callback(upstream.balancer.close)
     http = UpstreamHTTP(settings.timeouts.connect)
     stack.push_async_callback(http.aclose)
-    guards = Guards(settings.admission)
-    stack.push_async_callback(guards.aclose)
+    admission = Admission(settings.admission)
+    stack.push_async_callback(admission.aclose)
     resumable = ResumableStreams.from_policy(settings.resume_policy)
     if resumable is not None:
         stack.push_async_callback(resumable.aclose)
-    if guards.keys.open:
+    if admission.keys.open:
         logger.warning("PROXY_API_KEYS is not set: the proxy is open to every client")
     hedges = HedgeBudget(settings.hedge_budget, time.monotonic)
-    return Services(settings, upstreams, http, guards, Observers(observers), resumable, hedges)
+    return Services(settings, upstreams, http, admission, Observers(observers), resumable, hedges)
 
 
 async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
     # Whoever refused the request logged it, and wrote its id on the error.
-    rid = exc.request_id or request_id(request.headers.get("x-request-id"))
+    rid = exc.request_id or request_id_of(request)
     if isinstance(exc, ClientDisconnected):
         return JSONResponse({}, status_code=exc.status_code)
     return error_response(exc, rid, _error_shape(request))
@@ -178,8 +183,7 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     error = RequestError(str(exc.detail))
     error.status_code = exc.status_code
     error.error_type = "not_found" if exc.status_code == 404 else "http_error"
-    rid = request_id(request.headers.get("x-request-id"))
-    return error_response(error, rid, _error_shape(request))
+    return error_response(error, request_id_of(request), _error_shape(request))
 
 
 # Each API's routes answer errors in that API's shape (SPEC §5c, §5i); the proxy's own else.

@@ -28,9 +28,9 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 from proxy.parts import Part
-from proxy.services import Upstream
 from proxy.settings import ModelSpec
 from proxy.upstream import ResponseHeadTooLarge, UpstreamHTTP, response_body
+from proxy.upstreams import Upstream
 from proxy.values import NO_USAGE, Done, Usage
 
 _MAX_ERROR_BODY = 16_384

@@ -16,11 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.errors import ShuttingDown
-from proxy.ids import request_id
+from proxy.ids import request_id_in
 from proxy.responses import error_response
 
 
@@ -41,8 +40,8 @@ class AbortOnShutdown:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            given = Request(scope).headers.get("x-request-id")
-            response = error_response(ShuttingDown("the proxy is shutting down"), request_id(given))
+            shutdown = ShuttingDown("the proxy is shutting down")
+            response = error_response(shutdown, request_id_in(scope))
             # Tracking whether the response began would cost a wrapper around every chunk's
             # send; instead the 503 is offered, and a server whose response already began
             # refuses the second start before writing anything.

@@ -39,7 +39,8 @@ Messages must never contain secrets: they are sent to clients and logged.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -64,6 +65,17 @@ class ProxyError(Exception):
         if self.retry_after is None:
             return {}
         return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+
+
+@contextmanager
+def answering_as(request_id: str) -> Iterator[None]:
+    """Refusals raised here answer with this request id (the stream's session does this
+    for the refusals it logs)."""
+    try:
+        yield
+    except ProxyError as exc:
+        exc.request_id = request_id
+        raise
 
 
 class RequestError(ProxyError):
@@ -134,18 +146,22 @@ class Overloaded(RequestError):
 
 
 class BudgetExceeded(RateLimited):
-    """A client key's token or spend budget has too little left (proxy/budgets/)."""
+    """A client key's token or spend budget has too little left (proxy/admission/budgets/):
+    `window` names the one that refused; its x-ratelimit-* headers go with the answer."""
 
     error_type = "budget_exceeded"
 
     def __init__(
-        self, message: str, *, retry_after: float, headers: tuple[tuple[str, str], ...] = ()
+        self,
+        message: str,
+        *,
+        retry_after: float,
+        window: str,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         super().__init__(message, retry_after=retry_after)
-        self.rate_limit_headers = headers
-
-    def headers(self) -> dict[str, str]:
-        return {**super().headers(), **dict(self.rate_limit_headers)}
+        self.window = window
+        self.extra_headers = headers
 
 
 class BudgetUnavailable(Overloaded):
@@ -205,7 +221,7 @@ class UpstreamTimeout(UpstreamError):
 
 class OutputLimitReached(UpstreamError):
     """The upstream went on past the max tokens it was asked for, and so past the key's
-    allowance: the proxy ends the stream there (proxy/budgets/)."""
+    allowance: the proxy ends the stream there (proxy/admission/budgets/)."""
 
     error_type = "output_limit_reached"
 

@@ -7,8 +7,8 @@
 takes the request that far, yields the Stream (its Head, then its items), and closes it on
 every exit, after the response has been sent (FastAPI runs a dependency's exit then). A
 route adds only what is its own (StreamRoute): its request model, the formats it offers and
-where its resumable streams are kept. Every refusal on the way, logged once by the session,
-answers with the request's id.
+where its resumable streams are kept; its path operation returns `stream.response()`. Every
+refusal on the way, logged once by the session, answers with the request's id.
 """
 
 from __future__ import annotations
@@ -16,30 +16,41 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
-from proxy.conversation import Conversation
-from proxy.errors import BudgetUnavailable, NotAcceptable, ProxyError, UnsupportedParameter
-from proxy.formats import Head, OutputFormat, negotiate
-from proxy.guards import Guards
-from proxy.ids import request_id
-from proxy.parts import ItemSource
-from proxy.record import Arrival, StreamRecord
+from proxy.authentication import identify_client
+from proxy.errors import (
+    BudgetUnavailable,
+    CompletionTooLarge,
+    ProxyError,
+    UpstreamError,
+    answering_as,
+)
+from proxy.formats import Head, Item, OutputFormat
+from proxy.parts import ItemSource, Part, characters
+from proxy.record import StreamRecord
 from proxy.requests import (
     StreamBody,
+    acceptable,
+    arrival_of,
     check_prompt_length,
     choose_upstream,
     given_request_id,
     peer_of,
     read_body,
+    request_id_of,
 )
+from proxy.responses import StreamResponse
+from proxy.resumable import owner_of
 from proxy.resume.items import StoredItems
-from proxy.services import Services, Upstream
+from proxy.services import Services, services_of
 from proxy.session import StreamSession
+from proxy.values import Done, Failed, utf8_length
 
 
 @dataclass(slots=True, frozen=True)
@@ -59,14 +70,80 @@ class StreamRoute:
 
 @dataclass(slots=True, frozen=True)
 class Stream:
-    """What a streaming path operation yields: its Head, then its items; and the request
-    that asked for them and its record, for a route whose framing depends on the request
-    (None: a stored stream's)."""
+    """What a streaming path operation answers with: its Head, then its items; and the
+    request that asked for them and its session, for a route whose framing depends on the
+    request (None: a stored stream's)."""
 
     head: Head
     items: ItemSource
     request: StreamBody | None = None
-    record: StreamRecord | None = None
+    session: StreamSession | None = None
+
+    @property
+    def record(self) -> StreamRecord | None:
+        """The stream's record, to read: the session writes it (`failed_whole`)."""
+        return None if self.session is None else self.session.record
+
+    async def content(self, *, owned: bool = False) -> AsyncGenerator[Item, None]:
+        """The Head, then the items: every streaming route's response content. `owned`: no
+        opener closes the items, so this does, when the response closes it (on every path)."""
+        try:
+            yield self.head
+            async for item in self.items:
+                yield item
+        finally:
+            if owned:
+                await self.items.aclose()
+
+    def response(self, head: Head | None = None, *, owned: bool = False) -> StreamResponse:
+        """The stream as its response, framed by `head` (its own Head by default)."""
+        framed = self if head is None else dataclasses.replace(self, head=head)
+        return StreamResponse(framed.content(owned=owned))
+
+    async def whole(self, gathering: Gathering) -> JSONResponse:
+        """Not streamed: the answer gathered whole once it has ended, as the API's one JSON
+        object. Nothing was sent before the end, so a failure after the first part is still an
+        error status (502, SPEC §5c), and the stream's log line says so."""
+        head, session = self.head, self.session
+        assert session is not None, "a live stream"
+        try:
+            with answering_as(head.request_id):
+                body = await _gathered(gathering, self.items)
+        except UpstreamError as exc:
+            session.failed_whole(exc)
+            raise
+        # A budgeted key's x-ratelimit-* headers go with it.
+        return JSONResponse(body, headers={"X-Request-ID": head.request_id, **dict(head.extra)})
+
+
+class Gathering(Protocol):
+    """An API's whole answer, gathered from a stream's parts (`stream: false`)."""
+
+    def add(self, part: Part) -> None: ...
+
+    def whole(self, done: Done) -> dict[str, Any]: ...
+
+
+# What a whole answer may hold in memory until its end (SPEC §5b), in UTF-8 bytes: far above
+# any model's output limit, far below what would hurt the proxy.
+MAX_WHOLE_BYTES: Final = 16 * 1024 * 1024
+
+
+async def _gathered(gathering: Gathering, items: ItemSource) -> dict[str, Any]:
+    size = 0
+    async for item in items:
+        if isinstance(item, Done):
+            return gathering.whole(item)
+        if isinstance(item, Failed):
+            error = UpstreamError(item.message)  # as it would have been before the commit
+            error.error_type = item.error["error"]["type"]
+            raise error
+        gathering.add(item)
+        size += utf8_length(characters(item))
+        if size > MAX_WHOLE_BYTES:
+            message = f"the answer is longer than {MAX_WHOLE_BYTES} bytes: ask with stream: true"
+            raise CompletionTooLarge(message)
+    raise AssertionError("a stream ends with its Ending")
 
 
 class StreamOpener:
@@ -75,17 +152,15 @@ class StreamOpener:
 
     async def __call__(self, request: Request) -> AsyncIterator[Stream]:
         services = services_of(request)
-        session = StreamSession(
-            services, request_id(request.headers.get("x-request-id")), request.receive
-        )
+        session = StreamSession(services, request_id_of(request), request.receive)
         session.record.route = request.url.path  # one of the streaming routes' own paths
         session.record.arrival = arrival_of(request)
         try:
             async with session.opening():
                 stream = await self._start(request, services, session)
         except ProxyError as exc:
-            record = session.record
-            exc.extra_headers = budget_headers(record) or await windows_now(services, record, exc)
+            if not exc.extra_headers and not isinstance(exc, BudgetUnavailable):
+                exc.extra_headers = await _rate_limit_headers(services, session)
             raise
         try:
             yield stream
@@ -98,7 +173,7 @@ class StreamOpener:
 
     async def _start(self, request: Request, services: Services, session: StreamSession) -> Stream:
         route, settings = self.route, services.settings
-        client = identify_client(request, services.guards)
+        client = identify_client(request, services)
         output = acceptable(request, route.formats)
         session.record.output_format = output.name
         await session.admit(client, peer_of(request))
@@ -116,10 +191,10 @@ class StreamOpener:
         )
         resume_id = body.resume_id(given_request_id(request))
         conversation = body.conversation().reasoning_or(upstream.spec.reasoning)
-        refuse_beyond(conversation, upstream)
+        upstream.refuse_beyond(conversation)
         if services.resumable is None or resume_id is None:
             await session.open(upstream, conversation, output.text_only)
-            return Stream(with_budget(head, session.record), session, body, session.record)
+            return Stream(_with_budget(head, session), session, body, session)
         session.record.resumable = True
         attributes = {"request_id": session.request_id}
         if head.message_id:
@@ -132,111 +207,21 @@ class StreamOpener:
             attributes,
         )
         items = StoredItems(live.follow(0), session.request_id, request.receive)
-        return Stream(with_budget(head, session.record), items, body, session.record)
+        return Stream(_with_budget(head, session), items, body, session)
 
 
-def refuse_beyond(conversation: Conversation, upstream: Upstream) -> None:
-    """A 400 naming the field a model's dialect cannot carry (SPEC §5h): never dropped."""
-    beyond = conversation.beyond(upstream.dialect.capabilities)
-    if beyond is not None:
-        param, what = beyond
-        dialect, model = upstream.dialect.name, upstream.spec.name
-        message = (
-            f"{param}: model {model!r} speaks the {dialect} dialect, which cannot carry {what}"
-        )
-        raise UnsupportedParameter(message, param=param)
-
-
-def with_budget(head: Head, record: StreamRecord) -> Head:
+def _with_budget(head: Head, session: StreamSession) -> Head:
     """A budgeted key's stream tells what is left of its budget (docs/budgets.md)."""
-    headers = budget_headers(record)
+    headers = session.rate_limit_headers
     return dataclasses.replace(head, extra=headers) if headers else head
 
 
-async def windows_now(
-    services: Services, record: StreamRecord, refusal: ProxyError
+async def _rate_limit_headers(
+    services: Services, session: StreamSession
 ) -> tuple[tuple[str, str], ...]:
-    """A budgeted key's x-ratelimit-* headers as its windows stand, for a refusal before its
-    budget was consulted; none when the budget itself refused, or its store is down."""
-    if record.budget is not None or isinstance(refusal, BudgetUnavailable):
-        return ()
-    return await budget_state(services, record.client)
-
-
-async def budget_state(services: Services, client: str | None) -> tuple[tuple[str, str], ...]:
-    """The key's x-ratelimit-* headers as its windows stand (none for a key without
-    budgets, or while their store is down)."""
-    budgets = services.guards.budgets
-    if client is None or budgets.limits(client) is None:
-        return ()
-    try:
-        _, headers = await budgets.usage(client, services.default_upstream.spec)
-    except BudgetUnavailable:
-        return ()
-    return headers
-
-
-def budget_headers(record: StreamRecord) -> tuple[tuple[str, str], ...]:
-    """A budgeted key's x-ratelimit-* headers, once its stream has reserved (or been refused):
-    on its response, whether a stream or an error."""
-    return () if record.budget is None else record.budget.headers
-
-
-def arrival_of(request: Request) -> Arrival:
-    """The request's method, and the trace context its caller sent."""
-    headers = request.headers
-    return Arrival(request.method, headers.get("traceparent"), headers.get("tracestate"))
-
-
-def services_of(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-def identify_client(request: Request, guards: Guards) -> str | None:
-    """The client's short id when keys are configured (401 without a valid one)."""
-    return guards.keys.identify(
-        request.headers.get("authorization"), request.headers.get("x-api-key")
-    )
-
-
-def owner_of(client: str | None) -> str:
-    """Whom a stored stream belongs to: the client key's id ("" on an open proxy)."""
-    return client or ""
-
-
-def acceptable(request: Request, offered: tuple[OutputFormat, ...]) -> OutputFormat:
-    """The format the client's Accept asks for, or 406 (issue 13)."""
-    if len(offered) == 1:
-        return offered[0]
-    output = negotiate(request.headers.get("accept"), offered)
-    if output is None:
-        types = ", ".join(candidate.media_type for candidate in offered)
-        raise NotAcceptable(f"Accept must allow one of: {types}")
-    return output
-
-
-async def authenticate(request: Request) -> str | None:
-    """The client key, for the endpoints that are not streams; a refusal is logged and
-    observed as a stream's is, and answers with the request's id."""
-    services = services_of(request)
-    try:
-        return identify_client(request, services.guards)
-    except ProxyError as exc:
-        exc.request_id = request_id(request.headers.get("x-request-id"))
-        record = StreamRecord(exc.request_id, request.url.path, arrival=arrival_of(request))
-        record.refused(exc)
-        record.finish()
-        services.observers.stream_ended(record)
-        raise
-
-
-@contextmanager
-def answering_as(request_id: str) -> Iterator[None]:
-    """Refusals raised here answer with this request id (the stream's session does this
-    for the refusals it logs)."""
-    try:
-        yield
-    except ProxyError as exc:
-        exc.request_id = request_id
-        raise
+    """A refusal's x-ratelimit-* headers: the reservation's once the budget was consulted,
+    else the key's windows as they stand."""
+    if session.record.budget is not None:  # the budget reserved, or refused
+        return session.rate_limit_headers
+    client, model = session.record.client, services.default_upstream.spec
+    return await services.admission.rate_limit_headers(client, model)

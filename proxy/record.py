@@ -18,7 +18,7 @@ from proxy.errors import (
 )
 from proxy.parts import Part, ReasoningSignature, ToolCallDelta, characters
 from proxy.urls import PublicURL
-from proxy.values import NO_USAGE, Done, Outcome, Usage, outcome_of, utf8_length
+from proxy.values import NO_USAGE, BudgetNote, Done, Outcome, Usage, outcome_of, utf8_length
 
 
 @dataclass(slots=True, frozen=True)
@@ -32,22 +32,6 @@ class Arrival:
 
 
 NO_ARRIVAL = Arrival()
-
-
-@dataclass(slots=True)
-class BudgetNote:
-    """What a named key's budget did for a stream (proxy/budgets/)."""
-
-    reserved_tokens: int  # the prompt estimate plus the output allowance
-    settled_tokens: int | None = None  # what it was charged, once settled
-    estimated: bool = False  # settled from the proxy's estimate, not the upstream's count
-    spend: float | None = None  # its settled cost at the model's prices (currency units)
-    refused: str | None = None  # the window that refused it
-    headers: tuple[tuple[str, str], ...] = ()  # x-ratelimit-* for its response
-
-    @property
-    def refunded_tokens(self) -> int:
-        return max(0, self.reserved_tokens - (self.settled_tokens or 0))
 
 
 @dataclass(slots=True)
@@ -78,6 +62,7 @@ class StreamRecord:
     hedge_won: bool = False  # and got there first
     tool_calls: int = 0  # calls begun (never their names or arguments: SPEC §5h)
     tool_call_bytes: int = 0  # their arguments' bytes
+    tool_call_deltas: int = 0  # their pieces
     usage: Usage = NO_USAGE  # as the upstream reported it
     finish_reason: str | None = None  # as the upstream reported it, normalised
     went_upstream: bool = False  # `stream_started` was observed
@@ -120,6 +105,7 @@ class StreamRecord:
             self.bytes += utf8_length(part)
         elif isinstance(part, ToolCallDelta):
             self.tool_calls += part.id is not None
+            self.tool_call_deltas += 1
             self.tool_call_bytes += utf8_length(part.arguments)
         elif isinstance(part, ReasoningSignature):
             return  # opaque, and no output of the model's: nothing to count
@@ -132,6 +118,12 @@ class StreamRecord:
         """Every byte the upstream produced as output: text, reasoning and call arguments, all
         billed as output tokens."""
         return self.bytes + self.reasoning_bytes + self.tool_call_bytes
+
+    @property
+    def output_deltas(self) -> int:
+        """Every output part of every kind: about one token each (servers send one a delta;
+        deltas one read brought are one part)."""
+        return self.deltas + self.reasoning_deltas + self.tool_call_deltas
 
     def failed(self, exc: ProxyError) -> None:
         """The stream ends with this failure, unless its end was already written down."""

@@ -25,7 +25,8 @@ from proxy.hedge import race
 from proxy.parts import Part
 from proxy.record import AttemptRecord, AttemptResult, AttemptStarted, StreamRecord, attempt_result
 from proxy.retry import replica_at_fault, retry_delay
-from proxy.services import Services, Upstream
+from proxy.services import Services
+from proxy.upstreams import Upstream
 
 
 class Relay:

@@ -16,12 +16,15 @@ from proxy.errors import (
     BodyTooLarge,
     InvalidJSON,
     InvalidRequest,
+    NotAcceptable,
     UnknownModel,
     UnsupportedMediaType,
 )
-from proxy.ids import ID_PATTERN, sane_id
-from proxy.services import Upstream
+from proxy.formats import OutputFormat, negotiate
+from proxy.ids import GIVEN_REQUEST_ID, ID_PATTERN, request_id_in
+from proxy.record import Arrival
 from proxy.settings import ReasoningEffort, RequestLimits
+from proxy.upstreams import Upstream
 
 
 class MessagePart(BaseModel):
@@ -221,9 +224,39 @@ def choose_upstream(upstreams: Mapping[str, Upstream], body: StreamBody) -> Upst
     return upstream
 
 
+def request_id_of(request: Request) -> str:
+    """The request's id, derived once per request (proxy/ids.py `request_id_in`)."""
+    return request_id_in(request.scope)
+
+
 def given_request_id(request: Request) -> str | None:
     """The client's own X-Request-ID, when it sent a sane one."""
-    return sane_id(request.headers.get("x-request-id"))
+    request_id_in(request.scope)
+    given: str | None = request.scope[GIVEN_REQUEST_ID]
+    return given
+
+
+def credentials(request: Request) -> tuple[str | None, str | None]:
+    """The client key as it may be sent: `Authorization: Bearer`, or `x-api-key`."""
+    headers = request.headers
+    return headers.get("authorization"), headers.get("x-api-key")
+
+
+def arrival_of(request: Request) -> Arrival:
+    """The request's method, and the trace context its caller sent."""
+    headers = request.headers
+    return Arrival(request.method, headers.get("traceparent"), headers.get("tracestate"))
+
+
+def acceptable(request: Request, offered: tuple[OutputFormat, ...]) -> OutputFormat:
+    """The format the client's Accept asks for, or 406 (issue 13)."""
+    if len(offered) == 1:
+        return offered[0]
+    output = negotiate(request.headers.get("accept"), offered)
+    if output is None:
+        types = ", ".join(candidate.media_type for candidate in offered)
+        raise NotAcceptable(f"Accept must allow one of: {types}")
+    return output
 
 
 def resume_offset(request: Request) -> int:

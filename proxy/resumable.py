@@ -164,3 +164,8 @@ class ResumableStreams:
         await asyncio.gather(*self._producers, return_exceptions=True)
         await self._live.aclose()
         await self.store.aclose()
+
+
+def owner_of(client: str | None) -> str:
+    """Whom a stored stream belongs to: the client key's id ("" on an open proxy)."""
+    return client or ""

@@ -8,11 +8,12 @@
     async for item in session: ...                          # its parts, then its Ending
     await session.aclose()                                  # on every path; observed once
 
-A session is composed of parts that each own one thing: the admission ticket (proxy/guards.py),
+A session is composed of parts that each own one thing: the admission ticket (proxy/admission/),
 the relay that reaches the commit point under the retry policy (proxy/relay.py), the upstream
 attempt that got there (proxy/attempt.py), the watchdog (client and upstream deadlines) and the
-record its observers are handed. The session counts what passes (proxy/parts.py) and never looks
-inside a part otherwise. Before the commit point every failure is an ordinary HTTP
+record its observers are handed, which the session alone writes (the ticket hands it values:
+its budget's note, the x-ratelimit-* headers). The session counts what passes (proxy/parts.py)
+and never looks inside a part otherwise. Before the commit point every failure is an ordinary HTTP
 error; after it nothing is retried, and a failure is the stream's Ending: `Failed`, which raw
 text turns into an abort (SPEC §1). A client that leaves raises ClientDisconnected: nobody
 is told anything. `aclose` lets go of every part, however far the session got.
@@ -26,18 +27,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from starlette.types import Receive
 
+from proxy.admission import AdmissionTicket
 from proxy.attempt import UpstreamAttempt
 from proxy.conversation import Conversation
 from proxy.errors import ClientDisconnected, ProxyError, ShuttingDown, error_body
-from proxy.guards import AdmissionTicket
 from proxy.parts import Part
 from proxy.record import StreamRecord
 from proxy.relay import Relay
-from proxy.services import Services, Upstream
+from proxy.services import Services
+from proxy.upstreams import Upstream
 from proxy.values import Ending, Failed
 from proxy.watchdog import Watchdog
 
@@ -68,27 +70,12 @@ class StreamSession:
         self._ended = False
         self._closed = False
 
-    @asynccontextmanager
-    async def opening(self) -> AsyncIterator[None]:
+    def opening(self) -> AbstractAsyncContextManager[None]:
         """Before the commit point: a failure ends the session, observed once, with its id."""
-        try:
-            yield
-        except asyncio.CancelledError:
-            # The shutdown grace ran out before the commit point: a 503 with this request's id.
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            shutdown = self.cancelled()
-            await self._refuse(shutdown)
-            raise shutdown from None
-        except ProxyError as exc:
-            await self._refuse(exc)
-            raise
-        except BaseException:
-            await self.aclose()
-            raise
+        return _opening(self)
 
-    async def _refuse(self, failure: ProxyError) -> None:
+    async def refuse(self, failure: ProxyError) -> None:
+        """The request ends with this error, answered before the commit point."""
         self.record.refused(failure)
         failure.request_id = self.request_id
         await self.aclose()
@@ -102,10 +89,19 @@ class StreamSession:
     async def admit(self, client: str | None, peer: str) -> None:
         """A slot under the proxy's cap and the client's limits (its budget in `open`)."""
         self.record.client = client
-        self._ticket = await self._services.guards.admit(client, peer)
+        self._ticket = await self._services.admission.admit(client, peer)
 
     def name_model(self, name: str) -> None:
         self.record.model = name  # what a refusal and the log line name
+
+    @property
+    def rate_limit_headers(self) -> tuple[tuple[str, str], ...]:
+        """A budgeted key's x-ratelimit-* headers once its budget has reserved."""
+        return () if self._ticket is None else self._ticket.headers
+
+    def failed_whole(self, failure: ProxyError) -> None:
+        """Collected into one answer, a failure after the commit point is an error status."""
+        self.record.refused(failure)
 
     async def open(self, upstream: Upstream, conversation: Conversation, text_only: bool) -> None:
         """Reach the commit point (the first part the format carries: `text_only`, the first
@@ -113,7 +109,8 @@ class StreamSession:
         timeouts = self._services.settings.timeouts
         self.record.model = upstream.spec.name
         if self._ticket is not None:  # a budgeted key's reservation caps its max tokens
-            conversation = await self._ticket.reserve(upstream.spec, conversation, self.record)
+            conversation = await self._ticket.reserve(upstream.spec, conversation)
+            self.record.budget = self._ticket.budget  # a refusal's is written as it closes
         self.record.went_upstream = True
         self._services.observers.stream_started(self.record)
         watchdog = self._watchdog = Watchdog(self._receive)
@@ -146,14 +143,17 @@ class StreamSession:
             if self._ended:
                 raise StopAsyncIteration
             return self._end(None)
-        self.record.count(part)
+        record, ticket = self.record, self._ticket
+        record.count(part)
+        if ticket is not None:  # the part past a budget's allowance is not sent
+            over = ticket.past_allowance(record.output_bytes, record.output_deltas)
+            if over is not None:
+                return self._end(over)
         return part
 
     async def _read(self) -> Part | None:
         attempt, watchdog = self._attempt, self._watchdog
         assert attempt is not None and watchdog is not None, "the session is not open"  # noqa: PT018
-        if self._ticket is not None:
-            self._ticket.check_output(self.record.output_bytes)
         watchdog.waiting_for_upstream()
         try:
             return await attempt.read()
@@ -186,7 +186,28 @@ class StreamSession:
             if watchdog is not None:
                 watchdog.close()
             if ticket is not None:
-                await ticket.release()
+                await ticket.release(self.record.usage, self.record.output_bytes)
+                self.record.budget = ticket.budget
         finally:
             self.record.finish()
             self._services.observers.stream_ended(self.record)
+
+
+@asynccontextmanager
+async def _opening(session: StreamSession) -> AsyncIterator[None]:
+    try:
+        yield
+    except asyncio.CancelledError:
+        # The shutdown grace ran out before the commit point: a 503 with this request's id.
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        shutdown = session.cancelled()
+        await session.refuse(shutdown)
+        raise shutdown from None
+    except ProxyError as exc:
+        await session.refuse(exc)
+        raise
+    except BaseException:
+        await session.aclose()
+        raise

@@ -208,7 +208,7 @@ class AdmissionPolicy:
     redis_url: str | None
     # A proxy that dies holding per-key stream slots in Redis must not block a key for ever.
     slot_expiry: int
-    # PROXY_KEYS: named keys, each with its budgets (proxy/budgets/).
+    # PROXY_KEYS: named keys, each with its budgets (proxy/admission/budgets/).
     named_keys: tuple[ClientKeySpec, ...] = ()
     budget_fail_open: bool = False
     # PROXY_REDIS_TIMEOUT: an admission's Redis answering slower than this is down.

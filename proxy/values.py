@@ -81,6 +81,23 @@ class Usage:
 
 NO_USAGE = Usage()
 
+
+@dataclass(slots=True, frozen=True)
+class BudgetNote:
+    """What a named key's budget did for a stream (proxy/admission/budgets/): handed up by
+    the ticket, written into the stream's record by its session."""
+
+    reserved_tokens: int  # the prompt estimate plus the output allowance
+    settled_tokens: int | None = None  # what it was charged, once settled
+    estimated: bool = False  # settled from the proxy's estimate, not the upstream's count
+    spend: float | None = None  # its settled cost at the model's prices (currency units)
+    refused: str | None = None  # the window that refused it
+
+    @property
+    def refunded_tokens(self) -> int:
+        return max(0, self.reserved_tokens - (self.settled_tokens or 0))
+
+
 # Every dialect's word for why generation stopped, in OpenAI's vocabulary (the one most
 # clients already know). Anything else is reported as "other".
 _FINISH_REASONS = {

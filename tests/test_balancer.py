@@ -12,7 +12,7 @@ import orjson
 from proxy.balancer import Balancer
 from proxy.fake_upstream import reply_text
 from tests.servers import FakeUpstreamServer, ProxyServer
-from tests.test_guards import stream_status
+from tests.test_admission_routes import stream_status
 from tests.test_operations import log_lines  # noqa: F401  (fixture)
 
 URLS = ("http://a", "http://b", "http://c")

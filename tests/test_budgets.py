@@ -1,4 +1,4 @@
-"""Issue 21: token budgets per named key, reserved, capped and settled (proxy/budgets/)."""
+"""Issue 21: token budgets per named key, reserved, capped and settled (admission/budgets/)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import redis.asyncio as redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.budgets import Budgets
-from proxy.budgets.headers import reset_duration
-from proxy.budgets.ledger import (
+from proxy.admission.budgets import Budgets
+from proxy.admission.budgets.headers import reset_duration
+from proxy.admission.budgets.ledger import (
     MIN_ALLOWANCE,
     Grant,
     Refusal,
@@ -28,14 +28,14 @@ from proxy.budgets.ledger import (
     token_rate,
     windows,
 )
-from proxy.budgets.redis_store import RedisBudgetStore
-from proxy.budgets.store import Claim, MemoryBudgetStore
+from proxy.admission.budgets.redis_store import RedisBudgetStore
+from proxy.admission.budgets.store import Claim, MemoryBudgetStore
 from proxy.conversation import Conversation, Message
 from proxy.errors import BudgetUnavailable
 from proxy.fake_upstream import prompt_tokens
-from proxy.record import StreamRecord
 from proxy.settings import ClientKeySpec, KeyLimits, ModelSpec
 from tests.redis_server import RedisServer
+from tests.scripted import LAST_CHUNK, Serve, chunk, read_request
 from tests.servers import FakeUpstreamServer, ProxyProcess, ProxyServer
 from tests.test_metrics import scrape_when
 from tests.test_operations import log_lines  # noqa: F401  (fixture)
@@ -301,8 +301,55 @@ async def test_an_upstream_that_ignores_max_tokens_is_cut_at_the_allowance_as_a_
     events = [line for line in sse.text.splitlines() if line.startswith("data:")]
     assert "output_limit_reached" in events[-1]
     text = "".join(orjson.loads(line[5:]).get("text", "") for line in events[:-1])
-    # Past the allowance (20 tokens at 8 bytes each), and cut soon after: not 5000 tokens.
-    assert 20 * 8 < len(text.encode()) < 20 * 8 * 4
+    # Cut at the allowance (20 tokens, one a delta, within 8 bytes each): not 5000 tokens.
+    assert 0 < len(text.encode()) <= 20 * 8
+    assert len(events) - 1 == 20
+
+
+SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+)
+TWO_BYTES = b'data: {"choices":[{"delta":{"content":"ab"}}]}\n\n'
+
+
+async def two_byte_tokens(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int
+) -> None:
+    """An OpenAI-compatible upstream that ignores max_tokens: 200 deltas of one two-byte token."""
+    await read_request(reader)
+    writer.write(SSE_HEAD)
+    for _ in range(200):
+        if reader.at_eof():  # the proxy cut the stream
+            return
+        writer.write(chunk(TWO_BYTES))
+        await writer.drain()
+        await asyncio.sleep(0.002)
+    writer.write(chunk(b"data: [DONE]\n\n") + LAST_CHUNK)
+    await writer.drain()
+
+
+async def test_an_upstream_of_short_tokens_that_ignores_max_tokens_is_cut_by_its_deltas(
+    start_proxy: Callable[..., ProxyServer],
+    serve: Serve,
+) -> None:
+    # Eight bytes a token would let 40 two-byte tokens through: one token a delta cuts at 10.
+    proxy = start_proxy(
+        upstream_url=await serve(two_byte_tokens), key_list=alice(tokens_per_day=1000)
+    )
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=20) as client:
+        sse = await client.post(
+            "/v1/stream",
+            json={"prompt": "hi", "max_tokens": 10},
+            headers={**BEARER, "Accept": "text/event-stream"},
+        )
+    assert sse.status_code == 200
+    events = [line for line in sse.text.splitlines() if line.startswith("data:")]
+    assert "output_limit_reached" in events[-1]
+    texts = [orjson.loads(line[5:]).get("text", "") for line in events[:-1]]
+    # One event a part (deltas one read brought are one part, so never more than ten tokens
+    # are counted short): ten parts reach the client, the eleventh is cut.
+    assert len(texts) == 10
+    assert "".join(texts) == "ab" * (len("".join(texts)) // 2)
 
 
 async def test_a_client_that_leaves_mid_stream_is_settled_from_what_was_produced(
@@ -415,13 +462,13 @@ async def test_a_reservation_answered_late_is_undone_and_leaves_no_hold(
         timeout=0.1,
     )
     conversation = Conversation((Message("user", "hello"),), max_tokens=100)
-    await budgets.reserve("bob", MODEL, conversation, StreamRecord("warm"))  # scripts loaded
+    await budgets.reserve("bob", MODEL, conversation)  # scripts loaded
     busier = redis.Redis.from_url(redis_server.url)
     busy = asyncio.create_task(busier.eval(BUSY, 0, 600_000))
     await asyncio.sleep(0.1)  # the busy script has Redis's one thread
     try:
         with pytest.raises(BudgetUnavailable):
-            await budgets.reserve("alice", MODEL, conversation, StreamRecord("late"))
+            await budgets.reserve("alice", MODEL, conversation)
         await busy  # then the late reserve runs, and its undo
         await budgets.aclose()
         keys = [key async for key in client.scan_iter("llm-stream-proxy:budget:alice:*")]

@@ -18,9 +18,9 @@ import orjson
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
+from proxy import opening
 from proxy.fake_upstream import reply_text
 from proxy.fake_upstream.replies import prompt_tokens
-from proxy.routes import completions
 from proxy.settings import ModelEntry
 from tests.frontends import AI_SDK_DIRECTORY, install_ai_sdk, run_node_script
 from tests.scripted import LAST_CHUNK, OK_HEAD, Serve, read_request
@@ -554,7 +554,7 @@ async def test_a_non_streamed_failure_logs_the_status_the_client_got(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Nothing was sent before the end: the log line says 502, as the client saw, not 200.
-    monkeypatch.setattr(completions, "MAX_COMPLETION_BYTES", 200)
+    monkeypatch.setattr(opening, "MAX_WHOLE_BYTES", 200)
     prompts = {
         f"{marker}-drop": f"{marker}-drop @fault=drop-mid @after=4",
         f"{marker}-long": f"{marker}-long @tokens=100000 @delay=0.005",
@@ -759,7 +759,7 @@ async def test_a_non_streamed_answer_over_the_memory_bound_is_a_502_and_closes_t
     proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # SPEC §5b: memory per stream is bounded, even for an answer held until its end.
-    monkeypatch.setattr(completions, "MAX_COMPLETION_BYTES", 200)
+    monkeypatch.setattr(opening, "MAX_WHOLE_BYTES", 200)
     prompt = f"{marker} @tokens=100000 @delay=0.005"
     async with async_client(proxy) as client:
         with pytest.raises(openai.InternalServerError) as raised:

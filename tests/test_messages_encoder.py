@@ -126,7 +126,7 @@ def test_the_sdk_accumulates_the_same_message_as_the_whole_answer(
             json_bufs=json_bufs,
         )
     assert snapshot is not None
-    whole = WholeMessage()
+    whole = WholeMessage(MessageMeta("msg_1", "m"))
     for part in parts:
         whole.add(part)
     expected = message_json(MessageMeta("msg_1", "m"), whole, done)

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy.fake_upstream import prompt_tokens, reply_text
 from proxy.settings import ModelEntry
 from tests.servers import FakeUpstreamServer, ProxyProcess, ProxyServer
-from tests.test_guards import open_stream, stream_status
+from tests.test_admission_routes import open_stream, stream_status
 from tests.test_operations import log_lines  # noqa: F401  (fixture)
 
 

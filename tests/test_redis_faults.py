@@ -16,8 +16,8 @@ import httpx
 import pytest
 import redis.asyncio as redis
 
+from proxy.admission import client_id
 from proxy.fake_upstream import reply_text
-from proxy.guards import client_id
 from tests.redis_server import RedisServer
 from tests.servers import FakeUpstreamServer, ProxyProcess
 from tests.test_formats import sse_events

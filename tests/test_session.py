@@ -17,16 +17,17 @@ from typing import Any
 import httpx
 import pytest
 
+from proxy.admission import Admission
 from proxy.conversation import Conversation, Message
 from proxy.errors import Overloaded, ProxyError, ShuttingDown
 from proxy.fake_upstream import reply_text
-from proxy.guards import Guards
 from proxy.observers import Observers, StreamObserver
 from proxy.observers.log import StreamLog
 from proxy.record import StreamRecord
-from proxy.services import Services, build_upstreams
+from proxy.services import Services
 from proxy.session import StreamSession
 from proxy.upstream import UpstreamHTTP
+from proxy.upstreams import build_upstreams
 from proxy.values import Failed
 from tests.servers import FakeUpstreamServer, proxy_settings
 
@@ -120,7 +121,7 @@ async def start_services(upstream_url: str, **overrides: Any) -> Services:
         settings,
         build_upstreams(settings),
         RecordingHTTP(settings.timeouts.connect),
-        Guards(settings.admission),
+        Admission(settings.admission),
         Observers([StreamLog(), CountingObserver()]),
     )
 
@@ -198,7 +199,7 @@ async def shut_down(task: asyncio.Task[Any] | None) -> None:
 
 
 async def assert_everything_released(services: Services, run: Run) -> None:
-    assert services.guards.slots.open == 0
+    assert services.admission.slots.open == 0
     assert counted(services).ended.count(run.session.request_id) == 1  # one metrics end
     assert all(replica.in_flight == 0 for replica in services.default_upstream.balancer.replicas)
     assert responses_of(services), "no upstream request was made"
@@ -332,7 +333,7 @@ async def test_refused_admission_holds_nothing_and_logs_one_line(
     await holder.aclose()
     lines = lines_of(stream_log, refused.request_id)
     assert [(line["outcome"], line["status"]) for line in lines] == [("rejected", 503)]
-    assert services.guards.slots.open == 0
+    assert services.admission.slots.open == 0
 
 
 async def test_close_is_idempotent_and_logs_once(

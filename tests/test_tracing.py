@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from proxy.fake_upstream import reply_text
-from proxy.observers.tracing import SHUTDOWN_FLUSH
+from proxy.observers.tracing_provider import SHUTDOWN_FLUSH
 from proxy.settings import Settings
 from proxy.tracing_settings import tracing_policy
 from tests.otlp_receiver import CLIENT, ERROR, SERVER, UNSET, OTLPReceiver, ReceivedSpan

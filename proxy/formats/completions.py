@@ -25,14 +25,14 @@ event whose data has an `error` (openai-python's `Stream.__stream__`, openai-nod
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
 from proxy.errors import openai_error
 from proxy.formats.encoders import Encoder, OutputFormat
-from proxy.parts import ReasoningSignature, ToolCallDelta
+from proxy.parts import Part, Reasoning, ReasoningSignature, ToolCallDelta
 from proxy.values import Done, Ending, Failed, Usage
 
 # OpenAI's words for why a completion stopped; the proxy's "other" (an upstream's own word) is
@@ -96,11 +96,24 @@ def error_event_json(failed: Failed) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class WholeAnswer:
-    """A `stream: false` answer gathered from its parts."""
+    """A `stream: false` answer gathered from its parts (a Gathering, proxy/opening.py)."""
 
-    text: list[str]
-    reasoning: list[str]
-    calls: dict[int, dict[str, Any]]  # by index: {"id", "type", "function": {name, arguments}}
+    completion: Completion
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    # By index: {"id", "type", "function": {name, arguments}}.
+    calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, part: Part) -> None:
+        if isinstance(part, str):
+            self.text.append(part)
+        elif isinstance(part, Reasoning):
+            self.reasoning.append(part.text)
+        elif isinstance(part, ToolCallDelta):
+            self.add_call(part)
+
+    def whole(self, done: Done) -> dict[str, Any]:
+        return completion_json(self.completion, self, done)
 
     def add_call(self, call: ToolCallDelta) -> None:
         whole = self.calls.get(call.index)

@@ -221,8 +221,9 @@ def _encode(encoder: MessagesEncoder, part: Part) -> bytes:
 class WholeMessage:
     """A not-streamed answer's content blocks, gathered from its parts in the blocks the
     encoder makes of them: the parts before the first call, the calls, the parts after them.
-    A call's input stays JSON text until the end."""
+    A call's input stays JSON text until the end. A Gathering (proxy/opening.py)."""
 
+    meta: MessageMeta
     before: list[dict[str, Any]] = field(default_factory=list)
     calls: dict[int, dict[str, Any]] = field(default_factory=dict)
     after: list[dict[str, Any]] = field(default_factory=list)
@@ -230,6 +231,9 @@ class WholeMessage:
     @property
     def content(self) -> list[dict[str, Any]]:
         return [*self.before, *self.calls.values(), *self.after]
+
+    def whole(self, done: Done) -> dict[str, Any]:
+        return message_json(self.meta, self, done)
 
     def add(self, part: Part) -> None:
         blocks = self.after if self.calls else self.before

@@ -43,7 +43,7 @@ import orjson
 
 from proxy.errors import openai_error
 from proxy.formats.encoders import Encoder, OutputFormat
-from proxy.parts import ReasoningSignature, ToolCallDelta
+from proxy.parts import Part, Reasoning, ReasoningSignature, ToolCallDelta
 from proxy.values import Done, Ending, Failed, Usage
 
 # Why an answer stopped short, in the Responses API's words (`incomplete_details.reason`).
@@ -239,6 +239,15 @@ class ResponseEventEncoder:
         closing = self._close("incomplete" if reason else "completed")
         kind = "response.incomplete" if reason else "response.completed"
         return closing + self._event(kind, response=self.whole(ending))
+
+    def add(self, part: Part) -> None:
+        """A part of a `stream: false` answer: gathered as if sent (a Gathering)."""
+        if isinstance(part, str):
+            self.delta(part)
+        elif isinstance(part, Reasoning):
+            self.reasoning(part.text)
+        elif isinstance(part, ToolCallDelta):
+            self.tool_call(part)
 
     def whole(self, done: Done) -> dict[str, Any]:
         """The response once it has ended: every item closed."""

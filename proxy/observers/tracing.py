@@ -13,44 +13,27 @@ credentials) and `http.*`. Never a key, a header, a prompt or a completion.
 
 Spans are live only between events: nothing is done per delta. Built only when tracing is
 on (proxy/tracing_settings.py); off, there is no tracer provider, no exporter and no thread.
+The SDK's provider, its exporter and the flush at shutdown are tracing_provider.py's.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http import Compression
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import (
-    ALWAYS_OFF,
-    ALWAYS_ON,
-    ParentBased,
-    Sampler,
-    TraceIdRatioBased,
-)
-from opentelemetry.sdk.version import __version__ as sdk_version
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from proxy.observers import NO_HEADERS, StreamObserver
+from proxy.observers.tracing_provider import shut_down, tracer_provider
 from proxy.record import AttemptRecord, AttemptStarted, StreamRecord
 from proxy.settings import Settings
-from proxy.tracing_settings import TracingPolicy
 
 INSTRUMENTATION = "llm-stream-proxy"
-# The longest the last export may hold the shutdown (seconds): spans still queued for a
-# backend that does not answer by then are lost, as they would be anyway.
-SHUTDOWN_FLUSH = 5.0
 _PROPAGATOR = TraceContextTextMapPropagator()
 # gen_ai.provider.name: the semantic conventions' well-known values where one fits the API.
 PROVIDERS = {
@@ -184,28 +167,8 @@ class StreamTracer(StreamObserver):
         )
 
     async def aclose(self) -> None:
-        """Export what is still queued, at the app's shutdown, for at most SHUTDOWN_FLUSH
-        seconds: a backend that never answers would hold the exit for the export timeout,
-        past the drain's share of the termination grace. Off the event loop, in a daemon
-        thread, so the process may end without it."""
-        loop = asyncio.get_running_loop()
-        flushed = loop.create_future()
-
-        def shut_down() -> None:
-            try:
-                self._provider.shutdown()
-            finally:
-                with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
-                    loop.call_soon_threadsafe(_done, flushed)
-
-        threading.Thread(target=shut_down, name="trace-flush", daemon=True).start()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(flushed, SHUTDOWN_FLUSH)
-
-
-def _done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+        """Export what is still queued, at the app's shutdown (tracing_provider.py)."""
+        await shut_down(self._provider)
 
 
 def _attempt_attributes(attempt: AttemptStarted, operation: str) -> dict[str, Any]:
@@ -276,42 +239,3 @@ def create_tracer(settings: Settings) -> StreamTracer | None:
     """The app's tracer, or None when tracing is off (no OTLP endpoint set)."""
     policy = settings.tracing
     return None if policy is None else StreamTracer(tracer_provider(policy))
-
-
-def tracer_provider(policy: TracingPolicy) -> TracerProvider:
-    """An SDK provider exporting over OTLP/HTTP (protobuf), configured by the policy alone:
-    no global provider is set, so several apps can run in one process."""
-    resource = Resource(
-        {
-            "telemetry.sdk.language": "python",
-            "telemetry.sdk.name": "opentelemetry",
-            "telemetry.sdk.version": sdk_version,
-            **dict(policy.resource_attributes),
-            "service.name": policy.service_name,
-        }
-    )
-    provider = TracerProvider(resource=resource, sampler=_sampler(policy))
-    exporter = OTLPSpanExporter(
-        endpoint=policy.endpoint,
-        headers=dict(policy.headers),
-        timeout=policy.timeout,
-        compression=Compression(policy.compression),
-    )
-    batch = policy.batch
-    processor = BatchSpanProcessor(
-        exporter,
-        max_queue_size=batch.max_queue_size,
-        schedule_delay_millis=batch.schedule_delay_millis,
-        max_export_batch_size=batch.max_export_batch_size,
-        export_timeout_millis=batch.export_timeout_millis,
-    )
-    provider.add_span_processor(processor)
-    return provider
-
-
-def _sampler(policy: TracingPolicy) -> Sampler:
-    name = policy.sampler
-    root: Sampler = {"always_on": ALWAYS_ON, "always_off": ALWAYS_OFF}.get(
-        name.removeprefix("parentbased_"), TraceIdRatioBased(policy.sampler_ratio)
-    )
-    return ParentBased(root) if name.startswith("parentbased_") else root

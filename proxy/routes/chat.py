@@ -3,28 +3,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from proxy.errors import NotFound
-from proxy.formats import UI_MESSAGE_STREAM, Head, Item
-from proxy.ids import request_id, sane_id
-from proxy.opening import (
-    Stream,
-    StreamOpener,
-    StreamRoute,
-    answering_as,
-    identify_client,
-    owner_of,
-    services_of,
-)
-from proxy.requests import ChatRequest
+from proxy.authentication import identify_client
+from proxy.errors import NotFound, answering_as
+from proxy.formats import UI_MESSAGE_STREAM, Head
+from proxy.ids import sane_id
+from proxy.opening import Stream, StreamOpener, StreamRoute
+from proxy.requests import ChatRequest, request_id_of
 from proxy.responses import StreamResponse
+from proxy.resumable import owner_of
 from proxy.resume import StoredStream
 from proxy.resume.items import StoredItems
-from proxy.services import Services
+from proxy.services import Services, services_of
 
 router = APIRouter()
 
@@ -34,10 +27,8 @@ CHAT_ROUTE = StreamRoute(ChatRequest, (UI_MESSAGE_STREAM,), resume_prefix="chat:
 @router.post("/v1/chat", response_class=StreamResponse)
 async def chat(
     stream: Annotated[Stream, Depends(StreamOpener(CHAT_ROUTE))],
-) -> AsyncIterator[Item]:
-    yield stream.head
-    async for item in stream.items:
-        yield item
+) -> StreamResponse:
+    return stream.response()
 
 
 @router.get("/v1/chat/{chat_id}/stream")
@@ -48,25 +39,16 @@ async def resume_chat(request: Request, chat_id: str) -> Response:
     A plain path operation, not a generator: "nothing to resume" is a 204, not a stream.
     """
     services = services_of(request)
-    rid = request_id(request.headers.get("x-request-id"))
+    rid = request_id_of(request)
     with answering_as(rid):
-        client = identify_client(request, services.guards)
+        client = identify_client(request, services)
     stored = await answer_in_progress(services, chat_id, owner_of(client))
     if stored is None:
         return Response(status_code=204, headers={"X-Request-ID": rid})
     message_id = stored.attributes.get("message_id", "")
     head = Head(UI_MESSAGE_STREAM, rid, services.settings.sse_keepalive, message_id=message_id)
-    return StreamResponse(replay(head, StoredItems(stored.follow(0), rid, request.receive)))
-
-
-async def replay(head: Head, items: StoredItems) -> AsyncGenerator[Item, None]:
-    """A stored answer as a response's content; the response closes it on every path."""
-    try:
-        yield head
-        async for item in items:
-            yield item
-    finally:
-        await items.aclose()
+    items = StoredItems(stored.follow(0), rid, request.receive)
+    return Stream(head, items).response(owned=True)  # no opener: the response closes it
 
 
 async def answer_in_progress(services: Services, chat_id: str, owner: str) -> StoredStream | None:

@@ -9,43 +9,32 @@ OpenAI's API has no resume.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from proxy.errors import (
-    CompletionTooLarge,
     ErrorShape,
     NotFound,
-    UpstreamError,
     openai_error_body,
 )
-from proxy.formats import Head, Item
 from proxy.formats.completions import (
     CHAT_COMPLETION_CHUNKS,
     Completion,
     WholeAnswer,
     chat_completion_chunks,
-    completion_json,
 )
 from proxy.openai_request import ChatCompletionRequest
-from proxy.opening import Stream, StreamOpener, StreamRoute, answering_as
-from proxy.parts import ItemSource, Reasoning, ReasoningSignature, characters
-from proxy.responses import StreamResponse
-from proxy.values import Done, Failed, utf8_length
+from proxy.opening import Stream, StreamOpener, StreamRoute
 
 router = APIRouter()
 
 COMPLETIONS_ROUTE = StreamRoute(
     ChatCompletionRequest, (CHAT_COMPLETION_CHUNKS,), resume_prefix="completions:"
 )
-# What a `stream: false` answer may hold in memory until its end (SPEC §5b), in UTF-8 bytes:
-# far above any model's output limit, far below what would hurt the proxy.
-MAX_COMPLETION_BYTES: Final = 16 * 1024 * 1024
-
 # The rest of OpenAI's API that clients may call: refused clearly (404, naming what is not
 # relayed) rather than with a bare "Not Found".
 NOT_RELAYED: Final = {
@@ -82,61 +71,8 @@ async def chat_completions(
     completion = Completion.new(stream.head.message_id, body.model)
     if body.stream:
         output = chat_completion_chunks(completion, body.include_usage)
-        return StreamResponse(chunks(replace(stream.head, format=output), stream.items))
-    return await whole_completion(stream, completion)
-
-
-async def chunks(head: Head, items: ItemSource) -> AsyncGenerator[Item, None]:
-    """The stream as a response's content; the opener closes the stream itself."""
-    yield head
-    async for item in items:
-        yield item
-
-
-async def whole_completion(stream: Stream, completion: Completion) -> Response:
-    """`stream: false`: the whole text once it has ended. Nothing was sent before the end, so a
-    failure after the first token is still an error status (502, SPEC §5c), and the stream's
-    log line says so."""
-    head, record = stream.head, stream.record
-    assert record is not None
-    try:
-        with answering_as(head.request_id):
-            body = await _collect(completion, stream.items)
-    except UpstreamError as exc:
-        record.refused(exc)
-        raise
-    # A budgeted key's x-ratelimit-* headers go with it.
-    return JSONResponse(body, headers={"X-Request-ID": head.request_id, **dict(head.extra)})
-
-
-async def _collect(completion: Completion, items: ItemSource) -> dict[str, Any]:
-    answer = WholeAnswer([], [], {})
-    size, limit = 0, MAX_COMPLETION_BYTES
-    async for item in items:
-        if isinstance(item, Done):
-            return completion_json(completion, answer, item)
-        if isinstance(item, Failed):
-            raise _failure(item)
-        if isinstance(item, str):
-            answer.text.append(item)
-        elif isinstance(item, Reasoning):
-            answer.reasoning.append(item.text)
-        elif isinstance(item, ReasoningSignature):
-            continue  # Chat Completions has no field for it
-        else:
-            answer.add_call(item)
-        size += utf8_length(characters(item))
-        if size > limit:
-            message = f"the answer is longer than {limit} bytes: ask with stream: true"
-            raise CompletionTooLarge(message)
-    raise AssertionError("a stream ends with its Ending")
-
-
-def _failure(failed: Failed) -> UpstreamError:
-    """The stream's failure as the error it would have been before the commit point."""
-    error = UpstreamError(failed.message)
-    error.error_type = failed.error["error"]["type"]
-    return error
+        return stream.response(replace(stream.head, format=output))
+    return await stream.whole(WholeAnswer(completion))
 
 
 def _not_relayed(what: str) -> Callable[[], Awaitable[Response]]:

@@ -9,9 +9,10 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from proxy.authentication import authenticate
 from proxy.observers.metrics import PrometheusMetrics
-from proxy.opening import authenticate, budget_state, services_of
-from proxy.services import Upstream
+from proxy.services import services_of
+from proxy.upstreams import Upstream
 
 router = APIRouter()
 
@@ -41,7 +42,7 @@ async def list_models(
     """OpenAI's model list (SPEC §5c), with the proxy's own `dialect` beside its fields; a
     budgeted key is told how its budget stands, as on every response."""
     services = services_of(request)
-    headers = await budget_state(services, client)
+    headers = await services.admission.rate_limit_headers(client, services.default_upstream.spec)
     return JSONResponse(_model_list(services.upstreams), headers=dict(headers))
 
 

@@ -7,22 +7,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from proxy.formats import STREAM_FORMATS, Head, Item
-from proxy.ids import request_id, sane_id
-from proxy.opening import (
-    Stream,
-    StreamOpener,
-    StreamRoute,
-    acceptable,
-    answering_as,
-    identify_client,
-    owner_of,
-    services_of,
-)
-from proxy.requests import StreamRequest, resume_offset
+from proxy.authentication import identify_client
+from proxy.errors import answering_as
+from proxy.formats import STREAM_FORMATS, Head
+from proxy.ids import sane_id
+from proxy.opening import Stream, StreamOpener, StreamRoute
+from proxy.requests import StreamRequest, acceptable, request_id_of, resume_offset
 from proxy.responses import StreamResponse
+from proxy.resumable import owner_of
 from proxy.resume.base import not_found, past_the_end
 from proxy.resume.items import StoredItems, answer_after
+from proxy.services import services_of
 
 router = APIRouter()
 
@@ -33,18 +28,16 @@ STREAM_ROUTE = StreamRoute(StreamRequest, STREAM_FORMATS, resume_prefix="stream:
 @router.post("/v1/stream", response_class=StreamResponse)
 async def stream_text(
     stream: Annotated[Stream, Depends(StreamOpener(STREAM_ROUTE))],
-) -> AsyncIterator[Item]:
-    yield stream.head
-    async for item in stream.items:
-        yield item
+) -> StreamResponse:
+    return stream.response()
 
 
 async def find_stored(request: Request, stream_id: str) -> AsyncIterator[Stream]:
     """A resumable stream from `?offset=N` (or SSE's Last-Event-ID), then live."""
     services = services_of(request)
-    rid = request_id(request.headers.get("x-request-id"))
+    rid = request_id_of(request)
     with answering_as(rid):
-        client = identify_client(request, services.guards)
+        client = identify_client(request, services)
         output = acceptable(request, STREAM_ROUTE.formats)
         offset = resume_offset(request)
         if services.resumable is None or sane_id(stream_id) is None:
@@ -66,7 +59,5 @@ async def find_stored(request: Request, stream_id: str) -> AsyncIterator[Stream]
 @router.get("/v1/stream/{stream_id}", response_class=StreamResponse)
 async def resume_stream(
     stream: Annotated[Stream, Depends(find_stored)],
-) -> AsyncIterator[Item]:
-    yield stream.head
-    async for item in stream.items:
-        yield item
+) -> StreamResponse:
+    return stream.response()

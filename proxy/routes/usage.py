@@ -7,8 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from proxy.ids import request_id
-from proxy.opening import answering_as, authenticate, services_of
+from proxy.authentication import authenticate
+from proxy.errors import answering_as
+from proxy.requests import request_id_of
+from proxy.services import services_of
 
 router = APIRouter()
 
@@ -19,9 +21,9 @@ async def key_usage(
 ) -> JSONResponse:
     """`{"key": name, "windows": [...]}`; no windows for a key without budgets."""
     services = services_of(request)
-    budgets = services.guards.budgets
+    budgets = services.admission.budgets
     if client is None or budgets.limits(client) is None:
         return JSONResponse({"key": client, "windows": []})
-    with answering_as(request_id(request.headers.get("x-request-id"))):
+    with answering_as(request_id_of(request)):
         windows, headers = await budgets.usage(client, services.default_upstream.spec)
     return JSONResponse({"key": client, "windows": windows}, headers=dict(headers))

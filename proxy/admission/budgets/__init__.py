@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import redis.asyncio as redis
 
-from proxy.budgets.budgets import Budgets, Reservation
-from proxy.budgets.redis_store import RedisBudgetStore
-from proxy.budgets.store import BudgetStore, MemoryBudgetStore
+from proxy.admission.budgets.budgets import Budgets, Reservation
+from proxy.admission.budgets.redis_store import RedisBudgetStore
+from proxy.admission.budgets.store import BudgetStore, MemoryBudgetStore
 from proxy.settings import AdmissionPolicy
 
 __all__ = [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-from proxy.budgets.ledger import NANO, Window, remaining
+from proxy.admission.budgets.ledger import NANO, Window, remaining
 
 # OpenAI's rate-limit headers, as a budgeted key's responses carry them.
 RATE_LIMIT_HEADERS = tuple(

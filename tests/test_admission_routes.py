@@ -9,8 +9,8 @@ import httpx
 import orjson
 import pytest
 
+from proxy.admission import client_id
 from proxy.fake_upstream import reply_text
-from proxy.guards import client_id
 from tests.redis_server import RedisServer
 from tests.servers import FakeUpstreamServer, ProxyProcess, ProxyServer
 from tests.test_operations import log_lines  # noqa: F401  (fixture)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import redis.asyncio as redis
 
-from proxy.budgets.ledger import MIN_ALLOWANCE, Grant, Refusal, Window
-from proxy.budgets.store import GRACE, Claim
+from proxy.admission.budgets.ledger import MIN_ALLOWANCE, Grant, Refusal, Window
+from proxy.admission.budgets.store import GRACE, Claim
 
 # The count of KEYS[i] at ARGV[1] (ms), dropping holds past their deadline.
 _COUNT = """

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from proxy.budgets.ledger import Grant, Refusal, Window, grant
+from proxy.admission.budgets.ledger import Grant, Refusal, Window, grant
 
 
 @dataclass(slots=True, frozen=True)
