@@ -161,15 +161,14 @@ class StreamRecord:
             "outcome": self.outcome,
             "attempts": self.attempts,
             "ttfb_ms": _ms(ttfb) if ttfb else None,
+            "first_part_ms": _ms(self.first_part),
+            "first_text_ms": _ms(self.first_text),
             "duration_ms": _ms(duration or 0.0),
             "deltas": self.deltas,
             "bytes": self.bytes,
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
         }
-        first_part, first_text = self.first_part, self.first_text
-        fields["first_part_ms"] = _ms(first_part) if first_part is not None else None
-        fields["first_text_ms"] = _ms(first_text) if first_text is not None else None
         if self.reasoning_deltas:  # a thinking model's thoughts: counted, never written
             fields["reasoning_deltas"] = self.reasoning_deltas
             fields["reasoning_bytes"] = self.reasoning_bytes
@@ -187,8 +186,8 @@ class StreamRecord:
         return fields
 
 
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 2)
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
 
 
 AttemptResult = Literal[
