@@ -128,11 +128,16 @@ class Done:
 
     finish_reason: str | None = None
     usage: Usage | None = None
+    # A `stop` at one of the request's stop sequences, where the upstream said so (Anthropic's
+    # and TGI's `stop_sequence`): the Messages API tells it apart from a natural end.
+    at_stop_sequence: bool = False
 
     @classmethod
     def reported(cls, finish_reason: str | None, usage: Usage) -> Done:
         """The end as an upstream reported it, in its own words."""
-        return cls(normalize_finish_reason(finish_reason), usage if usage.known else None)
+        normalized = normalize_finish_reason(finish_reason)
+        known = usage if usage.known else None
+        return cls(normalized, known, at_stop_sequence=finish_reason == "stop_sequence")
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -22,6 +22,8 @@ from proxy.fake_upstream import (
 )
 from proxy.settings import ModelEntry
 from tests.frontends import AI_SDK_DIRECTORY, install_ai_sdk, run_node_script
+from tests.scripted import LAST_CHUNK, OK_HEAD, Serve, read_request
+from tests.scripted import chunk as http_chunk
 from tests.servers import FakeUpstreamServer, ProxyServer, proxy_settings
 from tests.test_models import MODELS
 
@@ -428,3 +430,45 @@ async def test_the_npm_sdk_streams_a_message_exactly(
     assert seen["final"]["content"][-1]["text"] == seen["text"]
     assert seen["final"]["stop_reason"] == "end_turn"
     assert len(seen["deltas"]) >= 10, "the answer did not stream"
+
+
+async def test_a_stop_at_a_stop_sequence_is_said_as_anthropic_says_it(serve: Serve) -> None:
+    """An upstream that stopped at one of the request's stop sequences: `stop_sequence`, not
+    a natural `end_turn` (the upstream's word is kept apart from the normalized stop)."""
+
+    async def handler(reader: Any, writer: Any, n: int) -> None:
+        await read_request(reader)
+        events = [
+            {"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 3}}},
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}},
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "up to "},
+            },
+            {"type": "content_block_stop", "index": 0},
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "stop_sequence", "stop_sequence": "END"},
+                "usage": {"output_tokens": 2},
+            },
+            {"type": "message_stop"},
+        ]
+        body = b"".join(
+            b"event: %s\ndata: %s\n\n" % (e["type"].encode(), orjson.dumps(e)) for e in events
+        )
+        writer.write(OK_HEAD + http_chunk(body) + LAST_CHUNK)
+        await writer.drain()
+
+    entry = ModelEntry(name="claude", dialect="anthropic", url=await serve(handler))
+    proxy = ProxyServer(proxy_settings(None, model_list=(entry,)))
+    client = anthropic.AsyncAnthropic(base_url=proxy.url, api_key="x", max_retries=0, timeout=20)
+    try:
+        message = await client.messages.create(
+            model="claude", max_tokens=50, messages=user("count"), stop_sequences=["END"]
+        )
+    finally:
+        await client.close()
+        proxy.close()
+    assert message.stop_reason == "stop_sequence"
+    assert [block.text for block in message.content] == ["up to "]  # type: ignore[union-attr]

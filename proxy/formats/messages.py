@@ -77,6 +77,8 @@ class MessageMeta:
 def stop_reason(done: Done, called: bool) -> str | None:
     if called and done.finish_reason != "length":
         return "tool_use"
+    if done.at_stop_sequence:
+        return "stop_sequence"
     return _STOP_REASONS.get(done.finish_reason or "")
 
 
