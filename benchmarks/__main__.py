@@ -11,6 +11,7 @@ from benchmarks.bench import main as bench_main
 from benchmarks.cpu import main as cpu_main
 from benchmarks.hedging import bench_hedging, print_rows
 from benchmarks.memory import bench_memory
+from benchmarks.timeline import bench_timeline, targets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=(),
         help='scenarios whose name contains any ("cpu": the CPU figures against the floor; '
-        '"memory": the memory per open stream; "hedging": TTFT with hedging off and on)',
+        '"memory": the memory per open stream; "hedging": TTFT with hedging off and on; '
+        "\"timeline\": one request's timeline and issue 32's targets)",
     )
     parser.add_argument(
         "--cpu-rounds", type=int, default=5, help="interleaved rounds of the CPU figures (0: none)"
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--relay-floor",
         action="store_true",
-        help="also a FastAPI yield path operation relaying the upstream, in the CPU figures",
+        help="also a FastAPI yield path operation relaying the upstream, in the CPU figures "
+        "(always in a full `make bench`: issue 32's targets are set against it)",
     )
     args = parser.parse_args(argv)
     settings = dict(item.partition("=")[::2] for item in args.proxy_env)
@@ -63,9 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         status = bench_main(args.quick, args.workers, args.output, only, settings)
     if args.cpu_rounds > 0 and (not only or any("cpu" in part.lower() for part in only)):
         figures = (args.cpu_rounds, args.quick, args.output, args.baseline)
-        status = cpu_main(*figures, args.granian, args.fastapi_floor, args.relay_floor) or status
+        relay_floor = args.relay_floor or not only
+        status = cpu_main(*figures, args.granian, args.fastapi_floor, relay_floor) or status
     if not only or "memory" in only:
         status = bench_memory(args.quick, args.output, settings) or status
+    if not only or "timeline" in only:
+        status = bench_timeline(args.quick, args.output) or status
+        print(targets(args.output))
     if not only or "hedging" in only:
         requests = 40 if args.quick else 400
         print_rows(bench_hedging(requests, concurrency=4, slow_start=2.0, slow_every=10))

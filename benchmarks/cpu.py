@@ -16,6 +16,7 @@ in nanoseconds) around each run, so the client's and the upstream's CPU are not 
     per request  fitted from 256 streams of 5 and of 50 tokens at that pace: the CPU per
                  stream, less 5 times the slope between the two
     per token    16 streams x 8000 tokens with no delay (a read carries many tokens)
+    per short stream  the CPU per stream of the 5-token run, all of it (issue 32's target)
 
 Figures are medians over the rounds, with their spread (lowest to highest); ratios are
 the median of each round's ratio, so a round's machine state is shared by both sides.
@@ -52,7 +53,7 @@ QUICK_LOADS = (
     Scenario("short", streams=8, tokens=2, token_delay=0.005),
     Scenario("full speed", streams=2, tokens=200, token_delay=0.0),
 )
-FIGURES = ("per delta", "per request", "per token")
+FIGURES = ("per delta", "per request", "per token", "per short stream")
 
 
 @dataclass(slots=True)
@@ -211,6 +212,8 @@ class CpuBench:
                 "per delta": long_cpu / (paced.streams * paced.tokens),
                 "per request": short_cpu / short.streams - short.tokens * slope,
                 "per token": full_cpu / (full.streams * full.tokens),
+                # Issue 32's target: the whole CPU of a 5-token stream, request and deltas.
+                "per short stream": short_cpu / short.streams,
             }
             for name, value in figures.items():
                 server.figures.setdefault(name, []).append(value)
