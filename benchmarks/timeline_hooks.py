@@ -115,6 +115,7 @@ def _hook_proxy() -> None:
     from proxy.upstream.client import UpstreamHTTP
     from proxy.upstream.connection import Connection
     from proxy.upstream.pool import UpstreamTransport
+    from proxy.upstreams import Upstream
 
     wrap(ProxyApp, "__call__", enter="app called")
     wrap(opening.StreamOpener, "_start", enter="dependency called", leave="stream opened")
@@ -124,7 +125,7 @@ def _hook_proxy() -> None:
     wrap(opening, "read_body", leave="body read and validated")
     wrap(opening, "check_prompt_length", leave="prompt length checked")
     wrap(opening, "choose_upstream", leave="model chosen")
-    wrap(opening, "refuse_beyond", leave="head and conversation built")
+    wrap(Upstream, "refuse_beyond", leave="head and conversation built")
     wrap(StreamSession, "open", enter="session opening", leave="commit point")
     wrap(Observers, "stream_started", leave="stream observed")
     wrap(OpenAIChat, "build_request", leave="upstream request built")
