@@ -18,6 +18,22 @@ def upstream() -> Iterator[FakeUpstreamServer]:
 
 
 @pytest.fixture(scope="session")
+def every_model(upstream: FakeUpstreamServer) -> Iterator[ProxyServer]:
+    """One model per dialect (tests/test_models.py's names), all at the fake upstream, with room
+    for Anthropic's thinking budgets (at least 1024, below max_tokens)."""
+    from proxy.settings import ModelEntry
+    from tests.test_models import MODELS
+
+    entries = tuple(
+        ModelEntry(name=name, dialect=dialect, url=upstream.url, max_tokens=4096)  # type: ignore[arg-type]
+        for name, (dialect, _) in MODELS.items()
+    )
+    server = ProxyServer(proxy_settings(upstream.url, model_list=entries))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
 def proxy(upstream: FakeUpstreamServer) -> Iterator[ProxyServer]:
     """One proxy for the tests that can share its settings."""
     server = ProxyServer(proxy_settings(upstream.url, upstream_api_key="sk-upstream-SECRET-1"))

@@ -11,7 +11,6 @@ what it posted to the proxy, the fake what the proxy posted upstream.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,9 +23,8 @@ from proxy.fake_upstream import (
     tool_call_id,
     tool_call_input,
 )
-from proxy.settings import ModelEntry
 from tests.frontends import AI_SDK_DIRECTORY, install_ai_sdk, run_node_script
-from tests.servers import FakeUpstreamServer, ProxyServer, proxy_settings
+from tests.servers import FakeUpstreamServer, ProxyServer
 from tests.test_models import MODELS
 
 TOOL_MODELS = ("chat", "claude", "llama")
@@ -37,19 +35,6 @@ TOOLS = ["get_weather", "get_time"]
 @pytest.fixture(scope="session")
 def node() -> str:
     return install_ai_sdk()
-
-
-@pytest.fixture(scope="module")
-def tools_proxy(upstream: FakeUpstreamServer) -> Iterator[ProxyServer]:
-    """One model per tool-capable dialect at the fake upstream."""
-    assert {MODELS[name][0] for name in TOOL_MODELS} == {"openai", "anthropic", "ollama"}
-    entries = tuple(
-        ModelEntry(name=name, dialect=MODELS[name][0], url=upstream.url, max_tokens=4096)  # type: ignore[arg-type]
-        for name in TOOL_MODELS
-    )
-    server = ProxyServer(proxy_settings(upstream.url, model_list=entries))
-    yield server
-    server.close()
 
 
 async def run_loop(
@@ -121,10 +106,10 @@ def assistant_text(dialect: str, body: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize("model", TOOL_MODELS)
 async def test_stream_text_executes_the_call_and_answers_with_its_result(
-    node: str, tools_proxy: ProxyServer, marker: str, model: str
+    node: str, every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} weather? @call=1"
-    result = await run_loop(node, tools_proxy, model, prompt, TOOLS[:1])
+    result = await run_loop(node, every_model, model, prompt, TOOLS[:1])
     assert result["errors"] == []
     call_input = tool_call_input(prompt, 0)
     (execution,) = result["executions"]
@@ -137,11 +122,15 @@ async def test_stream_text_executes_the_call_and_answers_with_its_result(
 
 @pytest.mark.parametrize("model", TOOL_MODELS)
 async def test_the_result_goes_back_under_the_id_the_sdk_got_with_the_call(
-    node: str, tools_proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str, model: str
+    node: str,
+    every_model: ProxyServer,
+    upstream: FakeUpstreamServer,
+    marker: str,
+    model: str,
 ) -> None:
     dialect = MODELS[model][0]
     prompt = f"{marker} weather? @call=1"
-    result = await run_loop(node, tools_proxy, model, prompt, TOOLS[:1])
+    result = await run_loop(node, every_model, model, prompt, TOOLS[:1])
     (call,) = result["calls"]
     call_id = call["toolCallId"]
     if dialect == "ollama":  # no id upstream: the proxy's own must come back with the result
@@ -164,12 +153,16 @@ async def test_the_result_goes_back_under_the_id_the_sdk_got_with_the_call(
 
 @pytest.mark.parametrize("model", TOOL_MODELS)
 async def test_two_parallel_calls_are_both_executed_and_both_results_answered(
-    node: str, tools_proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str, model: str
+    node: str,
+    every_model: ProxyServer,
+    upstream: FakeUpstreamServer,
+    marker: str,
+    model: str,
 ) -> None:
     dialect = MODELS[model][0]
     # Argument fragments of 3 characters, the upstream's bytes cut one at a time.
     prompt = f"{marker} weather and time? @call=2 @arg_split=3 @split=1"
-    result = await run_loop(node, tools_proxy, model, prompt, TOOLS)
+    result = await run_loop(node, every_model, model, prompt, TOOLS)
     assert result["errors"] == []
     inputs = [tool_call_input(prompt, index) for index in (0, 1)]
     executed = sorted(result["executions"], key=lambda execution: execution["input"]["call"])
@@ -195,11 +188,15 @@ async def test_two_parallel_calls_are_both_executed_and_both_results_answered(
 
 @pytest.mark.parametrize("model", TOOL_MODELS)
 async def test_the_text_before_a_call_stays_in_its_step_and_goes_back_with_the_call(
-    node: str, tools_proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str, model: str
+    node: str,
+    every_model: ProxyServer,
+    upstream: FakeUpstreamServer,
+    marker: str,
+    model: str,
 ) -> None:
     dialect = MODELS[model][0]
     prompt = f"{marker} weather? @call=1 @text_before_call=1"
-    result = await run_loop(node, tools_proxy, model, prompt, TOOLS[:1])
+    result = await run_loop(node, every_model, model, prompt, TOOLS[:1])
     (sent,) = tool_messages(result["requests"][1])
     assert result["texts"] == [TEXT_BEFORE_CALL, tool_answer_text([sent["content"]])]
     assert result["steps"] == ["tool-calls", "stop"]
@@ -212,10 +209,10 @@ async def test_the_text_before_a_call_stays_in_its_step_and_goes_back_with_the_c
 
 @pytest.mark.parametrize("model", STREAMED_CALL_MODELS)
 async def test_a_drop_inside_the_arguments_is_an_error_and_no_tool_runs(
-    node: str, tools_proxy: ProxyServer, marker: str, model: str
+    node: str, every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} weather? @fault=drop-mid @after=2 @call=1"
-    result = await run_loop(node, tools_proxy, model, prompt, TOOLS[:1])
+    result = await run_loop(node, every_model, model, prompt, TOOLS[:1])
     assert result["errors"][0] == "upstream connection dropped mid-stream"
     types = result["types"]
     assert types.index("error") < types.index("finish-step")
@@ -229,9 +226,9 @@ async def test_a_drop_inside_the_arguments_is_an_error_and_no_tool_runs(
 
 
 async def test_a_drop_before_ollamas_whole_call_is_a_failure_before_any_step(
-    node: str, tools_proxy: ProxyServer, marker: str
+    node: str, every_model: ProxyServer, marker: str
 ) -> None:
     prompt = f"{marker} weather? @fault=drop-mid @after=2 @call=1"
-    result = await run_loop(node, tools_proxy, "llama", prompt, TOOLS[:1])
+    result = await run_loop(node, every_model, "llama", prompt, TOOLS[:1])
     assert result["errors"] == ["upstream connection dropped before any text"]
     assert (result["steps"], result["executions"], result["calls"]) == ([], [], [])

@@ -8,15 +8,13 @@ behind one proxy, each in its own wire shape.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from proxy.fake_upstream import reasoning_text, reply_text
-from proxy.settings import ModelEntry
-from tests.servers import FakeUpstreamServer, ProxyServer, proxy_settings
+from tests.servers import ProxyServer
 from tests.test_completions import async_client, sync_client, user
 from tests.test_models import MODELS
 
@@ -33,19 +31,6 @@ THINKING_SPELLINGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def thinking_proxy(upstream: FakeUpstreamServer) -> Iterator[ProxyServer]:
-    """The thinking models at the fake upstream. Their max_tokens leaves room for Anthropic's
-    thinking budgets (at least 1024, below max_tokens): with less, asking turns thinking off."""
-    entries = tuple(
-        ModelEntry(name=name, dialect=MODELS[name][0], url=upstream.url, max_tokens=4096)  # type: ignore[arg-type]
-        for name in THINKING_MODELS
-    )
-    server = ProxyServer(proxy_settings(upstream.url, model_list=entries))
-    yield server
-    server.close()
-
-
 def reasoning_of(chunk: ChatCompletionChunk) -> str | None:
     extra: dict[str, Any] = chunk.choices[0].delta.model_extra or {}
     value: str | None = extra.get("reasoning_content")
@@ -57,14 +42,14 @@ def reasoning_of(chunk: ChatCompletionChunk) -> str | None:
 
 @pytest.mark.parametrize(("model", "spelling"), THINKING_SPELLINGS)
 def test_sync_sdk_streams_the_exact_reasoning_then_the_exact_text(
-    thinking_proxy: ProxyServer,
+    every_model: ProxyServer,
     marker: str,
     model: str,
     spelling: str,
 ) -> None:
     # Multi-byte UTF-8 in both channels, their bytes cut 7 at a time upstream.
     prompt = f"{marker} @think=9 @text=tricky @tokens=20 @split=7 {spelling}"
-    with sync_client(thinking_proxy) as client:
+    with sync_client(every_model) as client:
         stream = client.chat.completions.create(model=model, messages=user(prompt), stream=True)
         chunks = [chunk for chunk in stream if chunk.choices]
     thinking = [chunk for chunk in chunks if reasoning_of(chunk) is not None]
@@ -80,12 +65,12 @@ def test_sync_sdk_streams_the_exact_reasoning_then_the_exact_text(
 
 @pytest.mark.parametrize("model", THINKING_MODELS)
 async def test_async_sdk_streams_the_reasoning_and_counts_it_in_the_usage(
-    thinking_proxy: ProxyServer,
+    every_model: ProxyServer,
     marker: str,
     model: str,
 ) -> None:
     prompt = f"{marker} @think=6 @text=tricky @tokens=10"
-    async with async_client(thinking_proxy) as client:
+    async with async_client(every_model) as client:
         stream = await client.chat.completions.create(
             model=model,
             messages=user(prompt),
@@ -106,13 +91,13 @@ async def test_async_sdk_streams_the_reasoning_and_counts_it_in_the_usage(
 
 @pytest.mark.parametrize("model", THINKING_MODELS)
 def test_sync_sdk_asking_with_reasoning_effort_streams_the_default_thoughts(
-    thinking_proxy: ProxyServer,
+    every_model: ProxyServer,
     marker: str,
     model: str,
 ) -> None:
     # Each dialect asks its own way (reasoning_effort, thinking, think); the fake thinks 4 tokens.
     prompt = f"{marker} @text=tricky @tokens=5"
-    with sync_client(thinking_proxy) as client:
+    with sync_client(every_model) as client:
         stream = client.chat.completions.create(
             model=model,
             messages=user(prompt),
@@ -125,11 +110,11 @@ def test_sync_sdk_asking_with_reasoning_effort_streams_the_default_thoughts(
 
 
 def test_without_thinking_no_chunk_carries_reasoning(
-    thinking_proxy: ProxyServer,
+    every_model: ProxyServer,
     marker: str,
 ) -> None:
     prompt = f"{marker} @text=tricky @tokens=5"
-    with sync_client(thinking_proxy) as client:
+    with sync_client(every_model) as client:
         stream = client.chat.completions.create(model="chat", messages=user(prompt), stream=True)
         chunks = list(stream)
     assert all("reasoning_content" not in (c.choices[0].delta.model_extra or {}) for c in chunks)
@@ -141,13 +126,13 @@ def test_without_thinking_no_chunk_carries_reasoning(
 
 @pytest.mark.parametrize(("model", "spelling"), THINKING_SPELLINGS)
 def test_sync_sdk_gets_the_reasoning_of_the_whole_completion(
-    thinking_proxy: ProxyServer,
+    every_model: ProxyServer,
     marker: str,
     model: str,
     spelling: str,
 ) -> None:
     prompt = f"{marker} @think=9 @text=tricky @tokens=20 @split=3 {spelling}"
-    with sync_client(thinking_proxy) as client:
+    with sync_client(every_model) as client:
         completion = client.chat.completions.create(model=model, messages=user(prompt))
     message = completion.choices[0].message
     assert (message.model_extra or {}).get("reasoning_content") == reasoning_text(prompt, 9)
@@ -156,11 +141,11 @@ def test_sync_sdk_gets_the_reasoning_of_the_whole_completion(
 
 
 def test_a_whole_completion_without_thinking_has_no_reasoning(
-    thinking_proxy: ProxyServer,
+    every_model: ProxyServer,
     marker: str,
 ) -> None:
     prompt = f"{marker} @tokens=5"
-    with sync_client(thinking_proxy) as client:
+    with sync_client(every_model) as client:
         completion = client.chat.completions.create(model="claude", messages=user(prompt))
     assert "reasoning_content" not in (completion.choices[0].message.model_extra or {})
     assert completion.choices[0].message.content == reply_text(prompt, 5)

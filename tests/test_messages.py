@@ -5,7 +5,7 @@ is asserted both ways."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import anthropic
@@ -39,17 +39,6 @@ WEATHER = {
 FAKE_SIGNATURE = base64.b64encode(b"fake-upstream thinking signature").decode()
 
 
-@pytest.fixture(scope="module")
-def messages_proxy(upstream: FakeUpstreamServer) -> Iterator[ProxyServer]:
-    entries = tuple(
-        ModelEntry(name=name, dialect=dialect, url=upstream.url, max_tokens=4096)  # type: ignore[arg-type]
-        for name, dialect in DIALECTS.items()
-    )
-    server = ProxyServer(proxy_settings(upstream.url, model_list=entries))
-    yield server
-    server.close()
-
-
 def client_of(proxy: ProxyServer, key: str = KEY) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=proxy.url, api_key=key, max_retries=0, timeout=20)
 
@@ -63,11 +52,11 @@ def user(text: str) -> list[Any]:
 
 @pytest.mark.parametrize("model", DIALECTS)
 def test_the_stream_helper_reads_the_exact_text_for_every_dialect(
-    messages_proxy: ProxyServer, marker: str, model: str
+    every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @text=tricky @tokens=20 @split=7"
     with (
-        client_of(messages_proxy) as client,
+        client_of(every_model) as client,
         client.messages.stream(model=model, max_tokens=1000, messages=user(prompt)) as stream,
     ):
         text = "".join(stream.text_stream)
@@ -81,12 +70,12 @@ def test_the_stream_helper_reads_the_exact_text_for_every_dialect(
 
 @pytest.mark.parametrize("model", THINKING)
 def test_the_thinking_then_the_text_and_anthropics_signature(
-    messages_proxy: ProxyServer, marker: str, model: str
+    every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @think=9 @text=tricky @tokens=12 @split=5"
     thinking = {"type": "enabled", "budget_tokens": 2048}
     with (
-        client_of(messages_proxy) as client,
+        client_of(every_model) as client,
         client.messages.stream(
             model=model, max_tokens=4000, messages=user(prompt), thinking=thinking
         ) as stream,
@@ -107,11 +96,11 @@ def test_the_thinking_then_the_text_and_anthropics_signature(
 
 @pytest.mark.parametrize("model", TOOLS)
 def test_a_tool_use_block_has_its_input_whole_and_the_result_gets_the_answer(
-    messages_proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str, model: str
+    every_model: ProxyServer, upstream: FakeUpstreamServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @call=1 @arg_split=3 @text_before_call=1"
     with (
-        client_of(messages_proxy) as client,
+        client_of(every_model) as client,
         client.messages.stream(
             model=model, max_tokens=1000, messages=user(prompt), tools=[WEATHER]
         ) as stream,
@@ -134,7 +123,7 @@ def test_a_tool_use_block_has_its_input_whole_and_the_result_gets_the_answer(
             "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}],
         },
     ]
-    with client_of(messages_proxy) as client:
+    with client_of(every_model) as client:
         answer = client.messages.create(
             model=model, max_tokens=1000, messages=turns, tools=[WEATHER]
         )
@@ -143,7 +132,7 @@ def test_a_tool_use_block_has_its_input_whole_and_the_result_gets_the_answer(
 
 
 def test_thinking_sent_back_goes_upstream_to_anthropic_alone(
-    messages_proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str
+    every_model: ProxyServer, upstream: FakeUpstreamServer, marker: str
 ) -> None:
     thought = {"type": "thinking", "thinking": "Hm.", "signature": FAKE_SIGNATURE}
     turns = [
@@ -151,7 +140,7 @@ def test_thinking_sent_back_goes_upstream_to_anthropic_alone(
         {"role": "assistant", "content": [thought, {"type": "text", "text": "Hello"}]},
         *user(f"{marker} again"),
     ]
-    with client_of(messages_proxy) as client:
+    with client_of(every_model) as client:
         for model in ("claude", "chat"):
             client.messages.create(model=model, max_tokens=100, messages=turns)
     to_claude, to_chat = upstream.find(marker)
@@ -164,10 +153,10 @@ def test_thinking_sent_back_goes_upstream_to_anthropic_alone(
 
 @pytest.mark.parametrize("model", DIALECTS)
 def test_not_streamed_is_the_same_message(
-    messages_proxy: ProxyServer, marker: str, model: str
+    every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @text=tricky @tokens=15"
-    with client_of(messages_proxy) as client:
+    with client_of(every_model) as client:
         message = client.messages.create(model=model, max_tokens=1000, messages=user(prompt))
     assert message.type == "message"
     assert message.content[0].text == reply_text(prompt, 15)  # type: ignore[union-attr]
@@ -176,9 +165,9 @@ def test_not_streamed_is_the_same_message(
         assert message.usage.output_tokens == 15
 
 
-def test_not_streamed_tool_use_and_thinking(messages_proxy: ProxyServer, marker: str) -> None:
+def test_not_streamed_tool_use_and_thinking(every_model: ProxyServer, marker: str) -> None:
     prompt = f"{marker} @think=4 @call=2"
-    with client_of(messages_proxy) as client:
+    with client_of(every_model) as client:
         message = client.messages.create(
             model="claude",
             max_tokens=4000,
@@ -197,10 +186,10 @@ def test_not_streamed_tool_use_and_thinking(messages_proxy: ProxyServer, marker:
 
 
 def test_the_request_is_translated_for_the_anthropic_dialect(
-    messages_proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str
+    every_model: ProxyServer, upstream: FakeUpstreamServer, marker: str
 ) -> None:
     png = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
-    with client_of(messages_proxy) as client:
+    with client_of(every_model) as client:
         client.messages.create(
             model="claude",
             max_tokens=500,
@@ -233,9 +222,9 @@ def test_the_request_is_translated_for_the_anthropic_dialect(
 
 
 def test_top_k_goes_to_ollama_and_tgi_and_is_refused_by_name_for_openai(
-    messages_proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str
+    every_model: ProxyServer, upstream: FakeUpstreamServer, marker: str
 ) -> None:
-    with client_of(messages_proxy) as client:
+    with client_of(every_model) as client:
         for model, top_k in (("llama", 5), ("hf", 6)):
             client.messages.create(
                 model=model, max_tokens=50, messages=user(marker), extra_body={"top_k": top_k}
@@ -273,15 +262,18 @@ def test_a_wrong_key_is_an_authentication_error_and_either_header_works(
         assert bearer.messages.create(model="default", max_tokens=50, messages=user(marker))
 
 
-def test_an_unknown_model_is_not_found(messages_proxy: ProxyServer, marker: str) -> None:
-    with client_of(messages_proxy) as client, pytest.raises(anthropic.NotFoundError) as raised:
+def test_an_unknown_model_is_not_found(every_model: ProxyServer, marker: str) -> None:
+    with client_of(every_model) as client, pytest.raises(anthropic.NotFoundError) as raised:
         client.messages.create(model="claude-nope", max_tokens=50, messages=user(marker))
     assert raised.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
 
 
-def test_an_upstream_429_is_a_rate_limit_error(messages_proxy: ProxyServer, marker: str) -> None:
+def test_an_upstream_429_is_a_rate_limit_error(every_model: ProxyServer, marker: str) -> None:
     prompt = f"{marker} @fault=status @status=429 @retry_after=7"
-    with client_of(messages_proxy) as client, pytest.raises(anthropic.RateLimitError) as raised:
+    with (
+        client_of(every_model) as client,
+        pytest.raises(anthropic.RateLimitError) as raised,
+    ):
         client.messages.create(model="claude", max_tokens=50, messages=user(prompt), stream=True)
     assert raised.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
     assert raised.value.response.headers["retry-after"]
@@ -296,13 +288,16 @@ def test_an_upstream_429_is_a_rate_limit_error(messages_proxy: ProxyServer, mark
     ],
 )
 def test_what_is_not_relayed_is_a_bad_request_naming_it(
-    messages_proxy: ProxyServer,
+    every_model: ProxyServer,
     marker: str,
     fields: dict[str, Any],
     headers: dict[str, str],
     named: str,
 ) -> None:
-    with client_of(messages_proxy) as client, pytest.raises(anthropic.BadRequestError) as raised:
+    with (
+        client_of(every_model) as client,
+        pytest.raises(anthropic.BadRequestError) as raised,
+    ):
         client.messages.create(
             model="claude",
             max_tokens=50,
@@ -314,7 +309,7 @@ def test_what_is_not_relayed_is_a_bad_request_naming_it(
     assert named in raised.value.message
 
 
-def test_the_betas_claude_code_sends_are_accepted(messages_proxy: ProxyServer, marker: str) -> None:
+def test_the_betas_claude_code_sends_are_accepted(every_model: ProxyServer, marker: str) -> None:
     betas = ",".join(
         (
             "claude-code-20250219",
@@ -322,7 +317,7 @@ def test_the_betas_claude_code_sends_are_accepted(messages_proxy: ProxyServer, m
             "fine-grained-tool-streaming-2025-05-14",
         )
     )
-    with client_of(messages_proxy) as client:
+    with client_of(every_model) as client:
         message = client.messages.create(
             model="claude",
             max_tokens=50,
@@ -356,13 +351,11 @@ def test_an_upstream_failing_before_the_first_token_is_a_server_error(
     assert raised.value.body["error"]["type"] == kind  # type: ignore[index]
 
 
-def test_a_failure_mid_stream_raises_after_a_prefix(
-    messages_proxy: ProxyServer, marker: str
-) -> None:
+def test_a_failure_mid_stream_raises_after_a_prefix(every_model: ProxyServer, marker: str) -> None:
     prompt = f"{marker} @text=tricky @tokens=12 @fault=drop-mid @after=4 @delay=0.02"
     seen: list[str] = []
     with (
-        client_of(messages_proxy) as client,
+        client_of(every_model) as client,
         pytest.raises(anthropic.APIStatusError) as raised,
         client.messages.stream(model="claude", max_tokens=100, messages=user(prompt)) as stream,
     ):
@@ -372,12 +365,10 @@ def test_a_failure_mid_stream_raises_after_a_prefix(
     assert raised.value.body["error"]["type"] == "api_error"  # type: ignore[index]
 
 
-def test_not_streamed_a_failure_mid_stream_is_a_502(
-    messages_proxy: ProxyServer, marker: str
-) -> None:
+def test_not_streamed_a_failure_mid_stream_is_a_502(every_model: ProxyServer, marker: str) -> None:
     prompt = f"{marker} @fault=drop-mid @after=4"
     with (
-        client_of(messages_proxy) as client,
+        client_of(every_model) as client,
         pytest.raises(anthropic.InternalServerError) as raised,
     ):
         client.messages.create(model="chat", max_tokens=100, messages=user(prompt))
@@ -419,10 +410,10 @@ def node() -> str:
 
 @pytest.mark.parametrize("model", ["chat", "claude"])
 async def test_the_npm_sdk_streams_a_message_exactly(
-    node: str, messages_proxy: ProxyServer, marker: str, model: str
+    node: str, every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @text=tricky @tokens=30 @split=1 @delay=0.01 @think=5"
-    options = {"url": messages_proxy.url, "key": KEY, "model": model, "prompt": prompt}
+    options = {"url": every_model.url, "key": KEY, "model": model, "prompt": prompt}
     seen = await run_node_script(node, AI_SDK_DIRECTORY / "anthropic_client.mjs", options)
     assert seen["error"] is None
     assert seen["text"] == reply_text(prompt, 30)

@@ -11,15 +11,13 @@ refused unless it is reasoning (docs/api.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from proxy.fake_upstream import reasoning_text, reply_text, tool_answer_text, tool_call_input
-from proxy.settings import ModelEntry
 from tests.frontends import AI_SDK_DIRECTORY, install_ai_sdk, run_node_script
-from tests.servers import FakeUpstreamServer, ProxyServer, proxy_settings
+from tests.servers import ProxyServer
 from tests.test_completions_reasoning import THINKING_MODELS
 from tests.test_models import MODELS
 from tests.test_tools import TOOL_MODELS
@@ -28,17 +26,6 @@ from tests.test_tools import TOOL_MODELS
 @pytest.fixture(scope="session")
 def node() -> str:
     return install_ai_sdk()
-
-
-@pytest.fixture(scope="module")
-def responses_proxy(upstream: FakeUpstreamServer) -> Iterator[ProxyServer]:
-    entries = tuple(
-        ModelEntry(name=name, dialect=MODELS[name][0], url=upstream.url, max_tokens=4096)  # type: ignore[arg-type]
-        for name in MODELS
-    )
-    server = ProxyServer(proxy_settings(upstream.url, model_list=entries))
-    yield server
-    server.close()
 
 
 async def run_provider(
@@ -50,10 +37,10 @@ async def run_provider(
 
 @pytest.mark.parametrize("model", MODELS)
 async def test_stream_text_yields_the_exact_text_for_every_dialect(
-    node: str, responses_proxy: ProxyServer, marker: str, model: str
+    node: str, every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @text=tricky @tokens=20 @split=3"
-    result = await run_provider(node, responses_proxy, model, prompt)
+    result = await run_provider(node, every_model, model, prompt)
     assert result["errors"] == []
     assert result["text"] == reply_text(prompt, 20)
     assert result["types"] == [
@@ -70,10 +57,10 @@ async def test_stream_text_yields_the_exact_text_for_every_dialect(
 
 @pytest.mark.parametrize("model", THINKING_MODELS)
 async def test_stream_text_yields_the_reasoning_then_the_text(
-    node: str, responses_proxy: ProxyServer, marker: str, model: str
+    node: str, every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @think=9 @text=tricky @tokens=20 @split=7"
-    result = await run_provider(node, responses_proxy, model, prompt)
+    result = await run_provider(node, every_model, model, prompt)
     assert result["errors"] == []
     assert result["reasoning"] == reasoning_text(prompt, 9)
     assert result["text"] == reply_text(prompt, 20)
@@ -89,12 +76,12 @@ async def test_stream_text_yields_the_reasoning_then_the_text(
 
 @pytest.mark.parametrize("model", TOOL_MODELS)
 async def test_a_tool_with_execute_loops_to_the_final_text(
-    node: str, responses_proxy: ProxyServer, marker: str, model: str
+    node: str, every_model: ProxyServer, marker: str, model: str
 ) -> None:
     # Thoughts before the call: the second request references them (store is the SDK's
     # default), which the proxy takes as it takes a reasoning item.
     prompt = f"{marker} @think=3 @call=1"
-    result = await run_provider(node, responses_proxy, model, prompt, tool=True)
+    result = await run_provider(node, every_model, model, prompt, tool=True)
     assert result["errors"] == []
     city = tool_call_input(prompt, 0)["city"]
     assert result["toolInputs"] == [tool_call_input(prompt, 0)]
@@ -106,10 +93,10 @@ async def test_a_tool_with_execute_loops_to_the_final_text(
 
 @pytest.mark.parametrize("model", TOOL_MODELS)
 async def test_text_before_a_call_loops_with_store_false(
-    node: str, responses_proxy: ProxyServer, marker: str, model: str
+    node: str, every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @call=1 @text_before_call=1"
-    result = await run_provider(node, responses_proxy, model, prompt, tool=True, store=False)
+    result = await run_provider(node, every_model, model, prompt, tool=True, store=False)
     assert result["errors"] == []
     city = tool_call_input(prompt, 0)["city"]
     assert result["text"] == "Let me check." + tool_answer_text([f"sunny in {city}"])
@@ -117,20 +104,20 @@ async def test_text_before_a_call_loops_with_store_false(
 
 
 async def test_text_before_a_call_with_the_default_store_is_refused_naming_the_reference(
-    node: str, responses_proxy: ProxyServer, marker: str
+    node: str, every_model: ProxyServer, marker: str
 ) -> None:
     prompt = f"{marker} @call=1 @text_before_call=1"
-    result = await run_provider(node, responses_proxy, "chat", prompt, tool=True)
+    result = await run_provider(node, every_model, "chat", prompt, tool=True)
     assert len(result["errors"]) == 1
     assert "item_reference" in result["errors"][0]
     assert "store = false" in result["errors"][0]
 
 
 async def test_a_failure_mid_stream_is_an_error_part(
-    node: str, responses_proxy: ProxyServer, marker: str
+    node: str, every_model: ProxyServer, marker: str
 ) -> None:
     prompt = f"{marker} @fault=drop-mid @after=2"
-    result = await run_provider(node, responses_proxy, "chat", prompt)
+    result = await run_provider(node, every_model, "chat", prompt)
     assert result["text"] == reply_text(prompt, 2)
     assert result["errors"] == ["upstream connection dropped mid-stream"]
     assert result["finishReason"] == "error"

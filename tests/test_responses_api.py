@@ -15,8 +15,7 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 
 from proxy.fake_upstream import reasoning_text, reply_text, tool_answer_text
-from proxy.settings import ModelEntry
-from tests.servers import FakeUpstreamServer, ProxyServer, proxy_settings
+from tests.servers import FakeUpstreamServer, ProxyServer
 from tests.test_completions import async_client, sync_client
 from tests.test_completions_reasoning import THINKING_MODELS
 from tests.test_models import MODELS
@@ -29,18 +28,6 @@ WEATHER = {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
 }
 TIME = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
-
-
-@pytest.fixture(scope="module")
-def responses_proxy(upstream: FakeUpstreamServer) -> Iterator[ProxyServer]:
-    """A model per dialect at the fake; room for Anthropic's thinking budgets."""
-    entries = tuple(
-        ModelEntry(name=name, dialect=MODELS[name][0], url=upstream.url, max_tokens=4096)  # type: ignore[arg-type]
-        for name in MODELS
-    )
-    server = ProxyServer(proxy_settings(upstream.url, model_list=entries))
-    yield server
-    server.close()
 
 
 def streamed(client: openai.OpenAI, model: str, prompt: Any, **fields: Any) -> list[Any]:
@@ -65,10 +52,10 @@ def item_types(response: Response) -> list[str]:
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("split", [1, 7])
 def test_create_streams_the_exact_text_with_consecutive_sequence_numbers(
-    responses_proxy: ProxyServer, marker: str, model: str, split: int
+    every_model: ProxyServer, marker: str, model: str, split: int
 ) -> None:
     prompt = f"{marker} @text=tricky @tokens=20 @split={split}"
-    with sync_client(responses_proxy) as client:
+    with sync_client(every_model) as client:
         events = streamed(client, model, prompt)
     assert joined(events, "response.output_text.delta") == reply_text(prompt, 20)
     assert [event.sequence_number for event in events] == list(range(len(events)))
@@ -80,11 +67,11 @@ def test_create_streams_the_exact_text_with_consecutive_sequence_numbers(
 
 @pytest.mark.parametrize("model", MODELS)
 def test_the_stream_helper_reads_the_text_and_its_final_response_matches(
-    responses_proxy: ProxyServer, marker: str, model: str
+    every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @text=tricky @tokens=20 @split=3"
     with (
-        sync_client(responses_proxy) as client,
+        sync_client(every_model) as client,
         client.responses.stream(model=model, input=prompt) as stream,
     ):
         text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
@@ -96,10 +83,10 @@ def test_the_stream_helper_reads_the_text_and_its_final_response_matches(
 
 @pytest.mark.parametrize("model", MODELS)
 async def test_not_streamed_the_response_has_the_same_output(
-    responses_proxy: ProxyServer, marker: str, model: str
+    every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @text=tricky @tokens=20"
-    async with async_client(responses_proxy) as client:
+    async with async_client(every_model) as client:
         response = await client.responses.create(model=model, input=prompt)
     assert response.output_text == reply_text(prompt, 20)
     assert item_types(response) == ["message"]
@@ -114,11 +101,11 @@ async def test_not_streamed_the_response_has_the_same_output(
 
 @pytest.mark.parametrize("model", THINKING_MODELS)
 def test_reasoning_streams_as_the_summary_of_a_reasoning_item(
-    responses_proxy: ProxyServer, marker: str, model: str
+    every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @think=9 @text=tricky @tokens=20 @split=7"
     with (
-        sync_client(responses_proxy) as client,
+        sync_client(every_model) as client,
         client.responses.stream(model=model, input=prompt) as stream,
     ):
         events: list[ResponseStreamEvent] = list(stream)
@@ -132,10 +119,10 @@ def test_reasoning_streams_as_the_summary_of_a_reasoning_item(
 
 
 def test_the_reasoning_effort_asks_the_dialect_for_thoughts(
-    responses_proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str
+    every_model: ProxyServer, upstream: FakeUpstreamServer, marker: str
 ) -> None:
     prompt = f"{marker} @tokens=5"
-    with sync_client(responses_proxy) as client:
+    with sync_client(every_model) as client:
         response = client.responses.create(model="chat", input=prompt, reasoning={"effort": "low"})
     assert upstream.find(marker)[-1].json["reasoning_effort"] == "low"
     assert response.reasoning is not None
@@ -148,11 +135,11 @@ def test_the_reasoning_effort_asks_the_dialect_for_thoughts(
 
 @pytest.mark.parametrize("model", TOOL_MODELS)
 def test_a_function_call_arrives_whole_and_its_output_gets_the_final_answer(
-    responses_proxy: ProxyServer, marker: str, model: str
+    every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @call=2 @arg_split=3 @split=5"
     with (
-        sync_client(responses_proxy) as client,
+        sync_client(every_model) as client,
         client.responses.stream(model=model, input=prompt, tools=[WEATHER, TIME]) as stream,  # type: ignore[list-item]
     ):
         done = [e for e in stream if e.type == "response.function_call_arguments.done"]
@@ -169,7 +156,7 @@ def test_a_function_call_arrives_whole_and_its_output_gets_the_final_answer(
     ]
     history: list[Any] = [{"role": "user", "content": prompt}]
     history += [call.model_dump(exclude_none=True) for call in calls]
-    with sync_client(responses_proxy) as client:
+    with sync_client(every_model) as client:
         second = client.responses.create(
             model=model,
             input=history + outputs,
@@ -180,10 +167,10 @@ def test_a_function_call_arrives_whole_and_its_output_gets_the_final_answer(
 
 @pytest.mark.parametrize("model", TOOL_MODELS)
 async def test_not_streamed_the_calls_are_function_call_items(
-    responses_proxy: ProxyServer, marker: str, model: str
+    every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @think=3 @call=1 @text_before_call=1"
-    async with async_client(responses_proxy) as client:
+    async with async_client(every_model) as client:
         response = await client.responses.create(model=model, input=prompt, tools=[WEATHER])  # type: ignore[list-item]
     assert item_types(response) == ["reasoning", "message", "function_call"]
     call = response.output[2]
@@ -198,22 +185,22 @@ async def test_not_streamed_the_calls_are_function_call_items(
 
 @pytest.mark.parametrize("model", MODELS)
 def test_a_failure_mid_stream_raises_in_the_sdk(
-    responses_proxy: ProxyServer, marker: str, model: str
+    every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @text=tricky @tokens=12 @fault=drop-mid @after=4"
     seen: list[str] = []
-    with sync_client(responses_proxy) as client, pytest.raises(openai.APIError) as raised:
+    with sync_client(every_model) as client, pytest.raises(openai.APIError) as raised:
         seen.extend(event.type for event in streamed_lazily(client, model, prompt))
     assert "response.output_text.delta" in seen
     assert "dropped" in raised.value.message
 
 
 def test_after_the_error_event_comes_response_failed_and_nothing_else(
-    responses_proxy: ProxyServer, marker: str
+    every_model: ProxyServer, marker: str
 ) -> None:
     prompt = f"{marker} @fault=drop-mid @after=3"
     body = {"model": "chat", "input": prompt, "stream": True}
-    reply = httpx.post(f"{responses_proxy.url}/v1/responses", json=body, timeout=20)
+    reply = httpx.post(f"{every_model.url}/v1/responses", json=body, timeout=20)
     events = [line[6:] for line in reply.text.splitlines() if line.startswith("data: ")]
     last_two = [httpx.Response(200, content=data).json() for data in events[-2:]]
     assert [event["type"] for event in last_two] == ["error", "response.failed"]
@@ -222,19 +209,19 @@ def test_after_the_error_event_comes_response_failed_and_nothing_else(
     assert last_two[1]["response"]["output"][0]["status"] == "incomplete"
 
 
-def test_a_failure_not_streamed_is_a_502(responses_proxy: ProxyServer, marker: str) -> None:
+def test_a_failure_not_streamed_is_a_502(every_model: ProxyServer, marker: str) -> None:
     prompt = f"{marker} @fault=drop-mid @after=4"
-    with sync_client(responses_proxy) as client, pytest.raises(openai.APIStatusError) as raised:
+    with sync_client(every_model) as client, pytest.raises(openai.APIStatusError) as raised:
         client.responses.create(model="chat", input=prompt)
     assert raised.value.status_code == 502
 
 
 @pytest.mark.parametrize("model", ["chat", "claude", "llama"])
 def test_stopping_at_max_output_tokens_is_response_incomplete(
-    responses_proxy: ProxyServer, marker: str, model: str
+    every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @tokens=20"
-    with sync_client(responses_proxy) as client:
+    with sync_client(every_model) as client:
         events = streamed(client, model, prompt, max_output_tokens=3)
     last = events[-1]
     assert last.type == "response.incomplete"
@@ -268,14 +255,17 @@ def test_stopping_at_max_output_tokens_is_response_incomplete(
     ],
 )
 def test_what_needs_state_or_openais_platform_is_a_400_naming_the_field(
-    responses_proxy: ProxyServer,
+    every_model: ProxyServer,
     upstream: FakeUpstreamServer,
     marker: str,
     fields: dict[str, Any],
     param: str,
 ) -> None:
     body = {"model": "chat", "input": marker, **fields}
-    with sync_client(responses_proxy) as client, pytest.raises(openai.BadRequestError) as raised:
+    with (
+        sync_client(every_model) as client,
+        pytest.raises(openai.BadRequestError) as raised,
+    ):
         client.post("/responses", cast_to=Response, body=body)
     error: Any = raised.value.body
     assert error["param"] == param
@@ -285,7 +275,7 @@ def test_what_needs_state_or_openais_platform_is_a_400_naming_the_field(
 
 
 def test_a_reference_to_reasoning_is_not_relayed_as_a_reasoning_item_is_not(
-    responses_proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str
+    every_model: ProxyServer, upstream: FakeUpstreamServer, marker: str
 ) -> None:
     items = [
         {"role": "user", "content": [{"type": "input_text", "text": marker}]},
@@ -294,7 +284,7 @@ def test_a_reference_to_reasoning_is_not_relayed_as_a_reasoning_item_is_not(
         {"role": "assistant", "content": [{"type": "output_text", "text": "Hi."}]},
         {"role": "user", "content": f"{marker} again"},
     ]
-    with sync_client(responses_proxy) as client:
+    with sync_client(every_model) as client:
         client.responses.create(model="chat", input=items, store=True)  # type: ignore[arg-type]
     sent = upstream.find(marker)[-1].json["messages"]
     assert [(m["role"], m["content"]) for m in sent] == [
@@ -305,28 +295,31 @@ def test_a_reference_to_reasoning_is_not_relayed_as_a_reasoning_item_is_not(
 
 
 def test_tools_for_a_dialect_without_them_are_a_400_naming_the_dialect(
-    responses_proxy: ProxyServer, marker: str
+    every_model: ProxyServer, marker: str
 ) -> None:
-    with sync_client(responses_proxy) as client, pytest.raises(openai.BadRequestError) as raised:
+    with (
+        sync_client(every_model) as client,
+        pytest.raises(openai.BadRequestError) as raised,
+    ):
         client.responses.create(model="hf", input=marker, tools=[WEATHER])  # type: ignore[list-item]
     error: Any = raised.value.body
     assert error["param"] == "tools"
     assert "the tgi dialect" in error["message"]
 
 
-def test_an_unknown_model_is_openais_404(responses_proxy: ProxyServer, marker: str) -> None:
-    with sync_client(responses_proxy) as client, pytest.raises(openai.NotFoundError) as raised:
+def test_an_unknown_model_is_openais_404(every_model: ProxyServer, marker: str) -> None:
+    with sync_client(every_model) as client, pytest.raises(openai.NotFoundError) as raised:
         client.responses.create(model="nope", input=marker)
     error: Any = raised.value.body
     assert error["param"] == "model"
 
 
 def test_instructions_and_images_reach_the_upstream(
-    responses_proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str
+    every_model: ProxyServer, upstream: FakeUpstreamServer, marker: str
 ) -> None:
     png = "data:image/png;base64,iVBORw0KGgo="
     content = [{"type": "input_text", "text": marker}, {"type": "input_image", "image_url": png}]
-    with sync_client(responses_proxy) as client:
+    with sync_client(every_model) as client:
         response = client.responses.create(
             model="chat",
             instructions="Be brief.",

@@ -4,7 +4,6 @@ upstream records what it was sent, so the translation is asserted both ways."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,8 +17,7 @@ from proxy.fake_upstream import (
     tool_call_id,
     tool_call_input,
 )
-from proxy.settings import ModelEntry
-from tests.servers import FakeUpstreamServer, ProxyServer, proxy_settings
+from tests.servers import FakeUpstreamServer, ProxyServer
 from tests.test_completions import async_client, sync_client, user
 from tests.test_models import MODELS
 
@@ -37,17 +35,6 @@ TIME = {
     "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
 }
 PNG = "data:image/png;base64,iVBORw0KGgo="
-
-
-@pytest.fixture(scope="module")
-def tools_proxy(upstream: FakeUpstreamServer) -> Iterator[ProxyServer]:
-    entries = tuple(
-        ModelEntry(name=name, dialect=MODELS[name][0], url=upstream.url, max_tokens=4096)  # type: ignore[arg-type]
-        for name in MODELS
-    )
-    server = ProxyServer(proxy_settings(upstream.url, model_list=entries))
-    yield server
-    server.close()
 
 
 def expected_id(model: str, index: int, got: str) -> str:
@@ -77,10 +64,10 @@ def read_all(client: openai.OpenAI, model: str, prompt: str) -> None:
 @pytest.mark.parametrize("calls", [1, 2])
 @pytest.mark.parametrize("model", TOOL_MODELS)
 def test_streamed_calls_accumulate_exactly_for_every_dialect(
-    tools_proxy: ProxyServer, marker: str, model: str, calls: int
+    every_model: ProxyServer, marker: str, model: str, calls: int
 ) -> None:
     prompt = f"{marker} @call={calls} @arg_split=3 @split=5"
-    with sync_client(tools_proxy) as client:
+    with sync_client(every_model) as client:
         stream = client.chat.completions.create(
             model=model, messages=user(prompt), tools=[WEATHER, TIME], stream=True
         )
@@ -107,11 +94,11 @@ def test_streamed_calls_accumulate_exactly_for_every_dialect(
 
 @pytest.mark.parametrize("model", TOOL_MODELS)
 def test_the_sdks_stream_helper_gets_each_call_whole(
-    tools_proxy: ProxyServer, marker: str, model: str
+    every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @call=2 @text_before_call=1"
     with (
-        sync_client(tools_proxy) as client,
+        sync_client(every_model) as client,
         client.chat.completions.stream(
             model=model, messages=user(prompt), tools=[WEATHER, TIME]
         ) as stream,
@@ -130,10 +117,10 @@ def test_the_sdks_stream_helper_gets_each_call_whole(
 
 @pytest.mark.parametrize("model", TOOL_MODELS)
 def test_the_results_sent_back_get_the_final_answer_in_the_dialects_shape(
-    tools_proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str, model: str
+    every_model: ProxyServer, upstream: FakeUpstreamServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @call=2"
-    with sync_client(tools_proxy) as client:
+    with sync_client(every_model) as client:
         first = client.chat.completions.create(
             model=model, messages=user(prompt), tools=[WEATHER, TIME]
         )
@@ -164,10 +151,10 @@ def test_the_results_sent_back_get_the_final_answer_in_the_dialects_shape(
 
 @pytest.mark.parametrize("model", TOOL_MODELS)
 async def test_not_streamed_the_message_has_its_calls_whole(
-    tools_proxy: ProxyServer, marker: str, model: str
+    every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @call=2"
-    async with async_client(tools_proxy) as client:
+    async with async_client(every_model) as client:
         completion = await client.chat.completions.create(
             model=model, messages=user(prompt), tools=[WEATHER, TIME]
         )
@@ -182,11 +169,11 @@ async def test_not_streamed_the_message_has_its_calls_whole(
 
 @pytest.mark.parametrize("model", TOOL_MODELS)
 def test_a_failure_inside_a_calls_arguments_raises_in_the_sdk(
-    tools_proxy: ProxyServer, marker: str, model: str
+    every_model: ProxyServer, marker: str, model: str
 ) -> None:
     prompt = f"{marker} @call=1 @arg_split=2 @fault=drop-mid @after=3"
     # Ollama sends a call whole: its line never came, so the failure is a 502 before any part.
-    with sync_client(tools_proxy) as client, pytest.raises(openai.APIError) as raised:
+    with sync_client(every_model) as client, pytest.raises(openai.APIError) as raised:
         read_all(client, model, prompt)
     assert "dropped" in str(raised.value.message) or "upstream" in str(raised.value.message)
 
@@ -196,13 +183,13 @@ def test_a_failure_inside_a_calls_arguments_raises_in_the_sdk(
 
 @pytest.mark.parametrize("model", TOOL_MODELS)
 def test_an_image_reaches_each_dialect_in_its_own_shape(
-    tools_proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str, model: str
+    every_model: ProxyServer, upstream: FakeUpstreamServer, marker: str, model: str
 ) -> None:
     content = [
         {"type": "text", "text": f"{marker} what is it?"},
         {"type": "image_url", "image_url": {"url": PNG}},
     ]
-    with sync_client(tools_proxy) as client:
+    with sync_client(every_model) as client:
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": content}])
     message = upstream.find(marker)[-1].json["messages"][-1]
     dialect = TOOL_MODELS[model]
@@ -226,7 +213,7 @@ def test_an_image_reaches_each_dialect_in_its_own_shape(
     ],
 )
 def test_what_a_models_dialect_cannot_carry_is_a_400_naming_the_field_and_dialect(
-    tools_proxy: ProxyServer,
+    every_model: ProxyServer,
     upstream: FakeUpstreamServer,
     marker: str,
     model: str,
@@ -237,7 +224,10 @@ def test_what_a_models_dialect_cannot_carry_is_a_400_naming_the_field_and_dialec
     if "image" in fields:
         image = {"type": "image_url", "image_url": {"url": fields.pop("image")}}
         content = [{"type": "text", "text": marker}, image]
-    with sync_client(tools_proxy) as client, pytest.raises(openai.BadRequestError) as raised:
+    with (
+        sync_client(every_model) as client,
+        pytest.raises(openai.BadRequestError) as raised,
+    ):
         client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": content}], extra_body=fields
         )
@@ -250,14 +240,14 @@ def test_what_a_models_dialect_cannot_carry_is_a_400_naming_the_field_and_dialec
 
 @pytest.mark.parametrize("model", ["chat", "llama"])
 def test_a_json_answer_is_asked_for_in_the_dialects_words(
-    tools_proxy: ProxyServer, upstream: FakeUpstreamServer, marker: str, model: str
+    every_model: ProxyServer, upstream: FakeUpstreamServer, marker: str, model: str
 ) -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     answer = {
         "type": "json_schema",
         "json_schema": {"name": "thing", "schema": schema, "strict": True},
     }
-    with sync_client(tools_proxy) as client:
+    with sync_client(every_model) as client:
         client.chat.completions.create(model=model, messages=user(marker), response_format=answer)  # type: ignore[arg-type]
     sent = upstream.find(marker)[-1].json
     if model == "chat":
@@ -267,7 +257,7 @@ def test_a_json_answer_is_asked_for_in_the_dialects_words(
 
 
 async def test_open_webuis_native_tool_calling_request_streams_a_call_back(
-    tools_proxy: ProxyServer, marker: str
+    every_model: ProxyServer, marker: str
 ) -> None:
     """As Open WebUI sends it with a tool on: its tools, tool_choice, stream_options and its
     own fields."""
@@ -287,7 +277,7 @@ async def test_open_webuis_native_tool_calling_request_streams_a_call_back(
         "features": {"web_search": False},
         "metadata": {"user_id": "u"},
     }
-    async with httpx.AsyncClient(base_url=tools_proxy.url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=every_model.url, timeout=10) as client:
         response = await client.post("/v1/chat/completions", json=body)
     assert response.status_code == 200
     events = [line.removeprefix("data: ") for line in response.text.split("\n\n") if line]
