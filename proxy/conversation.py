@@ -158,6 +158,10 @@ class Conversation:
                     return f"messages.[{index}].content", what
         return None
 
+    def characters(self) -> int:
+        """The prompt's characters: the system prompt and every message's text."""
+        return len(self.system or "") + sum(len(message.content) for message in self.messages)
+
     def as_prompt(self) -> str:
         """One plain-text prompt, for completion-style APIs that take no message list."""
         if len(self.messages) == 1 and self.system is None:

@@ -153,7 +153,7 @@ class StreamOpener:
     async def __call__(self, request: Request) -> AsyncIterator[Stream]:
         services = services_of(request)
         session = StreamSession(services, request_id_of(request), request.receive)
-        session.record.route = request.url.path  # one of the streaming routes' own paths
+        session.record.route = request.scope["path"]  # one of the streaming routes' own paths
         session.record.arrival = arrival_of(request)
         try:
             async with session.opening():
@@ -181,7 +181,8 @@ class StreamOpener:
             route.check_headers(request.headers)
         body = await read_body(request, settings.request_limits, route.request_model)
         session.name_model(body.model or "-")
-        check_prompt_length(body, settings.request_limits)
+        asked = body.conversation()  # built once: its length, then its model's defaults
+        check_prompt_length(asked, settings.request_limits)
         upstream = choose_upstream(services.upstreams, body)
         head = Head(
             output,
@@ -189,17 +190,18 @@ class StreamOpener:
             settings.sse_keepalive,
             message_id=body.response_message_id(),
         )
-        resume_id = body.resume_id(given_request_id(request))
-        conversation = body.conversation().reasoning_or(upstream.spec.reasoning)
+        conversation = asked.reasoning_or(upstream.spec.reasoning)
         upstream.refuse_beyond(conversation)
-        if services.resumable is None or resume_id is None:
+        resumable = services.resumable
+        resume_id = None if resumable is None else body.resume_id(given_request_id(request))
+        if resumable is None or resume_id is None:
             await session.open(upstream, conversation, output.text_only)
             return Stream(_with_budget(head, session), session, body, session)
         session.record.resumable = True
         attributes = {"request_id": session.request_id}
         if head.message_id:
             attributes["message_id"] = head.message_id
-        live = await services.resumable.start(
+        live = await resumable.start(
             session,
             functools.partial(session.open, upstream, conversation, output.text_only),
             route.resume_prefix + resume_id,

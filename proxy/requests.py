@@ -75,8 +75,7 @@ class StreamBody(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
 
     def prompt_chars(self) -> int:
-        conversation = self.conversation()
-        return len(conversation.system or "") + sum(len(m.content) for m in conversation.messages)
+        return self.conversation().characters()
 
     def conversation(self) -> Conversation:
         raise NotImplementedError
@@ -203,8 +202,8 @@ def _param(error: ErrorDetails) -> str | None:
     return ".".join(steps) or None
 
 
-def check_prompt_length(body: StreamBody, limits: RequestLimits) -> None:
-    if body.prompt_chars() > limits.max_prompt_chars:
+def check_prompt_length(conversation: Conversation, limits: RequestLimits) -> None:
+    if conversation.characters() > limits.max_prompt_chars:
         limit = limits.max_prompt_chars
         raise InvalidRequest(f"the prompt is longer than {limit} characters", param="messages")
 
