@@ -17,11 +17,7 @@ import pytest
 from proxy.fake_upstream import reasoning_text, reply_text
 from tests.frontends import AI_SDK_DIRECTORY, install_ai_sdk, run_node_script
 from tests.servers import ProxyServer
-from tests.test_completions_reasoning import (  # noqa: F401  (thinking_proxy: fixture)
-    THINKING_MODELS,
-    THINKING_SPELLINGS,
-    thinking_proxy,
-)
+from tests.test_completions_reasoning import THINKING_MODELS, THINKING_SPELLINGS
 from tests.test_models import MODELS
 
 # One reasoning block, then one text block, in one step: what an app renders as thoughts
@@ -55,13 +51,13 @@ async def run_provider(
 @pytest.mark.parametrize(("model", "spelling"), THINKING_SPELLINGS)
 async def test_stream_text_yields_the_exact_reasoning_then_the_exact_answer(
     node: str,
-    thinking_proxy: ProxyServer,  # noqa: F811
+    every_model: ProxyServer,
     marker: str,
     model: str,
     spelling: str,
 ) -> None:
     prompt = f"{marker} @think=9 @text=tricky @tokens=20 @split=7 {spelling}"
-    result = await run_provider(node, thinking_proxy, model, prompt)
+    result = await run_provider(node, every_model, model, prompt)
     assert result["errors"] == []
     assert result["reasoning"] == reasoning_text(prompt, 9)
     assert result["text"] == reply_text(prompt, 20)
@@ -71,26 +67,26 @@ async def test_stream_text_yields_the_exact_reasoning_then_the_exact_answer(
 
 async def test_stream_text_usage_counts_the_reasoning_tokens_the_upstream_reported(
     node: str,
-    thinking_proxy: ProxyServer,  # noqa: F811
+    every_model: ProxyServer,
     marker: str,
 ) -> None:
     # The openai dialect's upstream reports the split (completion_tokens_details).
     assert MODELS["chat"][0] == "openai"
     prompt = f"{marker} @think=9 @tokens=20"
-    result = await run_provider(node, thinking_proxy, "chat", prompt)
+    result = await run_provider(node, every_model, "chat", prompt)
     assert result["reasoningTokens"] == 9
 
 
 @pytest.mark.parametrize("model", THINKING_MODELS)
 async def test_the_reasoning_effort_provider_option_asks_for_thoughts(
     node: str,
-    thinking_proxy: ProxyServer,  # noqa: F811
+    every_model: ProxyServer,
     marker: str,
     model: str,
 ) -> None:
     # providerOptions {proxy: {reasoningEffort}} is sent as reasoning_effort; the fake thinks 4.
     prompt = f"{marker} @text=tricky @tokens=5"
-    result = await run_provider(node, thinking_proxy, model, prompt, reasoningEffort="low")
+    result = await run_provider(node, every_model, model, prompt, reasoningEffort="low")
     assert result["reasoning"] == reasoning_text(prompt, 4)
     assert result["text"] == reply_text(prompt, 5)
     assert result["types"] == THOUGHTS_THEN_ANSWER
@@ -98,11 +94,11 @@ async def test_the_reasoning_effort_provider_option_asks_for_thoughts(
 
 async def test_stream_text_without_thinking_has_no_reasoning_block(
     node: str,
-    thinking_proxy: ProxyServer,  # noqa: F811
+    every_model: ProxyServer,
     marker: str,
 ) -> None:
     prompt = f"{marker} @text=tricky @tokens=5"
-    result = await run_provider(node, thinking_proxy, "chat", prompt)
+    result = await run_provider(node, every_model, "chat", prompt)
     assert result["errors"] == []
     assert result["text"] == reply_text(prompt, 5)
     assert not any(kind.startswith("reasoning") for kind in result["types"])
@@ -111,12 +107,12 @@ async def test_stream_text_without_thinking_has_no_reasoning_block(
 @pytest.mark.parametrize("model", THINKING_MODELS)
 async def test_generate_text_reads_the_reasoning_of_a_whole_completion(
     node: str,
-    thinking_proxy: ProxyServer,  # noqa: F811
+    every_model: ProxyServer,
     marker: str,
     model: str,
 ) -> None:
     prompt = f"{marker} @think=9 @text=tricky @tokens=20"
-    result = await run_provider(node, thinking_proxy, model, prompt, generate=True)
+    result = await run_provider(node, every_model, model, prompt, generate=True)
     assert result["reasoning"] == reasoning_text(prompt, 9)
     assert result["text"] == reply_text(prompt, 20)
     assert result["types"] == ["reasoning", "text"]
