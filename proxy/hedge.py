@@ -67,7 +67,8 @@ async def race(racers: Racers, hedge_after: float | None) -> tuple[UpstreamAttem
                 elif isinstance(error, UpstreamError):
                     errors.append(error)
                     await racers.failed(attempt, error)
-                elif error is not None:
+                elif error is not None:  # not the upstream's failure: a bug, let it through
+                    await racers.dropped(attempt, "cancelled")
                     raise error
                 else:
                     await racers.dropped(attempt, "hedge_lost")
