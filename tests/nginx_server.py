@@ -14,32 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.chaos_servers import render_nginx_conf
 from tests.redis_server import free_port
-
-NGINX_CONF = Path(__file__).resolve().parent.parent / "docker" / "nginx.conf"
-
-
-def render_nginx_conf(proxy_ports: list[int], listen_port: int, prefix: Path) -> Path:
-    """docker/nginx.conf with loopback servers, a loopback listener and temp paths in prefix."""
-    lines = []
-    for line in NGINX_CONF.read_text().splitlines():
-        indent = line[: len(line) - len(line.lstrip())]
-        if line.endswith("# upstream servers"):
-            server = line.strip().split()
-            lines += [
-                f"{indent}server 127.0.0.1:{port} {' '.join(server[2:])}" for port in proxy_ports
-            ]
-        elif line.endswith("# listen"):
-            lines.append(f"{indent}listen 127.0.0.1:{listen_port};")
-        elif line.strip() == "http {":
-            lines.append(line)
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-                lines.append(f"    {kind}_temp_path {prefix / kind};")
-        else:
-            lines.append(line)
-    rendered = prefix / "nginx.conf"
-    rendered.write_text("\n".join(lines) + "\n")
-    return rendered
 
 
 class Nginx:
